@@ -1,0 +1,5 @@
+"""``python -m wacanon`` is the ``wacanon`` command."""
+
+from wacanon.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""Identity: who a JID / wa_id / LID / BSUID names, and the keys that make events unique.
+
+One person reaches a business under up to three identities — a phone number, a LID
+(``…@lid``, WhatsApp's privacy id) and a BSUID (Cloud API business-scoped user id for
+username users) — and payloads carry them in many spellings. Everything that turns a
+provider's spelling into the spec's ``wa_id`` lives here, so every normalizer agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+#: ``event_id = uuid5(EVENT_ID_NAMESPACE, idempotency_key)``.
+EVENT_ID_NAMESPACE = uuid.NAMESPACE_URL
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+JidKind = Literal["pn", "lid", "group", "broadcast", "newsletter", "other"]
+
+_SERVER_KINDS: dict[str, JidKind] = {
+    "s.whatsapp.net": "pn",
+    "c.us": "pn",
+    "hosted": "pn",
+    "lid": "lid",
+    "hosted.lid": "lid",
+    "g.us": "group",
+    "broadcast": "broadcast",
+    "newsletter": "newsletter",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Jid:
+    """A parsed WhatsApp JID: ``user[:device]@server`` with the device dropped."""
+
+    user: str
+    server: str
+
+    @property
+    def kind(self) -> JidKind:
+        return _SERVER_KINDS.get(self.server, "other")
+
+
+def parse_jid(text: str) -> Jid:
+    """Split a JID; a bare number (no ``@``) is taken as a phone-number JID."""
+    user, at, server = text.strip().partition("@")
+    if not at:
+        server = "s.whatsapp.net"
+    user = user.partition(":")[0]  # device suffix, ``5511…:12``
+    if server != "g.us":
+        user = user.partition("_")[0]  # agent suffix of hosted / multi-device user parts
+    return Jid(user=user, server=server.lower())
+
+
+def digits(text: str) -> str:
+    """Only the digits of a phone number written any way (``+55 (11) 98765-4321``)."""
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def phone_of(text: str | None) -> str | None:
+    """The phone digits a JID or number names, or None when it names no phone."""
+    if not text:
+        return None
+    jid = parse_jid(text)
+    if jid.kind != "pn":
+        return None
+    found = digits(jid.user)
+    return found or None
+
+
+def lid_of(text: str | None) -> str | None:
+    """The LID digits a ``…@lid`` JID names, or None for any other JID."""
+    if not text or "@" not in text:
+        return None
+    jid = parse_jid(text)
+    if jid.kind != "lid":
+        return None
+    return digits(jid.user) or None
+
+
+def is_group_jid(text: str | None) -> bool:
+    return bool(text) and str(text).lower().endswith("@g.us")
+
+
+def is_unroutable_jid(text: str | None) -> bool:
+    """Status broadcasts (stories) and channels: not a conversation with a customer."""
+    if not text or "@" not in text:
+        return False
+    return parse_jid(text).kind in ("broadcast", "newsletter")
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Every identity of one person that a payload revealed."""
+
+    phone: str | None = None
+    lid: str | None = None
+    user_id: str | None = None
+
+    @property
+    def wa_id(self) -> str | None:
+        """The spec's ``wa_id``: phone digits, else ``lid:<digits>``, else ``bsuid:<BSUID>``."""
+        if self.phone:
+            return self.phone
+        if self.lid:
+            return f"lid:{self.lid}"
+        if self.user_id:
+            return f"bsuid:{self.user_id}"
+        return None
+
+    def merged(self, other: Person) -> Person:
+        """Fill what this one lacks from ``other`` (first seen wins)."""
+        return Person(
+            phone=self.phone or other.phone,
+            lid=self.lid or other.lid,
+            user_id=self.user_id or other.user_id,
+        )
+
+
+def person_from_jids(*jids: str | None, user_id: str | None = None) -> Person:
+    """Collect the phone and LID among JIDs that name one person in different addressing.
+
+    Providers put the alternative in fields whose meaning flips with the addressing mode
+    (``remoteJidAlt`` holds the phone when ``remoteJid`` is a LID, and the LID when it is
+    a phone), so each value is classified by its own server, never by the field name.
+    """
+    phone: str | None = None
+    lid: str | None = None
+    for jid in jids:
+        if not jid:
+            continue
+        if phone is None:
+            phone = phone_of(jid)
+        if lid is None:
+            lid = lid_of(jid)
+    return Person(phone=phone, lid=lid, user_id=user_id or None)
+
+
+def idempotency_key(provider: str, account: str, *identity: str | None) -> str:
+    """SHA-256 over the event's identity; never include the time of receipt.
+
+    ``identity`` is (kind, ids...). The parts are JSON-encoded as a list, so ``("a|b", "c")`` and ``("a", "b|c")`` can
+    never collide the way a joined string would.
+    """
+    payload = orjson.dumps([provider, account, *identity])
+    return hashlib.sha256(payload).hexdigest()
+
+
+def event_id(key: str) -> str:
+    """UUIDv5 of the idempotency key, computed without ``uuid.uuid5``'s object overhead."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -1,0 +1,29 @@
+"""The exceptions wacanon raises on purpose, in one tree::
+
+    WacanonError
+    ├── UnknownProviderError   a provider name that is not in the registry
+    └── ConfigError            configuration that cannot be used (named key, problem)
+
+Bad *data* is never an exception: normalizers return error values
+(:class:`wacanon.providers.common.NormalizeError`) so that one bad item does not lose
+the rest of a batch.
+"""
+
+from __future__ import annotations
+
+
+class WacanonError(Exception):
+    """Base of every error wacanon raises on purpose."""
+
+
+class UnknownProviderError(WacanonError, ValueError):
+    """The provider name is not one wacanon knows."""
+
+    def __init__(self, provider: str, known: tuple[str, ...]) -> None:
+        self.provider = provider
+        self.known = known
+        super().__init__(f"unknown provider {provider!r}; expected one of: {', '.join(known)}")
+
+
+class ConfigError(WacanonError):
+    """Configuration that cannot be used; the message names the key and the problem."""

@@ -1,0 +1,1 @@
+"""One pure normalizer per provider; :mod:`wacanon.providers.registry` maps names to them."""

@@ -1,0 +1,253 @@
+"""What every provider normalizer shares: its context, its result, and the event builder.
+
+A normalizer is a pure function ``normalize(body, ctx) -> NormalizeResult``: no I/O, no
+clock (``ctx.received_at`` is passed in), no exception for bad data. What does not
+parse becomes a :class:`NormalizeError` naming the path that failed, and the items of a
+batch that did parse still give their events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+import orjson
+
+from wacanon.canonical.ids import Person, event_id, idempotency_key
+from wacanon.canonical.schema import CanonicalEvent, ProviderName
+
+#: JSON decoding shared by all providers: bytes to plain Python values, no validation.
+decode_json = msgspec.json.Decoder().decode
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeContext:
+    """Everything a normalizer needs that is not in the body."""
+
+    received_at: datetime
+    correlation_id: str
+    account: str | None = None
+    shopper_id: str | None = None
+    signature_valid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeError:
+    """One part of a payload that could not be understood, and where it is."""
+
+    path: str
+    message: str
+    provider_event: str | None = None
+    #: ``invalid_json`` (the body is not JSON at all) or ``unrecognized`` (JSON we cannot read).
+    code: str = "unrecognized"
+
+    def __str__(self) -> str:
+        where = f"{self.provider_event} " if self.provider_event else ""
+        return f"{where}at {self.path}: {self.message}"
+
+
+@dataclass(slots=True)
+class NormalizeResult:
+    """Events out of one payload, how many items carried nothing canonical, and the errors."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    ignored: int = 0
+    errors: list[NormalizeError] = field(default_factory=list)
+
+    def extend(self, other: NormalizeResult) -> None:
+        self.events.extend(other.events)
+        self.ignored += other.ignored
+        self.errors.extend(other.errors)
+
+
+Normalizer = Callable[[bytes | str, NormalizeContext], NormalizeResult]
+
+
+T = TypeVar("T")
+
+
+def convert(value: Any, model: type[T], path: str) -> T | NormalizeError:
+    """Type one item at the boundary; a mismatch becomes an error value with its full path."""
+    try:
+        return msgspec.convert(value, model, strict=False)
+    except msgspec.ValidationError as exc:
+        return NormalizeError(path=_join_path(path, str(exc)), message=_reason(str(exc)))
+
+
+def _reason(text: str) -> str:
+    return text.rpartition(" - at `")[0] or text
+
+
+def _join_path(prefix: str, text: str) -> str:
+    """msgspec says ``… - at `$.a[0]```; graft that onto where the item sits in the body."""
+    _, sep, tail = text.rpartition(" - at `$")
+    return prefix + tail.rstrip("`") if sep else prefix
+
+
+def decode_body(body: bytes | str) -> Any | NormalizeError:
+    """Decode JSON; invalid JSON is an error value (the CLI turns it into exit 2).
+
+    A UTF-8 byte-order mark, which some tools write before a saved payload, is skipped.
+    """
+    if isinstance(body, bytes) and body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    elif isinstance(body, str) and body.startswith("\ufeff"):
+        body = body[1:]
+    try:
+        return decode_json(body)
+    except msgspec.DecodeError as exc:
+        return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
+    except RecursionError:
+        return NormalizeError(path="$", message="JSON nested too deeply to read")
+
+
+def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
+    """A provider timestamp in seconds or milliseconds (number or numeric string), as UTC.
+
+    Anything that is not a plausible time falls back to the time of receipt, as the spec
+    says for events without a timestamp of their own.
+    """
+    if value is None or value == "":
+        return fallback
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return fallback
+    if number > 1e11:  # milliseconds (1e11 s is the year 5138)
+        number /= 1000.0
+    if not 0 < number < 32503680000:  # before year 3000
+        return fallback
+    return datetime.fromtimestamp(number, tz=UTC)
+
+
+def iso_time(value: str | None, fallback: datetime) -> datetime:
+    """An ISO 8601 provider time (Evolution's ``date_time``), as UTC."""
+    if not value:
+        return fallback
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return fallback
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def actor_dict(
+    person: Person,
+    role: str,
+    *,
+    display_name: str | None = None,
+    username: str | None = None,
+) -> dict[str, Any]:
+    """The canonical ``actor`` object for a person."""
+    return {
+        "wa_id": person.wa_id,
+        "lid": person.lid,
+        "user_id": person.user_id,
+        "username": username or None,
+        "role": role,
+        "display_name": display_name or None,
+    }
+
+
+BUSINESS_ACTOR: Mapping[str, Any] = {"role": "business"}
+SYSTEM_ACTOR: Mapping[str, Any] = {"role": "system"}
+
+
+def private_chat(customer: Person) -> dict[str, Any]:
+    """A private chat is named by the customer's ``wa_id``; the other identities ride along."""
+    return {
+        "type": "private",
+        "id": customer.wa_id or "unknown",
+        "lid": customer.lid,
+        "user_id": customer.user_id,
+        "phone": customer.phone,
+    }
+
+
+def group_chat(group_id: str) -> dict[str, Any]:
+    return {"type": "group", "id": group_id}
+
+
+@dataclass(frozen=True, slots=True)
+class EventBuilder:
+    """Turns a normalizer's typed findings into validated canonical events.
+
+    Holds what is the same for every event of one payload (provider, context), so the
+    mapping functions pass only what is specific to each event.
+    """
+
+    provider: ProviderName
+    ctx: NormalizeContext
+
+    def account(self, from_payload: str | None) -> str | None:
+        """An explicit ``--account`` beats the payload's own account id."""
+        return self.ctx.account or from_payload or None
+
+    def build(
+        self,
+        *,
+        account: str,
+        event_type: str,
+        identity: tuple[str | None, ...],
+        occurred_at: datetime,
+        provider_event: str,
+        provider_message_id: str | None,
+        actor: Mapping[str, Any],
+        chat: Mapping[str, Any],
+        **body: Mapping[str, Any] | None,
+    ) -> CanonicalEvent:
+        """One event. ``identity`` is (kind, ids...) — the facts that make it unique.
+
+        ``body`` holds the optional top-level objects (``message``, ``status``, ``group``,
+        ``contact``, ``connection``, ``call``); None values are left out.
+        """
+        key = idempotency_key(self.provider, account, *identity)
+        data: dict[str, Any] = {
+            "event_id": event_id(key),
+            "event_type": event_type,
+            "occurred_at": occurred_at,
+            "received_at": self.ctx.received_at,
+            "idempotency_key": key,
+            "source": {
+                "provider": self.provider,
+                "account_id": account,
+                "provider_event": provider_event,
+                "provider_message_id": provider_message_id,
+            },
+            "routing": {"shopper_id": self.ctx.shopper_id},
+            "actor": actor,
+            "chat": chat,
+            "security": {
+                "signature_valid": self.ctx.signature_valid,
+                "risk_flags": risk_flags(actor, body.get("message")),
+            },
+            "trace": {"correlation_id": self.ctx.correlation_id},
+        }
+        for name, value in body.items():
+            if value is not None:
+                data[name] = value
+        return CanonicalEvent.model_validate(data)
+
+
+def content_digest(value: Any) -> str:
+    """A short stable digest of content, for identities keyed by what changed (edits)."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def risk_flags(actor: Mapping[str, Any], message: Mapping[str, Any] | None) -> list[str]:
+    """Facts a consumer may want to treat with care: unreachable identities, viral forwards."""
+    flags = []
+    wa_id = actor.get("wa_id")
+    if isinstance(wa_id, str) and wa_id.startswith("lid:"):
+        flags.append("actor_lid_only")
+    elif isinstance(wa_id, str) and wa_id.startswith("bsuid:"):
+        flags.append("actor_bsuid_only")
+    if message is not None and message.get("frequently_forwarded"):
+        flags.append("frequently_forwarded")
+    return flags

@@ -1,0 +1,98 @@
+"""No input ever makes a normalizer raise: arbitrary JSON, and real fixtures mutated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import json
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.golden import cases
+from wacanon import PROVIDERS, normalize
+
+WHEN = datetime(2026, 3, 1, tzinfo=UTC)
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=25,
+)
+
+
+def check(provider: str, body: bytes) -> None:
+    result = normalize(provider, body, received_at=WHEN, correlation_id="c")
+    assert result.ignored >= 0
+    for event in result.events:
+        assert event.source.provider == provider
+        orjson.loads(event.model_dump_json())  # serializes to valid JSON
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values)
+def test_arbitrary_json_never_raises(provider: str, value: Any) -> None:
+    check(provider, json.dumps(value).encode())
+
+
+def _mutations(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """Every (path, original) of a decoded payload, so a test can replace any node."""
+    found = [(path, value)]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += _mutations(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += _mutations(child, (*path, index))
+    return found
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, *rest = path
+    if isinstance(value, dict):
+        return {**value, head: _replace(value[head], tuple(rest), new)}
+    copy = list(value)
+    copy[head] = _replace(copy[head], tuple(rest), new)
+    return copy
+
+
+FIXTURES = [(p, c) for p in PROVIDERS for c in cases(p)]
+
+
+@pytest.mark.parametrize(
+    ("provider", "case"), FIXTURES, ids=[f"{p}/{c.stem}" for p, c in FIXTURES]
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_fixtures_never_raise(provider: str, case: Any, data: st.DataObject) -> None:
+    original = orjson.loads(case.read_bytes())
+    nodes = _mutations(original)
+    path, _ = data.draw(st.sampled_from(nodes))
+    mutated = _replace(original, path, data.draw(json_values))
+    check(provider, json.dumps(mutated).encode())
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"null", b"[]", b'"x"', b"1e999999", b"{" * 5000, b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+     b"\xff\xfe", b'{"entry": 5, "event": 5, "data": 5, "events": 5}'],
+)  # fmt: skip
+def test_hostile_bodies_give_errors_not_exceptions(provider: str, body: bytes) -> None:
+    result = normalize(provider, body, received_at=WHEN)
+    assert result.events == []
+    assert result.errors or result.ignored
