@@ -32,9 +32,14 @@ def test_prints_one_event_per_line() -> None:
 
 def test_reads_stdin_and_fixes_received_at() -> None:
     done = wacanon(
-        "normalize", "-p", "simulated", "--received-at", "2026-03-01T12:00:00Z", "-",
+        "normalize",
+        "-p",
+        "simulated",
+        "--received-at",
+        "2026-03-01T12:00:00Z",
+        "-",
         stdin=TEXT.read_bytes(),
-    )  # fmt: skip
+    )
     assert done.returncode == 0
     assert orjson.loads(done.stdout)["received_at"] == "2026-03-01T12:00:00Z"
 

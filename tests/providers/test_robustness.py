@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
-
-import json
 
 import orjson
 import pytest
@@ -26,8 +25,9 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -73,9 +73,7 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 FIXTURES = [(p, c) for p in PROVIDERS for c in cases(p)]
 
 
-@pytest.mark.parametrize(
-    ("provider", "case"), FIXTURES, ids=[f"{p}/{c.stem}" for p, c in FIXTURES]
-)
+@pytest.mark.parametrize(("provider", "case"), FIXTURES, ids=[f"{p}/{c.stem}" for p, c in FIXTURES])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_fixtures_never_raise(provider: str, case: Any, data: st.DataObject) -> None:
@@ -89,9 +87,18 @@ def test_mutated_fixtures_never_raise(provider: str, case: Any, data: st.DataObj
 @pytest.mark.parametrize("provider", list(PROVIDERS))
 @pytest.mark.parametrize(
     "body",
-    [b"", b"null", b"[]", b'"x"', b"1e999999", b"{" * 5000, b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}",
-     b"\xff\xfe", b'{"entry": 5, "event": 5, "data": 5, "events": 5}'],
-)  # fmt: skip
+    [
+        b"",
+        b"null",
+        b"[]",
+        b'"x"',
+        b"1e999999",
+        b"{" * 5000,
+        b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b"\xff\xfe",
+        b'{"entry": 5, "event": 5, "data": 5, "events": 5}',
+    ],
+)
 def test_hostile_bodies_give_errors_not_exceptions(provider: str, body: bytes) -> None:
     result = normalize(provider, body, received_at=WHEN)
     assert result.events == []

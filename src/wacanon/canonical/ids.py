@@ -9,6 +9,7 @@ provider's spelling into the spec's ``wa_id`` lives here, so every normalizer ag
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,8 @@ import orjson
 #: ``event_id = uuid5(EVENT_ID_NAMESPACE, idempotency_key)``.
 EVENT_ID_NAMESPACE = uuid.NAMESPACE_URL
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+_NON_DIGITS = re.compile(r"[^0-9]+")
 
 JidKind = Literal["pn", "lid", "group", "broadcast", "newsletter", "other"]
 
@@ -58,28 +61,35 @@ def parse_jid(text: str) -> Jid:
 
 def digits(text: str) -> str:
     """Only the digits of a phone number written any way (``+55 (11) 98765-4321``)."""
-    return "".join(ch for ch in text if ch.isdigit())
+    if text.isascii() and text.isdigit():
+        return text
+    return _NON_DIGITS.sub("", text)
+
+
+def _user_part(text: str) -> tuple[str, str]:
+    """(user without device / agent suffix, lower-case server) — the hot path of every JID."""
+    user, at, server = text.strip().partition("@")
+    return user.partition(":")[0].partition("_")[0], (server.lower() if at else "s.whatsapp.net")
 
 
 def phone_of(text: str | None) -> str | None:
     """The phone digits a JID or number names, or None when it names no phone."""
     if not text:
         return None
-    jid = parse_jid(text)
-    if jid.kind != "pn":
+    user, server = _user_part(text)
+    if _SERVER_KINDS.get(server) != "pn":
         return None
-    found = digits(jid.user)
-    return found or None
+    return digits(user) or None
 
 
 def lid_of(text: str | None) -> str | None:
     """The LID digits a ``…@lid`` JID names, or None for any other JID."""
     if not text or "@" not in text:
         return None
-    jid = parse_jid(text)
-    if jid.kind != "lid":
+    user, server = _user_part(text)
+    if _SERVER_KINDS.get(server) != "lid":
         return None
-    return digits(jid.user) or None
+    return digits(user) or None
 
 
 def is_group_jid(text: str | None) -> bool:
@@ -137,14 +147,16 @@ def person_from_jids(*jids: str | None, user_id: str | None = None) -> Person:
             phone = phone_of(jid)
         if lid is None:
             lid = lid_of(jid)
+        if phone is not None and lid is not None:
+            break
     return Person(phone=phone, lid=lid, user_id=user_id or None)
 
 
 def idempotency_key(provider: str, account: str, *identity: str | None) -> str:
     """SHA-256 over the event's identity; never include the time of receipt.
 
-    ``identity`` is (kind, ids...). The parts are JSON-encoded as a list, so ``("a|b", "c")`` and ``("a", "b|c")`` can
-    never collide the way a joined string would.
+    ``identity`` is (kind, ids...). The parts are JSON-encoded as a list, so
+    ``("a|b", "c")`` and ``("a", "b|c")`` never collide the way joined strings would.
     """
     payload = orjson.dumps([provider, account, *identity])
     return hashlib.sha256(payload).hexdigest()

@@ -103,6 +103,8 @@ def decode_body(body: bytes | str) -> Any | NormalizeError:
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
     except RecursionError:
         return NormalizeError(path="$", message="JSON nested too deeply to read")
+    except UnicodeError as exc:  # a str body with lone surrogates cannot be UTF-8
+        return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
 
 
 def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
@@ -115,7 +117,7 @@ def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
         return fallback
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return fallback
     if number > 1e11:  # milliseconds (1e11 s is the year 5138)
         number /= 1000.0

@@ -437,7 +437,7 @@ def vcard_card(display_name: str | None, vcard: str | None) -> dict[str, Any]:
         tag = head.split(";")[0].split(".")[-1].upper()
         if tag == "TEL":
             phones.append(value.strip())
-            wa = next((p[6:] for p in head.split(";") if p.lower().startswith("waid=")), None)
+            wa = next((p[5:] for p in head.split(";") if p.lower().startswith("waid=")), None)
             if wa:
                 wa_ids.append(wa)
         elif tag == "EMAIL":
@@ -536,7 +536,11 @@ def _interactive_response(raw: Any) -> Content:
 
 def _order(raw: Any) -> Content:
     c = msgspec.convert(raw, OrderContent, strict=False)
-    order: dict[str, Any] = {"catalog_id": c.orderId, "text": c.message or c.orderTitle, "items": []}
+    order: dict[str, Any] = {
+        "catalog_id": c.orderId,
+        "text": c.message or c.orderTitle,
+        "items": [],
+    }
     return Content(
         "message",
         _with_context({"type": "order", "text": c.message, "order": order}, c.contextInfo),

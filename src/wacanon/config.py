@@ -1,0 +1,221 @@
+"""Configuration: ``wacanon.toml`` (path from ``--config`` or ``WACANON_CONFIG``) plus environment.
+
+One settings class validates everything at start-up, so a bad file stops the server
+with a message naming the key and the problem instead of failing on the first webhook.
+``${NAME}`` references in string values are expanded from the environment; a reference
+to an unset variable leaves that secret unset (the provider then refuses webhooks) and
+is reported in the start-up lines. ``WACANON_DATABASE_URL`` overrides ``database_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wacanon.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "wacanon.toml"
+DEFAULT_DATABASE_URL = "sqlite:///./wacanon.db"
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CloudApiConfig(_Strict):
+    app_secret: str | None = None
+    verify_token: str | None = None
+    allow_unsigned: bool = False
+
+
+class EvolutionConfig(_Strict):
+    api_key: str | None = None
+    allow_unsigned: bool = False
+
+
+class BaileysConfig(_Strict):
+    secret: str | None = None
+    allow_unsigned: bool = False
+
+
+class SimulatedConfig(_Strict):
+    token: str | None = None
+    allow_unsigned: bool = False
+
+
+class ProvidersConfig(_Strict):
+    cloud_api: CloudApiConfig = CloudApiConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    baileys: BaileysConfig = BaileysConfig()
+    simulated: SimulatedConfig = SimulatedConfig()
+
+    def secret_of(self, provider: str) -> str | None:
+        """The one secret that verifies a provider's webhooks."""
+        match provider:
+            case "cloud_api":
+                return self.cloud_api.app_secret
+            case "evolution":
+                return self.evolution.api_key
+            case "baileys":
+                return self.baileys.secret
+            case _:
+                return self.simulated.token
+
+    def allows_unsigned(self, provider: str) -> bool:
+        section: CloudApiConfig | EvolutionConfig | BaileysConfig | SimulatedConfig = getattr(
+            self, provider
+        )
+        return section.allow_unsigned
+
+
+class AccountConfig(_Strict):
+    provider: Literal["cloud_api", "evolution", "baileys", "simulated"]
+    account_id: str = Field(min_length=1)
+    shopper_id: str = Field(min_length=1)
+
+
+class Settings(_Strict):
+    """Everything ``wacanon serve`` needs, validated."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    default_shopper_id: str | None = None
+    providers: ProvidersConfig = ProvidersConfig()
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    spool_path: str = "./wacanon-spool"
+    flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    def shopper_for(self, provider: str, account_id: str) -> str | None:
+        """The shopper owning an account, else ``default_shopper_id``, else None."""
+        return self._accounts.get((provider, account_id), self.default_shopper_id)
+
+    @property
+    def _accounts(self) -> Mapping[tuple[str, str], str]:
+        return {(a.provider, a.account_id): a.shopper_id for a in self.accounts}
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the common spellings and pick the driver we ship (psycopg 3 for PostgreSQL)."""
+    url = url.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith(("sqlite://", "postgresql+psycopg://")):
+        return url
+    raise ValueError(
+        "expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB, got " + _redact(url)
+    )
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+@dataclass
+class LoadedConfig:
+    """Settings plus what the start-up lines must say about how they were obtained."""
+
+    settings: Settings
+    source: Path | None
+    notes: list[str] = field(default_factory=list)
+
+
+def expand(value: Any, env: Mapping[str, str], path: str, notes: list[str]) -> Any:
+    """Expand ``${NAME}`` in every string; an unset name leaves the value unset (None)."""
+    if isinstance(value, dict):
+        return {k: expand(v, env, f"{path}.{k}" if path else k, notes) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand(v, env, f"{path}[{i}]", notes) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    missing = [name for name in _REFERENCE.findall(value) if name not in env]
+    if missing:
+        notes.append(f"{path}: ${{{missing[0]}}} is not set in the environment; left unset")
+        return None
+    return _REFERENCE.sub(lambda m: env[m.group(1)], value)
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate configuration; raises ConfigError naming the key and the problem."""
+    env = os.environ if env is None else env
+    chosen = (
+        Path(path) if path else (Path(env["WACANON_CONFIG"]) if env.get("WACANON_CONFIG") else None)
+    )
+    if chosen is None and Path(DEFAULT_CONFIG_NAME).exists():
+        chosen = Path(DEFAULT_CONFIG_NAME)
+    notes: list[str] = []
+    raw: dict[str, Any] = {}
+    if chosen is not None:
+        try:
+            raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {chosen} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+        raw = expand(raw, env, "", notes)
+    if env.get("WACANON_DATABASE_URL"):
+        raw["database_url"] = env["WACANON_DATABASE_URL"]
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, chosen)) from None
+    return LoadedConfig(settings=settings, source=chosen, notes=notes)
+
+
+def _describe(exc: ValidationError, source: Path | None) -> str:
+    where = f"{source}: " if source else ""
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{key}: {message}")
+    return where + "; ".join(problems)
+
+
+EXAMPLE = """\
+# wacanon configuration. Every key is optional; values shown are the defaults or examples.
+# ${NAME} is replaced by the environment variable NAME (unset: the value stays unset).
+
+database_url = "sqlite:///./wacanon.db"    # WACANON_DATABASE_URL overrides
+                                           # PostgreSQL: "postgresql+psycopg://user@host/db"
+default_shopper_id = "shop-1"              # optional: shopper for unlisted accounts
+
+# Largest webhook body accepted, in bytes (413 above it).
+max_body_bytes = 1048576
+# Where webhooks go while the database is unreachable (replayed when it is back).
+spool_path = "./wacanon-spool"
+
+[providers.cloud_api]
+app_secret = "${META_APP_SECRET}"          # verifies X-Hub-Signature-256
+verify_token = "${META_VERIFY_TOKEN}"      # answers Meta's GET subscription challenge
+
+[providers.evolution]
+api_key = "${EVOLUTION_API_KEY}"           # the body's `apikey` or an `apikey` header
+
+[providers.baileys]
+secret = "${BAILEYS_BRIDGE_SECRET}"        # X-Wacanon-Signature HMAC secret of the bridge
+
+[providers.simulated]
+token = "dev-token"                        # Authorization: Bearer dev-token
+allow_unsigned = false                     # true accepts unverified webhooks: local trials only
+
+[[accounts]]                               # provider account -> shopper (tenant)
+provider = "cloud_api"
+# Cloud API phone_number_id / Evolution instance name / Baileys session id:
+account_id = "106540352242922"
+shopper_id = "shop-1"
+"""

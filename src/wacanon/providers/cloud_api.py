@@ -1,0 +1,1135 @@
+"""Meta WhatsApp Cloud API webhooks → canonical events.
+
+One POST is ``{"object", "entry": [{"id", "changes": [{"field", "value"}]}]}`` and Meta
+batches freely (up to 1000 updates): several entries, several changes, several
+messages / statuses / echoes / group updates per ``value``. Every item is typed on its
+own (:func:`~wacanon.providers.common.convert`), so one malformed item becomes one
+:class:`NormalizeError` with its full path and its neighbours still give events.
+
+Dispatch is by table twice: ``changes[].field`` picks a change handler
+(:data:`_FIELDS`; any other field carries nothing canonical and counts as ignored, one
+per change), and a message's ``type`` picks a content mapper (:data:`_CONTENT`; an
+unknown type becomes ``unsupported`` with ``provider_type`` set, never an error).
+
+Identity: a person is known by the phone digits (``from`` / ``wa_id`` /
+``recipient_id`` / ``to``), by the business-scoped user id (BSUID: ``from_user_id`` /
+``user_id`` / ``recipient_user_id`` / ``to_user_id``), or both. Meta omits the phone of
+username users since 2026, so ``wa_id`` falls back to ``bsuid:<BSUID>``
+(:class:`~wacanon.canonical.ids.Person`). ``value.contacts`` is joined to items by phone
+or BSUID, never by index (aggregated group statuses carry several contacts).
+
+Decisions the research left open (see ``tests/providers/test_cloud_api.py``):
+
+- ``request_welcome`` (the customer opened the chat for the first time) is an inbound
+  ``system`` message with ``system.kind == "request_welcome"``: it names the customer and
+  starts a conversation, so it is worth an event.
+- ``edit`` / ``revoke`` (coexistence numbers) → ``whatsapp.message.edited`` / ``deleted``
+  (a revoke is a delete for everyone).
+- A ``context.referred_product`` (product inquiry) has no field of its own in schema 1.0;
+  it goes to ``message.referral`` with ``source_type "product"`` and ``source_id`` = the
+  product's retailer id.
+- Status ``deleted`` (legacy On-Prem) and unknown status values are ignored.
+- ``value.errors`` (account / app level problems) are not events; each one is reported
+  in ``result.errors`` quoting Meta's code and title, and a value with nothing else
+  counts as ignored.
+- Groups: participants joining / leaving, group creation and subject / description
+  changes become group events; join requests, deletions, suspensions and failed
+  business operations are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pydantic
+
+from wacanon.canonical.ids import Person, digits
+from wacanon.providers.common import (
+    BUSINESS_ACTOR,
+    SYSTEM_ACTOR,
+    EventBuilder,
+    NormalizeContext,
+    NormalizeError,
+    NormalizeResult,
+    actor_dict,
+    content_digest,
+    convert,
+    decode_body,
+    group_chat,
+    private_chat,
+    unix_time,
+)
+
+Stamp = int | float | str | None
+Ident = str | int | None
+Number = float | str | None
+
+#: ``CC.rest`` (``BR.1502576394655843``): a BSUID where a phone was expected is taken as one.
+_BSUID = re.compile(r"^[A-Z]{2}\.")
+
+
+# ------------------------------------------------------------------ boundary types
+
+
+class Envelope(msgspec.Struct):
+    entry: list[Any]
+
+
+class Entry(msgspec.Struct):
+    changes: list[Any]
+
+
+class Change(msgspec.Struct):
+    field: str
+    value: Any = None
+
+
+class Metadata(msgspec.Struct):
+    display_phone_number: Ident = None
+    phone_number_id: Ident = None
+
+
+class Value(msgspec.Struct):
+    """A change's ``value``: every array any handled field may carry (others are skipped)."""
+
+    metadata: Metadata | None = None
+    contacts: list[Any] | None = None
+    messages: list[Any] | None = None
+    statuses: list[Any] | None = None
+    errors: list[Any] | None = None
+    message_echoes: list[Any] | None = None
+    groups: list[Any] | None = None
+
+
+class Profile(msgspec.Struct):
+    name: str | None = None
+    username: str | None = None
+
+
+class ContactIn(msgspec.Struct):
+    profile: Profile | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+
+
+class ErrorData(msgspec.Struct):
+    details: str | None = None
+
+
+class ErrorIn(msgspec.Struct):
+    """Meta's error object; ``code`` is an int in messages, a string in group webhooks."""
+
+    code: int | str | None = None
+    title: str | None = None
+    message: str | None = None
+    details: str | None = None  # On-Prem era ``unknown`` messages
+    error_data: ErrorData | None = None
+
+
+class TextIn(msgspec.Struct):
+    body: str | None = None
+
+
+class MediaIn(msgspec.Struct):
+    id: Ident = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    url: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool | None = None
+    animated: bool | None = None
+
+
+class LocationIn(msgspec.Struct):
+    latitude: Number = None
+    longitude: Number = None
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+
+
+class CardName(msgspec.Struct):
+    formatted_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class CardPhone(msgspec.Struct):
+    phone: str | None = None
+    wa_id: str | None = None
+
+
+class CardEmail(msgspec.Struct):
+    email: str | None = None
+
+
+class CardOrg(msgspec.Struct):
+    company: str | None = None
+
+
+class CardIn(msgspec.Struct):
+    name: CardName | None = None
+    phones: list[CardPhone] | None = None
+    emails: list[CardEmail] | None = None
+    org: CardOrg | None = None
+    vcard: str | None = None
+
+
+class ReplyIn(msgspec.Struct):
+    """``button_reply`` and ``list_reply`` (the latter with a description)."""
+
+    id: str | None = None
+    title: str | None = None
+    description: str | None = None
+
+
+class NfmReplyIn(msgspec.Struct):
+    name: str | None = None
+    body: str | None = None
+    response_json: str | None = None
+
+
+class CallPermissionIn(msgspec.Struct):
+    response: str | None = None
+
+
+class InteractiveIn(msgspec.Struct):
+    type: str | None = None
+    button_reply: ReplyIn | None = None
+    list_reply: ReplyIn | None = None
+    nfm_reply: NfmReplyIn | None = None
+    call_permission_reply: CallPermissionIn | None = None
+
+
+class ButtonIn(msgspec.Struct):
+    payload: str | None = None
+    text: str | None = None
+
+
+class ReactionIn(msgspec.Struct):
+    message_id: str
+    emoji: str | None = None
+
+
+class ProductItem(msgspec.Struct):
+    product_retailer_id: str | None = None
+    quantity: Number = None
+    item_price: Number = None
+    currency: str | None = None
+
+
+class OrderIn(msgspec.Struct):
+    catalog_id: str | None = None
+    text: str | None = None
+    product_items: list[ProductItem] | None = None
+
+
+class SystemIn(msgspec.Struct):
+    type: str | None = None
+    body: str | None = None
+    wa_id: str | None = None
+    new_wa_id: str | None = None
+    user_id: str | None = None
+    previous_user_id: str | None = None
+
+
+class UnsupportedIn(msgspec.Struct):
+    type: str | None = None
+
+
+class ReferredProduct(msgspec.Struct):
+    catalog_id: str | None = None
+    product_retailer_id: str | None = None
+
+
+class ContextIn(msgspec.Struct):
+    id: str | None = None
+    forwarded: bool | None = None
+    frequently_forwarded: bool | None = None
+    referred_product: ReferredProduct | None = None
+
+
+class ReferralIn(msgspec.Struct):
+    source_url: str | None = None
+    source_id: str | None = None
+    source_type: str | None = None
+    headline: str | None = None
+    body: str | None = None
+    media_type: str | None = None
+    ctwa_clid: str | None = None
+
+
+class Content(msgspec.Struct, kw_only=True):
+    """What a message says: ``type`` and the payload keyed by it (also ``edit.message``)."""
+
+    type: str | None = None
+    context: ContextIn | None = None
+    text: TextIn | None = None
+    image: MediaIn | None = None
+    video: MediaIn | None = None
+    audio: MediaIn | None = None
+    document: MediaIn | None = None
+    sticker: MediaIn | None = None
+    location: LocationIn | None = None
+    contacts: list[CardIn] | None = None
+    interactive: InteractiveIn | None = None
+    button: ButtonIn | None = None
+    reaction: ReactionIn | None = None
+    order: OrderIn | None = None
+    system: SystemIn | None = None
+    unsupported: UnsupportedIn | None = None
+
+
+class EditIn(msgspec.Struct):
+    original_message_id: str
+    message: Content | None = None
+
+
+class RevokeIn(msgspec.Struct):
+    original_message_id: str
+
+
+class MessageIn(Content, kw_only=True):
+    """One ``messages[]`` (inbound) or ``message_echoes[]`` (business echo) item."""
+
+    id: str
+    timestamp: Stamp = None
+    from_: str | None = msgspec.field(default=None, name="from")
+    from_user_id: str | None = None
+    to: str | None = None
+    to_user_id: str | None = None
+    group_id: str | None = None
+    referral: ReferralIn | None = None
+    errors: list[ErrorIn] | None = None
+    edit: EditIn | None = None
+    revoke: RevokeIn | None = None
+
+
+class StatusIn(msgspec.Struct):
+    """One ``statuses[]`` item; Meta spells the group participant field two ways."""
+
+    id: str
+    status: str
+    timestamp: Stamp = None
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    recipient_type: str | None = None
+    recipient_participant_id: str | None = None
+    participant_recipient_id: str | None = None
+    recipient_participant_user_id: str | None = None
+    conversation: dict[str, Any] | None = None
+    pricing: dict[str, Any] | None = None
+    errors: list[ErrorIn] | None = None
+
+
+class ParticipantIn(msgspec.Struct):
+    wa_id: str | None = None
+    user_id: str | None = None
+    username: str | None = None
+    input: str | None = None
+
+
+class GroupTextIn(msgspec.Struct):
+    text: str | None = None
+    update_successful: bool | None = None
+
+
+class GroupIn(msgspec.Struct):
+    """One ``groups[]`` item of the four ``group_*`` webhook fields."""
+
+    group_id: str
+    type: str | None = None
+    timestamp: Stamp = None
+    subject: str | None = None
+    description: str | None = None
+    request_id: str | None = None
+    reason: str | None = None
+    initiated_by: str | None = None
+    added_participants: list[ParticipantIn] | None = None
+    removed_participants: list[ParticipantIn] | None = None
+    group_subject: GroupTextIn | None = None
+    group_description: GroupTextIn | None = None
+    errors: list[Any] | None = None
+
+
+# ------------------------------------------------------------------ per-change state
+
+
+@dataclass(slots=True)
+class _Contacts:
+    """``value.contacts`` indexed by phone digits and by BSUID."""
+
+    by_key: dict[str, ContactIn]
+    only: ContactIn | None
+
+    def resolve(self, phone_or_id: str | None, user_id: str | None) -> tuple[Person, ContactIn]:
+        """A person from an item's own ids, completed by its contact entry.
+
+        With no id at all on the item, a lone contact is taken as the person (Meta's
+        contact-request reply carries neither ``from`` nor ``from_user_id``).
+        """
+        phone, bsuid = _split_id(phone_or_id)
+        user_id = user_id or bsuid
+        found = self.by_key.get(phone) if phone else None
+        if found is None and user_id:
+            found = self.by_key.get(user_id)
+        if found is None and not phone and not user_id:
+            found = self.only
+        contact = found or _NO_CONTACT
+        return Person(
+            phone=phone or _digits(contact.wa_id), user_id=user_id or contact.user_id
+        ), contact
+
+
+_NO_CONTACT = ContactIn()
+
+
+@dataclass(slots=True)
+class _Change:
+    """One ``changes[]`` item being mapped, and what its items share."""
+
+    builder: EventBuilder
+    result: NormalizeResult
+    field: str
+    path: str
+    account: str
+    value: Value
+    contacts: _Contacts
+    business_phone: str | None
+    value_errors: list[dict[str, str | None]]
+
+    def error(self, path: str, message: str, provider_event: str | None = None) -> None:
+        event = provider_event or self.field
+        self.result.errors.append(NormalizeError(path=path, message=message, provider_event=event))
+
+    def emit(self, path: str, provider_event: str, **parts: Any) -> None:
+        """Build one event; a value the schema refuses is an error of this item, not a crash."""
+        try:
+            event = self.builder.build(account=self.account, provider_event=provider_event, **parts)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            self.error(path, f"event fails the schema at {where}: {first['msg']}", provider_event)
+            return
+        self.result.events.append(event)
+
+
+@dataclass(slots=True)
+class _Parties:
+    """Who sent a message and in which chat; ``reactor`` keys reactions."""
+
+    direction: str
+    actor: dict[str, Any]
+    chat: dict[str, Any]
+    reactor: str
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def _digits(text: str | None) -> str | None:
+    """Phone digits (no ``+``, spaces or dashes); Meta's ids are already bare digits."""
+    if not text:
+        return None
+    if text.isdigit():  # the hot path: skip the per-character filter
+        return text
+    return digits(text) or None
+
+
+def _split_id(text: str | None) -> tuple[str | None, str | None]:
+    """(phone digits, BSUID) from a phone field; a BSUID there is taken as a BSUID."""
+    if not text:
+        return None, None
+    if _BSUID.match(text):
+        return None, text
+    return _digits(text), None
+
+
+def _text_id(value: Ident) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Number) -> float | None:
+    """A JSON number or numeric string; NaN, infinities and junk become None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _provider_error(e: ErrorIn) -> dict[str, str | None]:
+    detail = (e.error_data.details if e.error_data else None) or e.details or e.message
+    return {"code": _text_id(e.code), "title": e.title, "detail": detail}
+
+
+def _errors(items: Iterable[ErrorIn] | None) -> list[dict[str, str | None]]:
+    return [_provider_error(e) for e in items or ()]
+
+
+def _business_actor(phone: str | None) -> dict[str, Any]:
+    return {**BUSINESS_ACTOR, "wa_id": phone} if phone else dict(BUSINESS_ACTOR)
+
+
+def _customer_actor(person: Person, contact: ContactIn) -> dict[str, Any]:
+    profile = contact.profile or Profile()
+    return actor_dict(person, "customer", display_name=profile.name, username=profile.username)
+
+
+# ------------------------------------------------------------------ content mappers
+
+
+def _text(c: Content) -> dict[str, Any] | None:
+    return None if c.text is None else {"type": "text", "text": c.text.body}
+
+
+def _media(kind: str, m: MediaIn | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    media = {
+        "mime_type": m.mime_type,
+        "media_id": _text_id(m.id),
+        "url": m.url,
+        "sha256": m.sha256,
+        "file_name": m.filename,
+        "voice": bool(m.voice),
+        "animated": m.animated,
+    }
+    return {"type": kind, "text": m.caption or None, "media": media}
+
+
+def _location(c: Content) -> dict[str, Any] | None:
+    loc = c.location
+    if loc is None:
+        return None
+    place = {
+        "latitude": _number(loc.latitude),
+        "longitude": _number(loc.longitude),
+        "name": loc.name,
+        "address": loc.address,
+        "url": loc.url,
+    }
+    return {"type": "location", "location": place}
+
+
+def _card(card: CardIn) -> dict[str, Any]:
+    """A shared contact card; phones stay as written, WhatsApp ids become digits."""
+    name = card.name or CardName()
+    full = name.formatted_name or " ".join(n for n in (name.first_name, name.last_name) if n)
+    phones = card.phones or []
+    return {
+        "name": full or None,
+        "phones": [p.phone for p in phones if p.phone],
+        "wa_ids": [w for w in (_digits(p.wa_id) for p in phones) if w],
+        "emails": [e.email for e in card.emails or () if e.email],
+        "organization": card.org.company if card.org else None,
+        "vcard": card.vcard,
+    }
+
+
+def _contacts(c: Content) -> dict[str, Any] | None:
+    if c.contacts is None:
+        return None
+    return {"type": "contacts", "contacts": [_card(card) for card in c.contacts]}
+
+
+def _reply(kind: str, reply: ReplyIn | None) -> dict[str, Any]:
+    r = reply or ReplyIn()
+    return {"kind": kind, "id": r.id, "title": r.title, "description": r.description}
+
+
+def _nfm(i: InteractiveIn) -> dict[str, Any]:
+    r = i.nfm_reply or NfmReplyIn()
+    return {"kind": "nfm_reply", "id": r.name, "title": r.body, "response_json": r.response_json}
+
+
+def _call_permission(i: InteractiveIn) -> dict[str, Any]:
+    response = i.call_permission_reply.response if i.call_permission_reply else None
+    return {"kind": "call_permission_reply", "id": response}
+
+
+_INTERACTIVE: dict[str, Callable[[InteractiveIn], dict[str, Any]]] = {
+    "button_reply": lambda i: _reply("button_reply", i.button_reply),
+    "list_reply": lambda i: _reply("list_reply", i.list_reply),
+    "nfm_reply": _nfm,
+    "call_permission_reply": _call_permission,
+}
+
+
+def _interactive(c: Content) -> dict[str, Any] | None:
+    i = c.interactive
+    if i is None:
+        return None
+    mapper = _INTERACTIVE.get(i.type or "")
+    answer = mapper(i) if mapper else {"kind": i.type or "unknown"}
+    return {"type": "interactive", "text": answer.get("title"), "interactive": answer}
+
+
+def _button(c: Content) -> dict[str, Any] | None:
+    """A template quick-reply tap: the same canonical shape as WhatsApp Web's template replies."""
+    b = c.button
+    if b is None:
+        return None
+    answer = {"kind": "template_button_reply", "id": b.payload, "title": b.text}
+    return {"type": "button", "text": b.text, "interactive": answer}
+
+
+def _order(c: Content) -> dict[str, Any] | None:
+    o = c.order
+    if o is None:
+        return None
+    items = [
+        {
+            "product_retailer_id": p.product_retailer_id,
+            "quantity": _number(p.quantity),
+            "item_price": _number(p.item_price),
+            "currency": p.currency,
+        }
+        for p in o.product_items or ()
+    ]
+    order = {"catalog_id": o.catalog_id, "text": o.text or None, "items": items}
+    return {"type": "order", "text": o.text or None, "order": order}
+
+
+def _system(c: Content) -> dict[str, Any] | None:
+    s = c.system
+    if s is None:
+        return None
+    info = {
+        "kind": s.type,
+        "body": s.body,
+        "new_wa_id": _digits(s.wa_id or s.new_wa_id),
+        "new_user_id": s.user_id,
+    }
+    return {"type": "system", "system": info}
+
+
+def _request_welcome(c: Content) -> dict[str, Any]:
+    """The customer opened the chat for the first time; there is no payload object."""
+    return {"type": "system", "system": {"kind": "request_welcome"}}
+
+
+_CONTENT: dict[str, Callable[[Content], dict[str, Any] | None]] = {
+    "text": _text,
+    "image": lambda c: _media("image", c.image),
+    "video": lambda c: _media("video", c.video),
+    "audio": lambda c: _media("audio", c.audio),
+    "document": lambda c: _media("document", c.document),
+    "sticker": lambda c: _media("sticker", c.sticker),
+    "location": _location,
+    "contacts": _contacts,
+    "interactive": _interactive,
+    "button": _button,
+    "order": _order,
+    "system": _system,
+    "request_welcome": _request_welcome,
+}
+
+
+def _content(c: Content) -> dict[str, Any]:
+    """Canonical fields of one content; unknown types and missing payloads are unsupported."""
+    mapper = _CONTENT.get(c.type or "")
+    fields = mapper(c) if mapper is not None else None
+    if fields is None:
+        inner = c.unsupported.type if c.unsupported else None
+        return {"type": "unsupported", "provider_type": inner or c.type}
+    fields["provider_type"] = c.type
+    return fields
+
+
+def _context(ctx: ContextIn | None) -> dict[str, Any]:
+    if ctx is None:
+        return {}
+    frequently = bool(ctx.frequently_forwarded)
+    fields: dict[str, Any] = {
+        "reply_to": ctx.id,
+        "forwarded": bool(ctx.forwarded) or frequently,
+        "frequently_forwarded": frequently,
+    }
+    product = ctx.referred_product
+    if product is not None:
+        fields["referral"] = {"source_type": "product", "source_id": product.product_retailer_id}
+    return fields
+
+
+def _referral(r: ReferralIn) -> dict[str, Any]:
+    return {
+        "source_url": r.source_url,
+        "source_id": r.source_id,
+        "source_type": r.source_type,
+        "headline": r.headline,
+        "body": r.body,
+        "media_type": r.media_type,
+        "ctwa_clid": r.ctwa_clid,
+    }
+
+
+# ------------------------------------------------------------------ message events
+
+
+def _plain(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+    message = {"id": m.id, "direction": who.direction, **_content(m), **_context(m.context)}
+    if m.referral is not None:
+        message["referral"] = _referral(m.referral)
+    errors = _errors(m.errors)
+    if not errors and message["type"] == "unsupported":
+        errors = ch.value_errors  # e.g. an ``interactive`` without its payload
+    message["errors"] = errors
+    ch.emit(
+        path,
+        event,
+        event_type=f"whatsapp.message.{who.direction}",
+        identity=("message", m.id),
+        occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=m.id,
+        actor=who.actor,
+        chat=who.chat,
+        message=message,
+    )
+
+
+def _reaction(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+    """Keyed by (target, reactor, emoji): an empty or missing emoji means removed."""
+    if m.reaction is None:
+        _plain(ch, m, who, path, event)
+        return
+    target, emoji = m.reaction.message_id, m.reaction.emoji or ""
+    message = {
+        "id": m.id,
+        "direction": who.direction,
+        "type": "reaction",
+        "reaction": {"emoji": emoji, "message_id": target},
+        "provider_type": "reaction",
+    }
+    ch.emit(
+        path,
+        event,
+        event_type="whatsapp.message.reaction",
+        identity=("reaction", target, who.reactor, emoji),
+        occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=m.id,
+        actor=who.actor,
+        chat=who.chat,
+        message=message,
+    )
+
+
+def _edit(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+    """The new content, keyed by (edited message, new type and text)."""
+    if m.edit is None:
+        _plain(ch, m, who, path, event)
+        return
+    target = m.edit.original_message_id
+    content = _content(m.edit.message or Content())
+    message = {"id": m.id, "direction": who.direction, **content, "target_id": target}
+    digest = content_digest({"type": content["type"], "text": content.get("text")})
+    ch.emit(
+        path,
+        event,
+        event_type="whatsapp.message.edited",
+        identity=("edit", target, digest),
+        occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=m.id,
+        actor=who.actor,
+        chat=who.chat,
+        message=message,
+    )
+
+
+def _revoke(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+    """A revoke removes the message for everyone."""
+    if m.revoke is None:
+        _plain(ch, m, who, path, event)
+        return
+    target = m.revoke.original_message_id
+    message = {
+        "id": m.id,
+        "direction": who.direction,
+        "type": "system",
+        "target_id": target,
+        "delete_scope": "everyone",
+        "provider_type": "revoke",
+    }
+    ch.emit(
+        path,
+        event,
+        event_type="whatsapp.message.deleted",
+        identity=("delete", target, "everyone"),
+        occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=m.id,
+        actor=who.actor,
+        chat=who.chat,
+        message=message,
+    )
+
+
+_MessageMapper = Callable[[_Change, MessageIn, _Parties, str, str], None]
+
+#: Message types that are not new messages; every other type goes to :func:`_plain`.
+_KINDS: dict[str, _MessageMapper] = {"reaction": _reaction, "edit": _edit, "revoke": _revoke}
+
+
+def _emit_message(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+    _KINDS.get(m.type or "", _plain)(ch, m, who, path, event)
+
+
+def _sender_user_id(m: MessageIn) -> str | None:
+    """The sender's BSUID; a BSUID-change system message may name only the old one."""
+    if m.from_user_id or m.from_:
+        return m.from_user_id
+    return m.system.previous_user_id if m.system else None
+
+
+def _inbound(ch: _Change, raw: Any, path: str) -> None:
+    m = convert(raw, MessageIn, path)
+    if isinstance(m, NormalizeError):
+        ch.error(m.path, m.message, "messages")
+        return
+    person, contact = ch.contacts.resolve(m.from_, _sender_user_id(m))
+    if person.wa_id is None:
+        ch.error(path, "message names no sender (no from, from_user_id or contact)", "messages")
+        return
+    chat = group_chat(m.group_id) if m.group_id else private_chat(person)
+    who = _Parties("inbound", _customer_actor(person, contact), chat, person.wa_id)
+    _emit_message(ch, m, who, path, "messages")
+
+
+def _echo(ch: _Change, raw: Any, path: str) -> None:
+    """A message the business sent from the WhatsApp Business app (coexistence)."""
+    m = convert(raw, MessageIn, path)
+    if isinstance(m, NormalizeError):
+        ch.error(m.path, m.message)
+        return
+    person, _ = ch.contacts.resolve(m.to, m.to_user_id)
+    if m.group_id:
+        chat = group_chat(m.group_id)
+    elif person.wa_id is not None:
+        chat = private_chat(person)
+    else:
+        ch.error(path, "echo names no recipient (no to, to_user_id or contact)")
+        return
+    actor = _business_actor(_digits(m.from_) or ch.business_phone)
+    _emit_message(ch, m, _Parties("outbound", actor, chat, "business"), path, ch.field)
+
+
+# ------------------------------------------------------------------ status events
+
+_STATUS_VALUES = frozenset({"queued", "sent", "delivered", "read", "played", "failed"})
+#: Statuses the platform reports on its own; the others are the recipient's doing.
+_SYSTEM_STATUSES = frozenset({"queued", "sent", "failed"})
+
+
+def _status(ch: _Change, raw: Any, path: str) -> None:
+    s = convert(raw, StatusIn, path)
+    if isinstance(s, NormalizeError):
+        ch.error(s.path, s.message, "statuses")
+        return
+    if s.status not in _STATUS_VALUES:  # ``deleted`` (legacy) and values we do not know
+        ch.result.ignored += 1
+        return
+    participant_id = s.recipient_participant_id or s.participant_recipient_id
+    in_group = s.recipient_type == "group" or bool(
+        participant_id or s.recipient_participant_user_id
+    )
+    if in_group:
+        person, contact = ch.contacts.resolve(participant_id, s.recipient_participant_user_id)
+        chat = group_chat(s.recipient_id) if s.recipient_id else None
+    else:
+        person, contact = ch.contacts.resolve(s.recipient_id, s.recipient_user_id)
+        chat = private_chat(person) if person.wa_id else None
+    if chat is None:
+        ch.error(
+            path, "status names no recipient (no recipient_id or recipient_user_id)", "statuses"
+        )
+        return
+    by_system = s.status in _SYSTEM_STATUSES or person.wa_id is None
+    status = {
+        "value": s.status,
+        "message_id": s.id,
+        "recipient_wa_id": person.wa_id,
+        "recipient_user_id": person.user_id,
+        "participant": person.wa_id if in_group else None,
+        "errors": _errors(s.errors),
+        "conversation": s.conversation,
+        "pricing": s.pricing,
+    }
+    ch.emit(
+        path,
+        "statuses",
+        event_type=f"whatsapp.message.status.{s.status}",
+        identity=("status", s.id, s.status, person.wa_id if in_group else None),
+        occurred_at=unix_time(s.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=s.id,
+        actor=SYSTEM_ACTOR if by_system else _customer_actor(person, contact),
+        chat=chat,
+        status=status,
+    )
+
+
+# ------------------------------------------------------------------ group events
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupChange:
+    """What one group update means canonically; None fields are not part of it."""
+
+    event_type: str
+    action: str
+    participants: list[Person]
+    changed: dict[str, Any] | None = None
+
+
+def _participants(items: list[ParticipantIn] | None) -> list[Person]:
+    people = []
+    for p in items or ():
+        phone, bsuid = _split_id(p.wa_id or p.input)
+        person = Person(phone=phone, user_id=p.user_id or bsuid)
+        if person.wa_id:
+            people.append(person)
+    return people
+
+
+def _group_add(g: GroupIn) -> _GroupChange | None:
+    people = _participants(g.added_participants)
+    action = "join" if g.reason == "invite_link" else "add"
+    return _GroupChange("whatsapp.group.joined", action, people) if people else None
+
+
+def _group_remove(g: GroupIn) -> _GroupChange | None:
+    people = _participants(g.removed_participants)
+    action = "leave" if g.initiated_by == "participant" else "remove"
+    return _GroupChange("whatsapp.group.left", action, people) if people else None
+
+
+def _group_create(g: GroupIn) -> _GroupChange | None:
+    changed = {"subject": g.subject, "description": g.description}
+    return None if g.errors else _GroupChange("whatsapp.group.updated", "create", [], changed)
+
+
+def _succeeded(item: GroupTextIn | None) -> str | None:
+    return item.text if item is not None and item.update_successful else None
+
+
+def _group_settings(g: GroupIn) -> _GroupChange | None:
+    changed = {
+        "subject": _succeeded(g.group_subject),
+        "description": _succeeded(g.group_description),
+    }
+    if changed["subject"] is None and changed["description"] is None:
+        return None
+    return _GroupChange("whatsapp.group.updated", "modify", [], changed)
+
+
+#: ``groups[].type`` → meaning; join requests, deletes and suspensions are not mapped.
+_GROUP_TYPES: dict[str, Callable[[GroupIn], _GroupChange | None]] = {
+    "group_participants_add": _group_add,
+    "group_participants_remove": _group_remove,
+    "group_create": _group_create,
+    "group_settings_update": _group_settings,
+}
+
+
+def _group_actor(ch: _Change, g: GroupIn, people: list[Person]) -> dict[str, Any]:
+    """Business for its own API operations, the participant for a join / leave of their own."""
+    if g.initiated_by == "business" or g.request_id:
+        return _business_actor(ch.business_phone)
+    if len(people) == 1:
+        return actor_dict(people[0], "customer")
+    return dict(SYSTEM_ACTOR)
+
+
+def _stamp_key(value: Stamp) -> str | None:
+    """The provider timestamp for an identity, spelled the same whether quoted or not."""
+    if value is None:
+        return None
+    number = _number(value)
+    return str(int(number)) if number is not None else str(value)
+
+
+def _group(ch: _Change, raw: Any, path: str) -> None:
+    g = convert(raw, GroupIn, path)
+    if isinstance(g, NormalizeError):
+        ch.error(g.path, g.message)
+        return
+    mapper = _GROUP_TYPES.get(g.type or "")
+    found = mapper(g) if mapper is not None else None
+    if found is None:
+        ch.result.ignored += 1
+        return
+    wa_ids = sorted(p.wa_id for p in found.participants if p.wa_id)
+    digest = content_digest(found.changed) if found.changed is not None else None
+    changed = found.changed or {}
+    group = {
+        "id": g.group_id,
+        "action": found.action,
+        "participants": wa_ids,
+        "subject": changed.get("subject"),
+        "description": changed.get("description"),
+    }
+    ch.emit(
+        path,
+        ch.field,
+        event_type=found.event_type,
+        identity=("group", g.group_id, found.action, *wa_ids, digest, _stamp_key(g.timestamp)),
+        occurred_at=unix_time(g.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=None,
+        actor=_group_actor(ch, g, found.participants),
+        chat=group_chat(g.group_id),
+        group=group,
+    )
+
+
+# ------------------------------------------------------------------ change handlers
+
+
+def _on_messages(ch: _Change) -> None:
+    """Inbound messages and statuses of the business's own sends."""
+    v = ch.value
+    if not v.messages and not v.statuses:
+        ch.result.ignored += 1  # value-level errors only, user_actions, ...
+        return
+    for k, raw in enumerate(v.messages or ()):
+        _inbound(ch, raw, f"{ch.path}.messages[{k}]")
+    for k, raw in enumerate(v.statuses or ()):
+        _status(ch, raw, f"{ch.path}.statuses[{k}]")
+
+
+def _on_echoes(ch: _Change) -> None:
+    if not ch.value.message_echoes:
+        ch.result.ignored += 1
+        return
+    for k, raw in enumerate(ch.value.message_echoes):
+        _echo(ch, raw, f"{ch.path}.message_echoes[{k}]")
+
+
+def _on_groups(ch: _Change) -> None:
+    if not ch.value.groups:
+        ch.result.ignored += 1
+        return
+    for k, raw in enumerate(ch.value.groups):
+        _group(ch, raw, f"{ch.path}.groups[{k}]")
+
+
+#: ``changes[].field`` → handler; every other field carries nothing canonical.
+_FIELDS: dict[str, Callable[[_Change], None]] = {
+    "messages": _on_messages,
+    "smb_message_echoes": _on_echoes,
+    "group_lifecycle_update": _on_groups,
+    "group_participants_update": _on_groups,
+    "group_settings_update": _on_groups,
+    "group_status_update": _on_groups,
+}
+
+
+# ------------------------------------------------------------------ envelope
+
+
+def _index_contacts(
+    raw: list[Any] | None, path: str, field: str, result: NormalizeResult
+) -> _Contacts:
+    by_key: dict[str, ContactIn] = {}
+    valid: list[ContactIn] = []
+    for k, item in enumerate(raw or ()):
+        contact = convert(item, ContactIn, f"{path}.contacts[{k}]")
+        if isinstance(contact, NormalizeError):
+            result.errors.append(NormalizeError(contact.path, contact.message, field))
+            continue
+        valid.append(contact)
+        phone = _digits(contact.wa_id)
+        if phone:
+            by_key.setdefault(phone, contact)
+        if contact.user_id:
+            by_key.setdefault(contact.user_id, contact)
+    return _Contacts(by_key=by_key, only=valid[0] if len(valid) == 1 else None)
+
+
+def _value_errors(
+    raw: list[Any] | None, path: str, field: str, result: NormalizeResult
+) -> list[dict[str, str | None]]:
+    """``value.errors``: no event of their own, but visible as errors quoting Meta."""
+    found = []
+    for k, item in enumerate(raw or ()):
+        where = f"{path}.errors[{k}]"
+        e = convert(item, ErrorIn, where)
+        if isinstance(e, NormalizeError):
+            result.errors.append(NormalizeError(e.path, e.message, field))
+            continue
+        err = _provider_error(e)
+        detail = f" ({err['detail']})" if err["detail"] and err["detail"] != err["title"] else ""
+        text = f"Meta reported error {err['code']}: {err['title']}{detail}"
+        result.errors.append(NormalizeError(where, text, field))
+        found.append(err)
+    return found
+
+
+def _change(builder: EventBuilder, result: NormalizeResult, raw: Any, path: str) -> None:
+    change = convert(raw, Change, path)
+    if isinstance(change, NormalizeError):
+        result.errors.append(change)
+        return
+    handler = _FIELDS.get(change.field)
+    if handler is None:
+        result.ignored += 1
+        return
+    vpath = f"{path}.value"
+    value = convert(change.value, Value, vpath)
+    if isinstance(value, NormalizeError):
+        result.errors.append(NormalizeError(value.path, value.message, change.field))
+        return
+    metadata = value.metadata or Metadata()
+    account = builder.account(_text_id(metadata.phone_number_id))
+    if account is None:
+        message = "no account id in payload; pass --account"
+        result.errors.append(NormalizeError(f"{vpath}.metadata", message, change.field))
+        return
+    handler(
+        _Change(
+            builder=builder,
+            result=result,
+            field=change.field,
+            path=vpath,
+            account=account,
+            value=value,
+            contacts=_index_contacts(value.contacts, vpath, change.field, result),
+            business_phone=_digits(_text_id(metadata.display_phone_number)),
+            value_errors=_value_errors(value.errors, vpath, change.field, result),
+        )
+    )
+
+
+def _decode(body: bytes | str) -> Any:
+    """JSON, or an error value; nesting too deep or unencodable text is not JSON we can read."""
+    try:
+        return decode_body(body)
+    except (RecursionError, UnicodeError) as exc:
+        return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
+
+
+def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
+    """Every entry, every change, every item of one Cloud API webhook POST, in order."""
+    result = NormalizeResult()
+    data = _decode(body)
+    if isinstance(data, NormalizeError):
+        result.errors.append(data)
+        return result
+    envelope = convert(data, Envelope, "$")
+    if isinstance(envelope, NormalizeError):
+        result.errors.append(envelope)
+        return result
+    builder = EventBuilder("cloud_api", ctx)
+    for i, raw_entry in enumerate(envelope.entry):
+        entry = convert(raw_entry, Entry, f"$.entry[{i}]")
+        if isinstance(entry, NormalizeError):
+            result.errors.append(entry)
+            continue
+        for j, raw_change in enumerate(entry.changes):
+            _change(builder, result, raw_change, f"$.entry[{i}].changes[{j}]")
+    return result
