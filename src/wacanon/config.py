@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,10 +103,10 @@ class Settings(_Strict):
 
     def shopper_for(self, provider: str, account_id: str) -> str | None:
         """The shopper owning an account, else ``default_shopper_id``, else None."""
-        return self._accounts.get((provider, account_id), self.default_shopper_id)
+        return self.account_owners.get((provider, account_id), self.default_shopper_id)
 
-    @property
-    def _accounts(self) -> Mapping[tuple[str, str], str]:
+    @cached_property
+    def account_owners(self) -> Mapping[tuple[str, str], str]:
         return {(a.provider, a.account_id): a.shopper_id for a in self.accounts}
 
 
@@ -132,6 +134,47 @@ class LoadedConfig:
     settings: Settings
     source: Path | None
     notes: list[str] = field(default_factory=list)
+    first_trial: bool = False
+
+
+TRIAL_TOKEN_FILE = ".wacanon-dev-token"
+TRIAL_SHOPPER = "shop-1"
+
+
+def trial_token(env: Mapping[str, str]) -> str:
+    """The simulated provider's token for a first trial: from the environment, else a file
+    in the working directory (created once), so ``wacanon simulate --post`` finds it too."""
+    if env.get("WACANON_SIMULATED_TOKEN"):
+        return env["WACANON_SIMULATED_TOKEN"]
+    path = Path(TRIAL_TOKEN_FILE)
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    token = secrets.token_urlsafe(18)
+    path.write_text(token + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return token
+
+
+def first_trial(env: Mapping[str, str]) -> LoadedConfig:
+    """No configuration at all: SQLite in the working directory, the simulated provider
+    open with a token, real providers refusing until configured, every account → shop-1."""
+    raw: dict[str, Any] = {
+        "default_shopper_id": TRIAL_SHOPPER,
+        "providers": {"simulated": {"token": trial_token(env)}},
+    }
+    if env.get("WACANON_DATABASE_URL"):
+        raw["database_url"] = env["WACANON_DATABASE_URL"]
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, None)) from None
+    notes = [
+        f"no {DEFAULT_CONFIG_NAME} found: first-trial mode (`wacanon init` writes one)",
+        f"simulated provider open with token {settings.providers.simulated.token} "
+        f"(saved in {TRIAL_TOKEN_FILE}); every account belongs to shopper {TRIAL_SHOPPER}",
+        "cloud_api, evolution and baileys refuse webhooks until configured",
+    ]
+    return LoadedConfig(settings=settings, source=None, notes=notes, first_trial=True)
 
 
 def expand(value: Any, env: Mapping[str, str], path: str, notes: list[str]) -> Any:
@@ -158,15 +201,15 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     if chosen is None and Path(DEFAULT_CONFIG_NAME).exists():
         chosen = Path(DEFAULT_CONFIG_NAME)
     notes: list[str] = []
-    raw: dict[str, Any] = {}
-    if chosen is not None:
-        try:
-            raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {chosen} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
-        raw = expand(raw, env, "", notes)
+    if chosen is None:
+        return first_trial(env)
+    try:
+        raw: dict[str, Any] = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    raw = expand(raw, env, "", notes)
     if env.get("WACANON_DATABASE_URL"):
         raw["database_url"] = env["WACANON_DATABASE_URL"]
     try:

@@ -2,7 +2,9 @@
 
     WacanonError
     ├── UnknownProviderError   a provider name that is not in the registry
-    └── ConfigError            configuration that cannot be used (named key, problem)
+    ├── ConfigError            configuration that cannot be used (named key, problem)
+    ├── VerificationError      a webhook whose signature / API key / token does not verify
+    └── StoreError             the database cannot be used (unreachable, schema behind)
 
 Bad *data* is never an exception: normalizers return error values
 (:class:`wacanon.providers.common.NormalizeError`) so that one bad item does not lose
@@ -27,3 +29,11 @@ class UnknownProviderError(WacanonError, ValueError):
 
 class ConfigError(WacanonError):
     """Configuration that cannot be used; the message names the key and the problem."""
+
+
+class VerificationError(WacanonError):
+    """A webhook's signature, API key or token is missing or wrong."""
+
+
+class StoreError(WacanonError):
+    """The database cannot be used; driver errors are translated into this at the store edge."""

@@ -8,6 +8,7 @@ provider's spelling into the spec's ``wa_id`` lives here, so every normalizer ag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -97,10 +98,17 @@ def is_group_jid(text: str | None) -> bool:
 
 
 def is_unroutable_jid(text: str | None) -> bool:
-    """Status broadcasts (stories) and channels: not a conversation with a customer."""
+    """Status broadcasts (stories) and channels: not a conversation with a customer.
+
+    Reads only the server's kind (what :func:`parse_jid` would give), from the cache of
+    :func:`_classified`: every message of every webhook asks this once.
+    """
     if not text or "@" not in text:
         return False
-    return parse_jid(text).kind in ("broadcast", "newsletter")
+    return _classified(text)[0] in _UNROUTABLE_KINDS
+
+
+_UNROUTABLE_KINDS = frozenset({"broadcast", "newsletter"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +151,27 @@ def person_from_jids(*jids: str | None, user_id: str | None = None) -> Person:
     for jid in jids:
         if not jid:
             continue
-        if phone is None:
-            phone = phone_of(jid)
-        if lid is None:
-            lid = lid_of(jid)
+        kind, number = _classified(jid)
+        if kind == "pn":
+            if phone is None:
+                phone = number
+        elif kind == "lid" and lid is None:
+            lid = number
         if phone is not None and lid is not None:
             break
-    return Person(phone=phone, lid=lid, user_id=user_id or None)
+    return Person(phone, lid, user_id or None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classified(jid: str) -> tuple[JidKind | None, str | None]:
+    """(kind, digits) of one JID: what :func:`phone_of` / :func:`lid_of` would answer.
+
+    Pure and asked for every party of every message; a conversation repeats the same few
+    JIDs, so a bounded cache answers most of them without parsing.
+    """
+    user, server = _user_part(jid)
+    kind = _SERVER_KINDS.get(server)
+    return kind, (digits(user) or None) if kind in ("pn", "lid") else None
 
 
 def idempotency_key(provider: str, account: str, *identity: str | None) -> str:
@@ -163,9 +185,14 @@ def idempotency_key(provider: str, account: str, *identity: str | None) -> str:
 
 
 def event_id(key: str) -> str:
-    """UUIDv5 of the idempotency key, computed without ``uuid.uuid5``'s object overhead."""
-    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + key.encode()).digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """UUIDv5 of the idempotency key, computed without ``uuid.uuid5``'s object overhead.
+
+    The version nibble (hex digit 12) becomes ``5`` and the variant bits (top two of hex
+    digit 16) become ``10``, exactly as RFC 4122 sets them on the SHA-1 digest's bytes.
+    """
+    h = hashlib.sha1(_NAMESPACE_BYTES + key.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+#: The RFC 4122 variant's hex digit (``10xx``), by the digest's own digit there.
+_VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 0x3] for d in "0123456789abcdef"}

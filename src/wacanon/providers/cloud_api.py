@@ -41,14 +41,44 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import msgspec
 import pydantic
 
 from wacanon.canonical.ids import Person, digits
+from wacanon.providers.cloud_api_types import (
+    CardIn,
+    CardName,
+    Change,
+    ContactIn,
+    Content,
+    ContextIn,
+    Entry,
+    Envelope,
+    ErrorIn,
+    GroupIn,
+    GroupTextIn,
+    Ident,
+    InteractiveIn,
+    MediaIn,
+    MessageIn,
+    Metadata,
+    NfmReplyIn,
+    Number,
+    ParticipantIn,
+    Profile,
+    ReferralIn,
+    ReplyIn,
+    Stamp,
+    StatusIn,
+    TypedEnvelope,
+    TypedValue,
+    Value,
+)
 from wacanon.providers.common import (
     BUSINESS_ACTOR,
     SYSTEM_ACTOR,
@@ -65,308 +95,28 @@ from wacanon.providers.common import (
     unix_time,
 )
 
-Stamp = int | float | str | None
-Ident = str | int | None
-Number = float | str | None
-
 #: ``CC.rest`` (``BR.1502576394655843``): a BSUID where a phone was expected is taken as one.
 _BSUID = re.compile(r"^[A-Z]{2}\.")
-
-
-# ------------------------------------------------------------------ boundary types
-
-
-class Envelope(msgspec.Struct):
-    entry: list[Any]
-
-
-class Entry(msgspec.Struct):
-    changes: list[Any]
-
-
-class Change(msgspec.Struct):
-    field: str
-    value: Any = None
-
-
-class Metadata(msgspec.Struct):
-    display_phone_number: Ident = None
-    phone_number_id: Ident = None
-
-
-class Value(msgspec.Struct):
-    """A change's ``value``: every array any handled field may carry (others are skipped)."""
-
-    metadata: Metadata | None = None
-    contacts: list[Any] | None = None
-    messages: list[Any] | None = None
-    statuses: list[Any] | None = None
-    errors: list[Any] | None = None
-    message_echoes: list[Any] | None = None
-    groups: list[Any] | None = None
-
-
-class Profile(msgspec.Struct):
-    name: str | None = None
-    username: str | None = None
-
-
-class ContactIn(msgspec.Struct):
-    profile: Profile | None = None
-    wa_id: str | None = None
-    user_id: str | None = None
-
-
-class ErrorData(msgspec.Struct):
-    details: str | None = None
-
-
-class ErrorIn(msgspec.Struct):
-    """Meta's error object; ``code`` is an int in messages, a string in group webhooks."""
-
-    code: int | str | None = None
-    title: str | None = None
-    message: str | None = None
-    details: str | None = None  # On-Prem era ``unknown`` messages
-    error_data: ErrorData | None = None
-
-
-class TextIn(msgspec.Struct):
-    body: str | None = None
-
-
-class MediaIn(msgspec.Struct):
-    id: Ident = None
-    mime_type: str | None = None
-    sha256: str | None = None
-    url: str | None = None
-    caption: str | None = None
-    filename: str | None = None
-    voice: bool | None = None
-    animated: bool | None = None
-
-
-class LocationIn(msgspec.Struct):
-    latitude: Number = None
-    longitude: Number = None
-    name: str | None = None
-    address: str | None = None
-    url: str | None = None
-
-
-class CardName(msgspec.Struct):
-    formatted_name: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-
-
-class CardPhone(msgspec.Struct):
-    phone: str | None = None
-    wa_id: str | None = None
-
-
-class CardEmail(msgspec.Struct):
-    email: str | None = None
-
-
-class CardOrg(msgspec.Struct):
-    company: str | None = None
-
-
-class CardIn(msgspec.Struct):
-    name: CardName | None = None
-    phones: list[CardPhone] | None = None
-    emails: list[CardEmail] | None = None
-    org: CardOrg | None = None
-    vcard: str | None = None
-
-
-class ReplyIn(msgspec.Struct):
-    """``button_reply`` and ``list_reply`` (the latter with a description)."""
-
-    id: str | None = None
-    title: str | None = None
-    description: str | None = None
-
-
-class NfmReplyIn(msgspec.Struct):
-    name: str | None = None
-    body: str | None = None
-    response_json: str | None = None
-
-
-class CallPermissionIn(msgspec.Struct):
-    response: str | None = None
-
-
-class InteractiveIn(msgspec.Struct):
-    type: str | None = None
-    button_reply: ReplyIn | None = None
-    list_reply: ReplyIn | None = None
-    nfm_reply: NfmReplyIn | None = None
-    call_permission_reply: CallPermissionIn | None = None
-
-
-class ButtonIn(msgspec.Struct):
-    payload: str | None = None
-    text: str | None = None
-
-
-class ReactionIn(msgspec.Struct):
-    message_id: str
-    emoji: str | None = None
-
-
-class ProductItem(msgspec.Struct):
-    product_retailer_id: str | None = None
-    quantity: Number = None
-    item_price: Number = None
-    currency: str | None = None
-
-
-class OrderIn(msgspec.Struct):
-    catalog_id: str | None = None
-    text: str | None = None
-    product_items: list[ProductItem] | None = None
-
-
-class SystemIn(msgspec.Struct):
-    type: str | None = None
-    body: str | None = None
-    wa_id: str | None = None
-    new_wa_id: str | None = None
-    user_id: str | None = None
-    previous_user_id: str | None = None
-
-
-class UnsupportedIn(msgspec.Struct):
-    type: str | None = None
-
-
-class ReferredProduct(msgspec.Struct):
-    catalog_id: str | None = None
-    product_retailer_id: str | None = None
-
-
-class ContextIn(msgspec.Struct):
-    id: str | None = None
-    forwarded: bool | None = None
-    frequently_forwarded: bool | None = None
-    referred_product: ReferredProduct | None = None
-
-
-class ReferralIn(msgspec.Struct):
-    source_url: str | None = None
-    source_id: str | None = None
-    source_type: str | None = None
-    headline: str | None = None
-    body: str | None = None
-    media_type: str | None = None
-    ctwa_clid: str | None = None
-
-
-class Content(msgspec.Struct, kw_only=True):
-    """What a message says: ``type`` and the payload keyed by it (also ``edit.message``)."""
-
-    type: str | None = None
-    context: ContextIn | None = None
-    text: TextIn | None = None
-    image: MediaIn | None = None
-    video: MediaIn | None = None
-    audio: MediaIn | None = None
-    document: MediaIn | None = None
-    sticker: MediaIn | None = None
-    location: LocationIn | None = None
-    contacts: list[CardIn] | None = None
-    interactive: InteractiveIn | None = None
-    button: ButtonIn | None = None
-    reaction: ReactionIn | None = None
-    order: OrderIn | None = None
-    system: SystemIn | None = None
-    unsupported: UnsupportedIn | None = None
-
-
-class EditIn(msgspec.Struct):
-    original_message_id: str
-    message: Content | None = None
-
-
-class RevokeIn(msgspec.Struct):
-    original_message_id: str
-
-
-class MessageIn(Content, kw_only=True):
-    """One ``messages[]`` (inbound) or ``message_echoes[]`` (business echo) item."""
-
-    id: str
-    timestamp: Stamp = None
-    from_: str | None = msgspec.field(default=None, name="from")
-    from_user_id: str | None = None
-    to: str | None = None
-    to_user_id: str | None = None
-    group_id: str | None = None
-    referral: ReferralIn | None = None
-    errors: list[ErrorIn] | None = None
-    edit: EditIn | None = None
-    revoke: RevokeIn | None = None
-
-
-class StatusIn(msgspec.Struct):
-    """One ``statuses[]`` item; Meta spells the group participant field two ways."""
-
-    id: str
-    status: str
-    timestamp: Stamp = None
-    recipient_id: str | None = None
-    recipient_user_id: str | None = None
-    recipient_type: str | None = None
-    recipient_participant_id: str | None = None
-    participant_recipient_id: str | None = None
-    recipient_participant_user_id: str | None = None
-    conversation: dict[str, Any] | None = None
-    pricing: dict[str, Any] | None = None
-    errors: list[ErrorIn] | None = None
-
-
-class ParticipantIn(msgspec.Struct):
-    wa_id: str | None = None
-    user_id: str | None = None
-    username: str | None = None
-    input: str | None = None
-
-
-class GroupTextIn(msgspec.Struct):
-    text: str | None = None
-    update_successful: bool | None = None
-
-
-class GroupIn(msgspec.Struct):
-    """One ``groups[]`` item of the four ``group_*`` webhook fields."""
-
-    group_id: str
-    type: str | None = None
-    timestamp: Stamp = None
-    subject: str | None = None
-    description: str | None = None
-    request_id: str | None = None
-    reason: str | None = None
-    initiated_by: str | None = None
-    added_participants: list[ParticipantIn] | None = None
-    removed_participants: list[ParticipantIn] | None = None
-    group_subject: GroupTextIn | None = None
-    group_description: GroupTextIn | None = None
-    errors: list[Any] | None = None
 
 
 # ------------------------------------------------------------------ per-change state
 
 
-@dataclass(slots=True)
 class _Contacts:
-    """``value.contacts`` indexed by phone digits and by BSUID."""
+    """``value.contacts`` indexed by phone digits and by BSUID (the first entry wins)."""
 
-    by_key: dict[str, ContactIn]
-    only: ContactIn | None
+    __slots__ = ("by_key", "only")
+
+    def __init__(self, contacts: list[ContactIn]) -> None:
+        self.by_key: dict[str, ContactIn] = {}
+        for contact in contacts:
+            phone = _digits(contact.wa_id)
+            if phone:
+                self.by_key.setdefault(phone, contact)
+            if contact.user_id:
+                self.by_key.setdefault(contact.user_id, contact)
+        #: With a single contact, an item that names nobody is taken to be about it.
+        self.only = contacts[0] if len(contacts) == 1 else None
 
     def resolve(self, phone_or_id: str | None, user_id: str | None) -> tuple[Person, ContactIn]:
         """A person from an item's own ids, completed by its contact entry.
@@ -388,34 +138,133 @@ class _Contacts:
 
 
 _NO_CONTACT = ContactIn()
+_NO_CONTACTS = _Contacts([])
+
+T = TypeVar("T")
+
+#: Where an item sits in its change's ``value``: (array name, index). Its path string is
+#: built only when the item is reported, so the hot path never formats one.
+_At = tuple[str, int]
 
 
-@dataclass(slots=True)
 class _Change:
-    """One ``changes[]`` item being mapped, and what its items share."""
+    """One ``changes[]`` item being mapped, and what its items share.
 
-    builder: EventBuilder
-    result: NormalizeResult
-    field: str
-    path: str
-    account: str
-    value: Value
-    contacts: _Contacts
-    business_phone: str | None
-    value_errors: list[dict[str, str | None]]
+    ``typed`` says whether the value's arrays already hold Structs (the one-pass decode)
+    or raw JSON still to be typed item by item (the tolerant path). Opening a change
+    reads its ``contacts`` and reports its ``value.errors`` before any item is mapped,
+    as they sit in the body. A plain class: positional construction of one per change
+    is measurably cheaper than a dataclass called with a dozen keywords.
+    """
+
+    __slots__ = (
+        "account",
+        "at",
+        "builder",
+        "business_phone",
+        "contacts",
+        "field",
+        "result",
+        "typed",
+        "value",
+        "value_errors",
+    )
+
+    def __init__(
+        self,
+        builder: EventBuilder,
+        result: NormalizeResult,
+        field: str,
+        at: tuple[int, int],
+        account: str,
+        value: Value | TypedValue,
+        business_phone: str | None,
+    ) -> None:
+        self.builder = builder
+        self.result = result
+        self.field = field
+        self.at = at  # (entry, change) indices, for paths built only on error
+        self.account = account
+        self.value = value
+        self.typed = isinstance(value, TypedValue)
+        self.business_phone = business_phone
+        self.contacts = _index_contacts(self)
+        self.value_errors = _value_errors(self)
+
+    @property
+    def path(self) -> str:
+        return f"$.entry[{self.at[0]}].changes[{self.at[1]}].value"
+
+    def item_path(self, at: _At) -> str:
+        return f"{self.path}.{at[0]}[{at[1]}]"
 
     def error(self, path: str, message: str, provider_event: str | None = None) -> None:
         event = provider_event or self.field
         self.result.errors.append(NormalizeError(path=path, message=message, provider_event=event))
 
-    def emit(self, path: str, provider_event: str, **parts: Any) -> None:
-        """Build one event; a value the schema refuses is an error of this item, not a crash."""
+    def items(
+        self, array: str, model: type[T], provider_event: str | None = None
+    ) -> Iterable[tuple[int, T]]:
+        """(index, item as ``model``) for one array of the value, in order.
+
+        Raw items are typed one at a time, lazily, so an item that does not fit is
+        reported (with its path) between its neighbours' events, as it sits in the body.
+        """
+        found: list[Any] = getattr(self.value, array) or []
+        if self.typed:
+            return enumerate(found)
+        return self._typed_each(found, array, model, provider_event)
+
+    def _typed_each(
+        self, raw: list[Any], array: str, model: type[T], provider_event: str | None
+    ) -> Iterator[tuple[int, T]]:
+        for k, item in enumerate(raw):
+            typed = convert(item, model, self.item_path((array, k)))
+            if isinstance(typed, NormalizeError):
+                self.error(typed.path, typed.message, provider_event)
+                continue
+            yield k, typed
+
+    def emit(
+        self,
+        at: _At,
+        provider_event: str,
+        *,
+        event_type: str,
+        identity: tuple[str | None, ...],
+        occurred_at: datetime,
+        provider_message_id: str | None,
+        actor: Mapping[str, Any],
+        chat: Mapping[str, Any],
+        message: dict[str, Any] | None = None,
+        status: dict[str, Any] | None = None,
+        group: dict[str, Any] | None = None,
+    ) -> None:
+        """Build one event; a value the schema refuses is an error of this item, not a crash.
+
+        Every part is passed by name, never re-packed with ``**``: merging keyword dicts
+        twice per event cost more than the rest of mapping a text message. The body
+        objects an event does not have stay None, which the builder leaves out.
+        """
         try:
-            event = self.builder.build(account=self.account, provider_event=provider_event, **parts)
+            event = self.builder.build(
+                account=self.account,
+                provider_event=provider_event,
+                event_type=event_type,
+                identity=identity,
+                occurred_at=occurred_at,
+                provider_message_id=provider_message_id,
+                actor=actor,
+                chat=chat,
+                message=message,
+                status=status,
+                group=group,
+            )
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            self.error(path, f"event fails the schema at {where}: {first['msg']}", provider_event)
+            reason = f"event fails the schema at {where}: {first['msg']}"
+            self.error(self.item_path(at), reason, provider_event)
             return
         self.result.events.append(event)
 
@@ -446,6 +295,8 @@ def _split_id(text: str | None) -> tuple[str | None, str | None]:
     """(phone digits, BSUID) from a phone field; a BSUID there is taken as a BSUID."""
     if not text:
         return None, None
+    if text.isdigit():  # the hot path: Meta's phone ids are bare digits
+        return text, None
     if _BSUID.match(text):
         return None, text
     return _digits(text), None
@@ -479,8 +330,11 @@ def _business_actor(phone: str | None) -> dict[str, Any]:
     return {**BUSINESS_ACTOR, "wa_id": phone} if phone else dict(BUSINESS_ACTOR)
 
 
+_NO_PROFILE = Profile()
+
+
 def _customer_actor(person: Person, contact: ContactIn) -> dict[str, Any]:
-    profile = contact.profile or Profile()
+    profile = contact.profile or _NO_PROFILE
     return actor_dict(person, "customer", display_name=profile.name, username=profile.username)
 
 
@@ -675,18 +529,29 @@ def _referral(r: ReferralIn) -> dict[str, Any]:
 # ------------------------------------------------------------------ message events
 
 
-def _plain(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
-    message = {"id": m.id, "direction": who.direction, **_content(m), **_context(m.context)}
+#: ``direction`` → event type, spelled once rather than formatted per message.
+_MESSAGE_EVENT_TYPES = {
+    "inbound": "whatsapp.message.inbound",
+    "outbound": "whatsapp.message.outbound",
+}
+
+
+def _plain(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
+    message = _content(m)  # a fresh dict: the message grows from it
+    message["id"] = m.id
+    message["direction"] = who.direction
+    if m.context is not None:
+        message.update(_context(m.context))
     if m.referral is not None:
         message["referral"] = _referral(m.referral)
-    errors = _errors(m.errors)
+    errors = _errors(m.errors) if m.errors else []
     if not errors and message["type"] == "unsupported":
         errors = ch.value_errors  # e.g. an ``interactive`` without its payload
     message["errors"] = errors
     ch.emit(
-        path,
+        at,
         event,
-        event_type=f"whatsapp.message.{who.direction}",
+        event_type=_MESSAGE_EVENT_TYPES[who.direction],
         identity=("message", m.id),
         occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
         provider_message_id=m.id,
@@ -696,10 +561,10 @@ def _plain(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> N
     )
 
 
-def _reaction(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+def _reaction(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
     """Keyed by (target, reactor, emoji): an empty or missing emoji means removed."""
     if m.reaction is None:
-        _plain(ch, m, who, path, event)
+        _plain(ch, m, who, at, event)
         return
     target, emoji = m.reaction.message_id, m.reaction.emoji or ""
     message = {
@@ -710,7 +575,7 @@ def _reaction(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -
         "provider_type": "reaction",
     }
     ch.emit(
-        path,
+        at,
         event,
         event_type="whatsapp.message.reaction",
         identity=("reaction", target, who.reactor, emoji),
@@ -722,17 +587,17 @@ def _reaction(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -
     )
 
 
-def _edit(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+def _edit(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
     """The new content, keyed by (edited message, new type and text)."""
     if m.edit is None:
-        _plain(ch, m, who, path, event)
+        _plain(ch, m, who, at, event)
         return
     target = m.edit.original_message_id
     content = _content(m.edit.message or Content())
     message = {"id": m.id, "direction": who.direction, **content, "target_id": target}
     digest = content_digest({"type": content["type"], "text": content.get("text")})
     ch.emit(
-        path,
+        at,
         event,
         event_type="whatsapp.message.edited",
         identity=("edit", target, digest),
@@ -744,10 +609,10 @@ def _edit(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> No
     )
 
 
-def _revoke(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
+def _revoke(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
     """A revoke removes the message for everyone."""
     if m.revoke is None:
-        _plain(ch, m, who, path, event)
+        _plain(ch, m, who, at, event)
         return
     target = m.revoke.original_message_id
     message = {
@@ -759,7 +624,7 @@ def _revoke(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> 
         "provider_type": "revoke",
     }
     ch.emit(
-        path,
+        at,
         event,
         event_type="whatsapp.message.deleted",
         identity=("delete", target, "everyone"),
@@ -771,14 +636,14 @@ def _revoke(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> 
     )
 
 
-_MessageMapper = Callable[[_Change, MessageIn, _Parties, str, str], None]
+_MessageMapper = Callable[[_Change, MessageIn, _Parties, _At, str], None]
 
 #: Message types that are not new messages; every other type goes to :func:`_plain`.
 _KINDS: dict[str, _MessageMapper] = {"reaction": _reaction, "edit": _edit, "revoke": _revoke}
 
 
-def _emit_message(ch: _Change, m: MessageIn, who: _Parties, path: str, event: str) -> None:
-    _KINDS.get(m.type or "", _plain)(ch, m, who, path, event)
+def _emit_message(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
+    _KINDS.get(m.type or "", _plain)(ch, m, who, at, event)
 
 
 def _sender_user_id(m: MessageIn) -> str | None:
@@ -788,36 +653,34 @@ def _sender_user_id(m: MessageIn) -> str | None:
     return m.system.previous_user_id if m.system else None
 
 
-def _inbound(ch: _Change, raw: Any, path: str) -> None:
-    m = convert(raw, MessageIn, path)
-    if isinstance(m, NormalizeError):
-        ch.error(m.path, m.message, "messages")
-        return
+def _inbound(ch: _Change, m: MessageIn, k: int) -> None:
+    at = ("messages", k)
     person, contact = ch.contacts.resolve(m.from_, _sender_user_id(m))
     if person.wa_id is None:
-        ch.error(path, "message names no sender (no from, from_user_id or contact)", "messages")
+        ch.error(
+            ch.item_path(at),
+            "message names no sender (no from, from_user_id or contact)",
+            "messages",
+        )
         return
     chat = group_chat(m.group_id) if m.group_id else private_chat(person)
     who = _Parties("inbound", _customer_actor(person, contact), chat, person.wa_id)
-    _emit_message(ch, m, who, path, "messages")
+    _emit_message(ch, m, who, at, "messages")
 
 
-def _echo(ch: _Change, raw: Any, path: str) -> None:
+def _echo(ch: _Change, m: MessageIn, k: int) -> None:
     """A message the business sent from the WhatsApp Business app (coexistence)."""
-    m = convert(raw, MessageIn, path)
-    if isinstance(m, NormalizeError):
-        ch.error(m.path, m.message)
-        return
+    at = ("message_echoes", k)
     person, _ = ch.contacts.resolve(m.to, m.to_user_id)
     if m.group_id:
         chat = group_chat(m.group_id)
     elif person.wa_id is not None:
         chat = private_chat(person)
     else:
-        ch.error(path, "echo names no recipient (no to, to_user_id or contact)")
+        ch.error(ch.item_path(at), "echo names no recipient (no to, to_user_id or contact)")
         return
     actor = _business_actor(_digits(m.from_) or ch.business_phone)
-    _emit_message(ch, m, _Parties("outbound", actor, chat, "business"), path, ch.field)
+    _emit_message(ch, m, _Parties("outbound", actor, chat, "business"), at, ch.field)
 
 
 # ------------------------------------------------------------------ status events
@@ -827,11 +690,8 @@ _STATUS_VALUES = frozenset({"queued", "sent", "delivered", "read", "played", "fa
 _SYSTEM_STATUSES = frozenset({"queued", "sent", "failed"})
 
 
-def _status(ch: _Change, raw: Any, path: str) -> None:
-    s = convert(raw, StatusIn, path)
-    if isinstance(s, NormalizeError):
-        ch.error(s.path, s.message, "statuses")
-        return
+def _status(ch: _Change, s: StatusIn, k: int) -> None:
+    at = ("statuses", k)
     if s.status not in _STATUS_VALUES:  # ``deleted`` (legacy) and values we do not know
         ch.result.ignored += 1
         return
@@ -847,7 +707,9 @@ def _status(ch: _Change, raw: Any, path: str) -> None:
         chat = private_chat(person) if person.wa_id else None
     if chat is None:
         ch.error(
-            path, "status names no recipient (no recipient_id or recipient_user_id)", "statuses"
+            ch.item_path(at),
+            "status names no recipient (no recipient_id or recipient_user_id)",
+            "statuses",
         )
         return
     by_system = s.status in _SYSTEM_STATUSES or person.wa_id is None
@@ -862,7 +724,7 @@ def _status(ch: _Change, raw: Any, path: str) -> None:
         "pricing": s.pricing,
     }
     ch.emit(
-        path,
+        at,
         "statuses",
         event_type=f"whatsapp.message.status.{s.status}",
         identity=("status", s.id, s.status, person.wa_id if in_group else None),
@@ -954,11 +816,7 @@ def _stamp_key(value: Stamp) -> str | None:
     return str(int(number)) if number is not None else str(value)
 
 
-def _group(ch: _Change, raw: Any, path: str) -> None:
-    g = convert(raw, GroupIn, path)
-    if isinstance(g, NormalizeError):
-        ch.error(g.path, g.message)
-        return
+def _group(ch: _Change, g: GroupIn, k: int) -> None:
     mapper = _GROUP_TYPES.get(g.type or "")
     found = mapper(g) if mapper is not None else None
     if found is None:
@@ -975,7 +833,7 @@ def _group(ch: _Change, raw: Any, path: str) -> None:
         "description": changed.get("description"),
     }
     ch.emit(
-        path,
+        ("groups", k),
         ch.field,
         event_type=found.event_type,
         identity=("group", g.group_id, found.action, *wa_ids, digest, _stamp_key(g.timestamp)),
@@ -996,26 +854,26 @@ def _on_messages(ch: _Change) -> None:
     if not v.messages and not v.statuses:
         ch.result.ignored += 1  # value-level errors only, user_actions, ...
         return
-    for k, raw in enumerate(v.messages or ()):
-        _inbound(ch, raw, f"{ch.path}.messages[{k}]")
-    for k, raw in enumerate(v.statuses or ()):
-        _status(ch, raw, f"{ch.path}.statuses[{k}]")
+    for k, m in ch.items("messages", MessageIn, "messages"):
+        _inbound(ch, m, k)
+    for k, s in ch.items("statuses", StatusIn, "statuses"):
+        _status(ch, s, k)
 
 
 def _on_echoes(ch: _Change) -> None:
     if not ch.value.message_echoes:
         ch.result.ignored += 1
         return
-    for k, raw in enumerate(ch.value.message_echoes):
-        _echo(ch, raw, f"{ch.path}.message_echoes[{k}]")
+    for k, m in ch.items("message_echoes", MessageIn):
+        _echo(ch, m, k)
 
 
 def _on_groups(ch: _Change) -> None:
     if not ch.value.groups:
         ch.result.ignored += 1
         return
-    for k, raw in enumerate(ch.value.groups):
-        _group(ch, raw, f"{ch.path}.groups[{k}]")
+    for k, g in ch.items("groups", GroupIn):
+        _group(ch, g, k)
 
 
 #: ``changes[].field`` → handler; every other field carries nothing canonical.
@@ -1029,80 +887,86 @@ _FIELDS: dict[str, Callable[[_Change], None]] = {
 }
 
 
-# ------------------------------------------------------------------ envelope
+# ------------------------------------------------------------------ one change
 
 
-def _index_contacts(
-    raw: list[Any] | None, path: str, field: str, result: NormalizeResult
-) -> _Contacts:
-    by_key: dict[str, ContactIn] = {}
-    valid: list[ContactIn] = []
-    for k, item in enumerate(raw or ()):
-        contact = convert(item, ContactIn, f"{path}.contacts[{k}]")
-        if isinstance(contact, NormalizeError):
-            result.errors.append(NormalizeError(contact.path, contact.message, field))
-            continue
-        valid.append(contact)
-        phone = _digits(contact.wa_id)
-        if phone:
-            by_key.setdefault(phone, contact)
-        if contact.user_id:
-            by_key.setdefault(contact.user_id, contact)
-    return _Contacts(by_key=by_key, only=valid[0] if len(valid) == 1 else None)
+def _index_contacts(ch: _Change) -> _Contacts:
+    contacts = ch.value.contacts
+    if not contacts:
+        return _NO_CONTACTS
+    if ch.typed:
+        return _Contacts(contacts)
+    return _Contacts([contact for _, contact in ch.items("contacts", ContactIn)])
 
 
-def _value_errors(
-    raw: list[Any] | None, path: str, field: str, result: NormalizeResult
-) -> list[dict[str, str | None]]:
+def _value_errors(ch: _Change) -> list[dict[str, str | None]]:
     """``value.errors``: no event of their own, but visible as errors quoting Meta."""
-    found = []
-    for k, item in enumerate(raw or ()):
-        where = f"{path}.errors[{k}]"
-        e = convert(item, ErrorIn, where)
-        if isinstance(e, NormalizeError):
-            result.errors.append(NormalizeError(e.path, e.message, field))
-            continue
+    found: list[dict[str, str | None]] = []
+    if not ch.value.errors:
+        return found
+    for k, e in ch.items("errors", ErrorIn):
         err = _provider_error(e)
         detail = f" ({err['detail']})" if err["detail"] and err["detail"] != err["title"] else ""
-        text = f"Meta reported error {err['code']}: {err['title']}{detail}"
-        result.errors.append(NormalizeError(where, text, field))
+        ch.error(
+            ch.item_path(("errors", k)),
+            f"Meta reported error {err['code']}: {err['title']}{detail}",
+        )
         found.append(err)
     return found
 
 
-def _change(builder: EventBuilder, result: NormalizeResult, raw: Any, path: str) -> None:
-    change = convert(raw, Change, path)
-    if isinstance(change, NormalizeError):
-        result.errors.append(change)
-        return
-    handler = _FIELDS.get(change.field)
-    if handler is None:
-        result.ignored += 1
-        return
-    vpath = f"{path}.value"
-    value = convert(change.value, Value, vpath)
-    if isinstance(value, NormalizeError):
-        result.errors.append(NormalizeError(value.path, value.message, change.field))
-        return
-    metadata = value.metadata or Metadata()
+_NO_METADATA = Metadata()
+
+
+def _open_change(
+    builder: EventBuilder,
+    result: NormalizeResult,
+    field: str,
+    value: Value | TypedValue,
+    at: tuple[int, int],
+) -> _Change | None:
+    """The shared state of one handled change, or None (reported) when it names no account."""
+    metadata = value.metadata or _NO_METADATA
     account = builder.account(_text_id(metadata.phone_number_id))
     if account is None:
-        message = "no account id in payload; pass --account"
-        result.errors.append(NormalizeError(f"{vpath}.metadata", message, change.field))
-        return
-    handler(
-        _Change(
-            builder=builder,
-            result=result,
-            field=change.field,
-            path=vpath,
-            account=account,
-            value=value,
-            contacts=_index_contacts(value.contacts, vpath, change.field, result),
-            business_phone=_digits(_text_id(metadata.display_phone_number)),
-            value_errors=_value_errors(value.errors, vpath, change.field, result),
+        path = f"$.entry[{at[0]}].changes[{at[1]}].value.metadata"
+        result.errors.append(
+            NormalizeError(path, "no account id in payload; pass --account", field)
         )
-    )
+        return None
+    business_phone = _digits(_text_id(metadata.display_phone_number))
+    return _Change(builder, result, field, at, account, value, business_phone)
+
+
+# ------------------------------------------------------------------ envelope
+
+#: The fast path: the whole POST typed in one pass, when every item is well formed.
+_TYPED = msgspec.json.Decoder(TypedEnvelope, strict=False)
+
+
+def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
+    """Every entry, every change, every item of one Cloud API webhook POST, in order.
+
+    A body the one-pass decoder refuses (anything malformed anywhere, or not JSON) is
+    read again item by item, which reports each problem with its path and still maps
+    the items that are fine; both roads share every mapping function below the envelope.
+    """
+    builder = EventBuilder("cloud_api", ctx)
+    try:
+        envelope = _TYPED.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        return _normalize_tolerant(builder, body)
+    result = NormalizeResult()
+    for i, entry in enumerate(envelope.entry):
+        for j, change in enumerate(entry.changes):
+            handler = _FIELDS.get(change.field)
+            if handler is None:
+                result.ignored += 1
+                continue
+            ch = _open_change(builder, result, change.field, change.value, (i, j))
+            if ch is not None:
+                handler(ch)
+    return result
 
 
 def _decode(body: bytes | str) -> Any:
@@ -1113,8 +977,8 @@ def _decode(body: bytes | str) -> Any:
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
 
 
-def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
-    """Every entry, every change, every item of one Cloud API webhook POST, in order."""
+def _normalize_tolerant(builder: EventBuilder, body: bytes | str) -> NormalizeResult:
+    """Type the envelope level by level and each item on its own (see :meth:`_Change.items`)."""
     result = NormalizeResult()
     data = _decode(body)
     if isinstance(data, NormalizeError):
@@ -1124,12 +988,32 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     if isinstance(envelope, NormalizeError):
         result.errors.append(envelope)
         return result
-    builder = EventBuilder("cloud_api", ctx)
     for i, raw_entry in enumerate(envelope.entry):
         entry = convert(raw_entry, Entry, f"$.entry[{i}]")
         if isinstance(entry, NormalizeError):
             result.errors.append(entry)
             continue
         for j, raw_change in enumerate(entry.changes):
-            _change(builder, result, raw_change, f"$.entry[{i}].changes[{j}]")
+            _tolerant_change(builder, result, raw_change, (i, j))
     return result
+
+
+def _tolerant_change(
+    builder: EventBuilder, result: NormalizeResult, raw: Any, at: tuple[int, int]
+) -> None:
+    path = f"$.entry[{at[0]}].changes[{at[1]}]"
+    change = convert(raw, Change, path)
+    if isinstance(change, NormalizeError):
+        result.errors.append(change)
+        return
+    handler = _FIELDS.get(change.field)
+    if handler is None:
+        result.ignored += 1
+        return
+    value = convert(change.value, Value, f"{path}.value")
+    if isinstance(value, NormalizeError):
+        result.errors.append(NormalizeError(value.path, value.message, change.field))
+        return
+    ch = _open_change(builder, result, change.field, value, at)
+    if ch is not None:
+        handler(ch)

@@ -32,6 +32,8 @@ class NormalizeContext:
     correlation_id: str
     account: str | None = None
     shopper_id: str | None = None
+    #: Which shopper owns an account (from configuration), used when ``shopper_id`` is not given.
+    shopper_of: Callable[[str], str | None] | None = None
     signature_valid: bool = False
 
 
@@ -123,7 +125,7 @@ def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
         number /= 1000.0
     if not 0 < number < 32503680000:  # before year 3000
         return fallback
-    return datetime.fromtimestamp(number, tz=UTC)
+    return datetime.fromtimestamp(number, UTC)
 
 
 def iso_time(value: str | None, fallback: datetime) -> datetime:
@@ -187,6 +189,11 @@ class EventBuilder:
     provider: ProviderName
     ctx: NormalizeContext
 
+    def _shopper(self, account: str) -> str | None:
+        if self.ctx.shopper_id is not None or self.ctx.shopper_of is None:
+            return self.ctx.shopper_id
+        return self.ctx.shopper_of(account)
+
     def account(self, from_payload: str | None) -> str | None:
         """An explicit ``--account`` beats the payload's own account id."""
         return self.ctx.account or from_payload or None
@@ -222,7 +229,7 @@ class EventBuilder:
                 "provider_event": provider_event,
                 "provider_message_id": provider_message_id,
             },
-            "routing": {"shopper_id": self.ctx.shopper_id},
+            "routing": {"shopper_id": self._shopper(account)},
             "actor": actor,
             "chat": chat,
             "security": {

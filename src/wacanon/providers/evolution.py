@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import pydantic
@@ -58,6 +59,21 @@ from wacanon.providers.common import (
     private_chat,
     unix_time,
 )
+from wacanon.providers.evolution_types import (
+    GROUP_CHANGE_FIELDS,
+    CallItem,
+    ConnectionItem,
+    ContactItem,
+    EditedItem,
+    Envelope,
+    GroupMember,
+    GroupMeta,
+    MemberData,
+    ParticipantsUpdate,
+    RawEnvelope,
+    UpdateItem,
+    UpsertItem,
+)
 from wacanon.providers.wa_web import (
     PROTOCOL_MESSAGE_EDIT,
     PROTOCOL_REVOKE,
@@ -67,7 +83,6 @@ from wacanon.providers.wa_web import (
     KeyParties,
     LongLike,
     MessageKey,
-    ProtocolContent,
     content_path,
     enum_value,
     key_parties,
@@ -78,153 +93,37 @@ from wacanon.providers.wa_web import (
 
 PROVIDER: Final = "evolution"
 
-# ------------------------------------------------------------------ boundary types
-
-
-class Envelope(msgspec.Struct, forbid_unknown_fields=False):
-    """The webhook body; ``destination``, ``server_url`` and ``apikey`` are not needed."""
-
-    event: str
-    instance: str | None = None
-    data: Any = None
-    date_time: str | None = None
-    sender: str | None = None
-
-
-class UpsertItem(msgspec.Struct, forbid_unknown_fields=False):
-    """``messages.upsert`` / ``send.message`` data (Evolution's ``prepareMessage`` output).
-
-    ``contextInfo`` is the quote context of the content in 2.3.x and the
-    ``messageContextInfo`` in the latest code: only its quote fields are read.
-    ``status`` is deliberately not read: a status inside an upsert is no status event.
-    """
-
-    key: MessageKey
-    message: dict[str, Any] | None = None
-    pushName: str | None = None
-    messageTimestamp: LongLike = None
-    contextInfo: ContextInfo | None = None
-    participant: str | None = None
-
-
-class UpdateItem(MessageKey, forbid_unknown_fields=False):
-    """``messages.update`` data: the key flattened (``keyId``; v1 used ``id``) plus status."""
-
-    keyId: str | None = None
-    status: int | str | None = None
-    message: dict[str, Any] | None = None
-    pollUpdates: list[Any] | None = None
-
-
-class EditedItem(ProtocolContent, forbid_unknown_fields=False):
-    """``messages.edited`` data: a ``protocolMessage``; the whatsapp-web.js channel sends
-    ``{key, message, messageTimestamp}`` instead."""
-
-    message: dict[str, Any] | None = None
-    messageTimestamp: LongLike = None
-
-
-class GroupMember(msgspec.Struct, forbid_unknown_fields=False):
-    """Baileys 7 ``GroupParticipant``; Baileys 6 sends a bare JID string instead."""
-
-    id: str | None = None
-    phoneNumber: str | None = None
-    lid: str | None = None
-
-
-class MemberData(msgspec.Struct, forbid_unknown_fields=False):
-    """Evolution 2.3.5+ ``participantsData``: ``phoneNumber`` may be bare digits."""
-
-    jid: str | GroupMember | None = None
-    phoneNumber: str | None = None
-    name: str | None = None
-
-
-class ParticipantsUpdate(msgspec.Struct, forbid_unknown_fields=False):
-    id: str
-    action: str
-    author: str | None = None
-    authorPn: str | None = None
-    participants: list[str | GroupMember] = []
-    participantsData: list[MemberData] | None = None
-
-
-class GroupMeta(msgspec.Struct, forbid_unknown_fields=False):
-    """Baileys ``GroupMetadata``: whole in ``groups.upsert``, partial in ``groups.update``."""
-
-    id: str
-    subject: str | None = None
-    desc: str | None = None
-    owner: str | None = None
-    ownerPn: str | None = None
-    author: str | None = None
-    authorPn: str | None = None
-    creation: LongLike = None
-    announce: bool | None = None
-    restrict: bool | None = None
-    memberAddMode: bool | None = None
-    joinApprovalMode: bool | None = None
-    ephemeralDuration: int | None = None
-    participants: list[str | GroupMember] | None = None
-
-
-#: groups.update fields whose values make up "what changed" in a group identity.
-_GROUP_CHANGE_FIELDS = (
-    "subject",
-    "desc",
-    "announce",
-    "restrict",
-    "memberAddMode",
-    "joinApprovalMode",
-    "ephemeralDuration",
-)
-
-
-class ContactItem(msgspec.Struct, forbid_unknown_fields=False):
-    """``contacts.upsert`` / ``contacts.update``; v1 used ``id`` and ``profilePictureUrl``."""
-
-    remoteJid: str | None = None
-    id: str | None = None
-    pushName: str | None = None
-    profilePicUrl: str | None = None
-    profilePictureUrl: str | None = None
-
-
-class ConnectionItem(msgspec.Struct, forbid_unknown_fields=False):
-    state: str
-    statusReason: int | str | None = None
-    wuid: str | None = None
-
-
-class CallItem(msgspec.Struct, forbid_unknown_fields=False):
-    """Baileys ``WACallEvent`` as Evolution forwards it (``date`` is a JS Date → ISO)."""
-
-    id: str
-    from_: str | None = msgspec.field(default=None, name="from")
-    callerPn: str | None = None
-    chatId: str | None = None
-    date: str | int | None = None
-    status: str | None = None
-    isVideo: bool | None = None
-    isGroup: bool | None = None
-    groupJid: str | None = None
-
-
 # ------------------------------------------------------------------ payload context
 
 
 @dataclass(slots=True)
 class _Payload:
-    """What every item of one webhook shares."""
+    """What every item of one webhook shares.
+
+    The envelope's ``date_time`` is parsed only when an event needs it (a message has a
+    timestamp of its own), hence :meth:`sent_at` and :meth:`sent_iso`.
+    """
 
     builder: EventBuilder
     account: str
     event: str  # the dotted provider event name
-    sent_at: datetime  # date_time, else received_at
-    sent_iso: str | None  # date_time as a normalized ISO string, for identities
+    date_time: str | None  # the envelope's server time, as sent
     own: str | None  # the instance's own phone digits (envelope ``sender``)
+    _sent_at: datetime | None = None
+
+    def sent_at(self) -> datetime:
+        """``date_time``, else received_at."""
+        if self._sent_at is None:
+            self._sent_at = iso_time(self.date_time, self.builder.ctx.received_at)
+        return self._sent_at
+
+    def sent_iso(self) -> str | None:
+        """``date_time`` as a normalized ISO string, for identities; None without one."""
+        sent_at = self.sent_at()
+        return None if sent_at is self.builder.ctx.received_at else sent_at.isoformat()
 
 
+#: Maps one item already typed as its event's struct (the route's ``model``).
 Handler = Callable[[_Payload, Any, str, NormalizeResult], None]
 
 
@@ -236,20 +135,50 @@ def _typed_fail(out: NormalizeResult, p: _Payload, error: NormalizeError) -> Non
     out.errors.append(dataclasses.replace(error, provider_event=p.event))
 
 
-def _emit(out: NormalizeResult, p: _Payload, path: str, **event: Any) -> None:
+def _emit(
+    out: NormalizeResult,
+    p: _Payload,
+    path: str,
+    *,
+    event_type: str,
+    identity: tuple[str | None, ...],
+    occurred_at: datetime,
+    provider_message_id: str | None,
+    actor: dict[str, Any],
+    chat: dict[str, Any],
+    **body: dict[str, Any],
+) -> None:
     """Build one event; a value the schema refuses becomes an error at the item's path."""
     try:
-        out.events.append(p.builder.build(account=p.account, provider_event=p.event, **event))
+        event = p.builder.build(
+            account=p.account,
+            event_type=event_type,
+            identity=identity,
+            occurred_at=occurred_at,
+            provider_event=p.event,
+            provider_message_id=provider_message_id,
+            actor=actor,
+            chat=chat,
+            **body,
+        )
     except pydantic.ValidationError as exc:
         _fail(out, p, path, f"not a valid canonical event: {exc.errors()[0]['msg']}")
+    else:
+        out.events.append(event)
 
 
-def _timestamp(value: LongLike, fallback: datetime) -> datetime:
-    """Seconds, milliseconds, numeric strings and Long objects; implausible → fallback."""
-    number = long_value(value)
-    if number is None or not 0 < number < 10**14:
-        return fallback
-    return unix_time(number, fallback)
+def _timestamp(value: LongLike, p: _Payload) -> datetime:
+    """Seconds, milliseconds, numeric strings and Long objects; implausible → the
+    envelope's time (read only then: :data:`_NO_TIME` marks unix_time's fallback)."""
+    number = value if type(value) is int else long_value(value)  # JSON numbers: the usual
+    if number is not None and 0 < number < 10**14:
+        when = unix_time(number, _NO_TIME)
+        if when is not _NO_TIME:
+            return when
+    return p.sent_at()
+
+
+_NO_TIME: Final = datetime.min
 
 
 def _business(p: _Payload) -> dict[str, Any]:
@@ -279,11 +208,14 @@ def _direction(from_me: bool) -> str:
     return "outbound" if from_me else "inbound"
 
 
+#: A new message's event type, by ``fromMe``.
+_MESSAGE_EVENTS = {False: "whatsapp.message.inbound", True: "whatsapp.message.outbound"}
+
+
 # ------------------------------------------------------------------ message events
 
 
-@dataclass(slots=True)
-class _Origin:
+class _Origin(NamedTuple):
     """Where a message-derived event came from: its key's parties and its own id."""
 
     parties: KeyParties
@@ -296,11 +228,7 @@ class _Origin:
 def _on_message(force_outbound: bool) -> Handler:
     """``messages.upsert`` and ``send.message`` (always ours) share one mapping."""
 
-    def handle(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
-        data = convert(item, UpsertItem, path)
-        if isinstance(data, NormalizeError):
-            _typed_fail(out, p, data)
-            return
+    def handle(p: _Payload, data: UpsertItem, path: str, out: NormalizeResult) -> None:
         key = data.key
         if not key.id:
             _fail(out, p, f"{path}.key.id", "message without an id")
@@ -308,7 +236,7 @@ def _on_message(force_outbound: bool) -> Handler:
         if is_unroutable_jid(key.remoteJid) or not data.message:
             out.ignored += 1  # stories, channels, CIPHERTEXT stubs, empty content
             return
-        content = _map(out, p, data.message, f"{path}.message")
+        content = _map(out, p, data.message, path, ".message")
         if content is None:
             return
         parties = key_parties(key, participant=data.participant)
@@ -316,7 +244,7 @@ def _on_message(force_outbound: bool) -> Handler:
             parties=parties,
             from_me=parties.from_me or force_outbound,
             own_id=key.id,
-            occurred_at=_timestamp(data.messageTimestamp, p.sent_at),
+            occurred_at=_timestamp(data.messageTimestamp, p),
             push_name=data.pushName,
         )
         if content.kind == "message":
@@ -327,14 +255,17 @@ def _on_message(force_outbound: bool) -> Handler:
     return handle
 
 
-def _map(out: NormalizeResult, p: _Payload, message: dict[str, Any], path: str) -> Content | None:
-    """``wa_web.map_content`` with a mistyped field turned into an error at its path."""
+def _map(
+    out: NormalizeResult, p: _Payload, message: dict[str, Any], path: str, field: str
+) -> Content | None:
+    """``wa_web.map_content`` with a mistyped field turned into an error at its path
+    (``path`` + ``field`` + where the content sits, spelled out only on error)."""
     try:
         return map_content(message)
     except msgspec.ValidationError as exc:
         text = str(exc)
         reason, sep, where = text.rpartition(" - at `$")
-        at = f"{path}{content_path(message)}{where.rstrip('`') if sep else ''}"
+        at = f"{path}{field}{content_path(message)}{where.rstrip('`') if sep else ''}"
         _fail(out, p, at, reason if sep else text)
         return None
 
@@ -359,7 +290,7 @@ def _new_message(
         out,
         p,
         path,
-        event_type=f"whatsapp.message.{message['direction']}",
+        event_type=_MESSAGE_EVENTS[origin.from_me],
         identity=("message", origin.own_id),
         occurred_at=origin.occurred_at,
         provider_message_id=origin.own_id,
@@ -509,12 +440,8 @@ def _status_value(raw: int | str) -> str | None:
     return _STATUS_NAMES.get(text)
 
 
-def _on_update(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+def _on_update(p: _Payload, data: UpdateItem, path: str, out: NormalizeResult) -> None:
     """``messages.update``: a receipt, or Evolution's vehicle for edits and poll votes."""
-    data = convert(item, UpdateItem, path)
-    if isinstance(data, NormalizeError):
-        _typed_fail(out, p, data)
-        return
     message_id = data.keyId or data.id
     if not message_id:
         _fail(out, p, f"{path}.keyId", "status update without a message id")
@@ -540,10 +467,10 @@ def _update_message(
     parties: KeyParties,
 ) -> None:
     """An update carrying content is an edit of ``keyId`` (``{editedMessage: {message}}``)."""
-    content = _map(out, p, data.message or {}, f"{path}.message")
+    content = _map(out, p, data.message or {}, path, ".message")
     if content is None:
         return
-    origin = _Origin(parties=parties, from_me=parties.from_me, own_id=None, occurred_at=p.sent_at)
+    origin = _Origin(parties=parties, from_me=parties.from_me, own_id=None, occurred_at=p.sent_at())
     if content.kind == "message":
         _edited(p, out, path, origin, message_id, content)
     else:
@@ -579,7 +506,7 @@ def _status(
         path,
         event_type=f"whatsapp.message.status.{value}",
         identity=("status", message_id, value, participant),
-        occurred_at=p.sent_at,
+        occurred_at=p.sent_at(),
         provider_message_id=message_id,
         actor=_status_actor(p, parties, value, recipient),
         chat=_chat(parties),
@@ -609,12 +536,8 @@ def _status_actor(
     return actor_dict(recipient, "customer")
 
 
-def _on_delete(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+def _on_delete(p: _Payload, key: MessageKey, path: str, out: NormalizeResult) -> None:
     """``messages.delete``: the revoked message's key (latest adds ``status: DELETED``)."""
-    key = convert(item, MessageKey, path)
-    if isinstance(key, NormalizeError):
-        _typed_fail(out, p, key)
-        return
     if not key.id:
         _fail(out, p, f"{path}.id", "delete without a message id")
         return
@@ -622,21 +545,17 @@ def _on_delete(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
         out.ignored += 1
         return
     parties = key_parties(key)
-    origin = _Origin(parties=parties, from_me=parties.from_me, own_id=None, occurred_at=p.sent_at)
+    origin = _Origin(parties=parties, from_me=parties.from_me, own_id=None, occurred_at=p.sent_at())
     _deleted(p, out, path, origin, key.id)
 
 
-def _on_edited(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+def _on_edited(p: _Payload, data: EditedItem, path: str, out: NormalizeResult) -> None:
     """``messages.edited``: ANY protocolMessage; only edits (14) and revokes (0) count."""
-    data = convert(item, EditedItem, path)
-    if isinstance(data, NormalizeError):
-        _typed_fail(out, p, data)
-        return
     kind = enum_value(data.type, PROTOCOL_TYPES)
     if kind == PROTOCOL_MESSAGE_EDIT and data.editedMessage:
-        content = _map(out, p, data.editedMessage, f"{path}.editedMessage")
+        content = _map(out, p, data.editedMessage, path, ".editedMessage")
     elif data.type is None and data.message:  # the whatsapp-web.js channel's shape
-        content = _map(out, p, data.message, f"{path}.message")
+        content = _map(out, p, data.message, path, ".message")
     elif kind == PROTOCOL_REVOKE:
         content = Content("revoke", {"type": "system"})
     else:
@@ -657,7 +576,7 @@ def _edited_event(
         out.ignored += 1
         return
     parties = _author_side_parties(p, key)
-    when = _timestamp(data.timestampMs or data.messageTimestamp, p.sent_at)
+    when = _timestamp(data.timestampMs or data.messageTimestamp, p)
     origin = _Origin(parties=parties, from_me=parties.from_me, own_id=None, occurred_at=when)
     if content.kind == "revoke":
         _deleted(p, out, path, origin, key.id)
@@ -724,11 +643,9 @@ def _person_actor(p: _Payload, author: Person) -> dict[str, Any]:
     return actor_dict(author, "customer")
 
 
-def _on_participants(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
-    data = convert(item, ParticipantsUpdate, path)
-    if isinstance(data, NormalizeError):
-        _typed_fail(out, p, data)
-        return
+def _on_participants(
+    p: _Payload, data: ParticipantsUpdate, path: str, out: NormalizeResult
+) -> None:
     action = data.action.strip().lower()
     event_type = _GROUP_EVENTS.get(action)
     if event_type is None:
@@ -742,8 +659,8 @@ def _on_participants(p: _Payload, item: Any, path: str, out: NormalizeResult) ->
         p,
         path,
         event_type=event_type,
-        identity=("group", data.id, action, *members, None, p.sent_iso),
-        occurred_at=p.sent_at,
+        identity=("group", data.id, action, *members, None, p.sent_iso()),
+        occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
         chat=group_chat(data.id),
@@ -751,12 +668,8 @@ def _on_participants(p: _Payload, item: Any, path: str, out: NormalizeResult) ->
     )
 
 
-def _on_group_upsert(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+def _on_group_upsert(p: _Payload, g: GroupMeta, path: str, out: NormalizeResult) -> None:
     """``groups.upsert``: the instance joined or created a group; the whole metadata comes."""
-    g = convert(item, GroupMeta, path)
-    if isinstance(g, NormalizeError):
-        _typed_fail(out, p, g)
-        return
     members = sorted({m for m in (_member(e, {}).wa_id for e in g.participants or ()) if m})
     author = (
         person_from_jids(g.author, g.authorPn) if g.author else person_from_jids(g.owner, g.ownerPn)
@@ -769,7 +682,7 @@ def _on_group_upsert(p: _Payload, item: Any, path: str, out: NormalizeResult) ->
         path,
         event_type="whatsapp.group.updated",
         identity=("group", g.id, "create", *members, changed, str(created) if created else None),
-        occurred_at=p.sent_at,
+        occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
         chat=group_chat(g.id),
@@ -777,21 +690,17 @@ def _on_group_upsert(p: _Payload, item: Any, path: str, out: NormalizeResult) ->
     )
 
 
-def _on_group_update(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+def _on_group_update(p: _Payload, g: GroupMeta, path: str, out: NormalizeResult) -> None:
     """``groups.update``: a partial metadata object holding only what changed."""
-    g = convert(item, GroupMeta, path)
-    if isinstance(g, NormalizeError):
-        _typed_fail(out, p, g)
-        return
-    changes = {f: getattr(g, f) for f in _GROUP_CHANGE_FIELDS if getattr(g, f) is not None}
+    changes = {f: getattr(g, f) for f in GROUP_CHANGE_FIELDS if getattr(g, f) is not None}
     author = person_from_jids(g.author, g.authorPn)
     _emit(
         out,
         p,
         path,
         event_type="whatsapp.group.updated",
-        identity=("group", g.id, "update", content_digest(changes), p.sent_iso),
-        occurred_at=p.sent_at,
+        identity=("group", g.id, "update", content_digest(changes), p.sent_iso()),
+        occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
         chat=group_chat(g.id),
@@ -813,11 +722,7 @@ def _group(g: GroupMeta, action: str, members: list[str], author: Person) -> dic
 # ------------------------------------------------------------------ contacts, connection, calls
 
 
-def _on_contact(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
-    c = convert(item, ContactItem, path)
-    if isinstance(c, NormalizeError):
-        _typed_fail(out, p, c)
-        return
+def _on_contact(p: _Payload, c: ContactItem, path: str, out: NormalizeResult) -> None:
     jid = c.remoteJid or c.id
     if not jid or "@" not in jid:
         _fail(out, p, f"{path}.remoteJid", "contact without a JID")
@@ -837,7 +742,7 @@ def _on_contact(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None
         path,
         event_type="whatsapp.contact.updated",
         identity=("contact", person.wa_id, content_digest({"name": name, "picture": picture})),
-        occurred_at=p.sent_at,
+        occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=actor_dict(person, "customer", display_name=name),
         chat=private_chat(person),
@@ -850,11 +755,7 @@ def _on_contact(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None
     )
 
 
-def _on_connection(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
-    c = convert(item, ConnectionItem, path)
-    if isinstance(c, NormalizeError):
-        _typed_fail(out, p, c)
-        return
+def _on_connection(p: _Payload, c: ConnectionItem, path: str, out: NormalizeResult) -> None:
     reason = None if c.statusReason is None else str(c.statusReason)
     own = phone_of(c.wuid) or p.own
     _emit(
@@ -862,8 +763,8 @@ def _on_connection(p: _Payload, item: Any, path: str, out: NormalizeResult) -> N
         p,
         path,
         event_type="whatsapp.connection.updated",
-        identity=("connection", c.state, reason, p.sent_iso),
-        occurred_at=p.sent_at,
+        identity=("connection", c.state, reason, p.sent_iso()),
+        occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=dict(SYSTEM_ACTOR),
         chat={"type": "private", "id": own or p.account},
@@ -871,18 +772,14 @@ def _on_connection(p: _Payload, item: Any, path: str, out: NormalizeResult) -> N
     )
 
 
-def _on_call(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
-    c = convert(item, CallItem, path)
-    if isinstance(c, NormalizeError):
-        _typed_fail(out, p, c)
-        return
+def _on_call(p: _Payload, c: CallItem, path: str, out: NormalizeResult) -> None:
     caller = person_from_jids(c.from_, c.callerPn)
     status = c.status or "unknown"
     group_id = c.groupJid if c.isGroup and is_group_jid(c.groupJid) else None
     if isinstance(c.date, str) and not c.date.strip().isdigit():
-        when = iso_time(c.date, p.sent_at)
+        when = iso_time(c.date, p.sent_at())
     else:
-        when = _timestamp(c.date, p.sent_at)
+        when = _timestamp(c.date, p)
     _emit(
         out,
         p,
@@ -899,19 +796,35 @@ def _on_call(p: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
 
 # ------------------------------------------------------------------ dispatch
 
-_HANDLERS: dict[str, Handler] = {
-    "messages.upsert": _on_message(force_outbound=False),
-    "send.message": _on_message(force_outbound=True),
-    "messages.update": _on_update,
-    "messages.delete": _on_delete,
-    "messages.edited": _on_edited,
-    "group-participants.update": _on_participants,
-    "groups.upsert": _on_group_upsert,
-    "groups.update": _on_group_update,
-    "contacts.upsert": _on_contact,
-    "contacts.update": _on_contact,
-    "connection.update": _on_connection,
-    "call": _on_call,
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """How one event's ``data`` is typed (``model``, one item) and mapped (``handle``)."""
+
+    model: type[Any]
+    handle: Handler
+    #: The one-pass reader of ``data``: one item or a list of them, as Evolution sends.
+    decoder: msgspec.json.Decoder[Any]
+
+
+def _route(model: type[Any], handle: Handler) -> _Route:
+    one_or_many = model | types.GenericAlias(list, (model,))
+    return _Route(model, handle, msgspec.json.Decoder(one_or_many, strict=False))
+
+
+_ROUTES: dict[str, _Route] = {
+    "messages.upsert": _route(UpsertItem, _on_message(force_outbound=False)),
+    "send.message": _route(UpsertItem, _on_message(force_outbound=True)),
+    "messages.update": _route(UpdateItem, _on_update),
+    "messages.delete": _route(MessageKey, _on_delete),
+    "messages.edited": _route(EditedItem, _on_edited),
+    "group-participants.update": _route(ParticipantsUpdate, _on_participants),
+    "groups.upsert": _route(GroupMeta, _on_group_upsert),
+    "groups.update": _route(GroupMeta, _on_group_update),
+    "contacts.upsert": _route(ContactItem, _on_contact),
+    "contacts.update": _route(ContactItem, _on_contact),
+    "connection.update": _route(ConnectionItem, _on_connection),
+    "call": _route(CallItem, _on_call),
 }
 
 #: Events with nothing canonical in them (QR codes, presence, chat lists, history sync...).
@@ -952,7 +865,15 @@ def _event_key(name: str) -> str:
     return name.strip().lower().replace(".", "_").replace("-", "_")
 
 
-_EVENT_NAMES: dict[str, str] = {_event_key(n): n for n in (*_HANDLERS, *_IGNORED_EVENTS)}
+#: Every spelling's key, and the dotted names themselves (the usual spelling, found as is).
+_EVENT_NAMES: dict[str, str] = {
+    **{_event_key(n): n for n in (*_ROUTES, *_IGNORED_EVENTS)},
+    **{n: n for n in (*_ROUTES, *_IGNORED_EVENTS)},
+}
+
+
+def _event_name(name: str) -> str | None:
+    return _EVENT_NAMES.get(name) or _EVENT_NAMES.get(_event_key(name))
 
 
 def _items(data: Any, path: str) -> Iterator[tuple[Any, str]]:
@@ -964,8 +885,43 @@ def _items(data: Any, path: str) -> Iterator[tuple[Any, str]]:
         yield data, path
 
 
+_RAW_ENVELOPE = msgspec.json.Decoder(RawEnvelope, strict=False)
+
+#: What the one-pass reader gives up on; the tolerant reader then says what is wrong.
+_UNREADABLE = (msgspec.DecodeError, RecursionError, UnicodeError)
+
+
 def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
-    """Normalize one Evolution API webhook body; never raises for bad data."""
+    """Normalize one Evolution API webhook body; never raises for bad data.
+
+    A well-formed body is read in one typed pass, envelope and items straight into their
+    structs. A body that pass refuses (invalid JSON, a mistyped item, an event handled
+    without items) is read again by :func:`_read_tolerant`, item by item, which names
+    the path that broke while the other items still give their events. Both feed the
+    same handlers, so they give the same events.
+    """
+    try:
+        envelope = _RAW_ENVELOPE.decode(body)
+        event = _event_name(envelope.event)
+        route = _ROUTES.get(event) if event is not None else None
+        data = route.decoder.decode(envelope.data) if route is not None else None
+    except _UNREADABLE:
+        return _read_tolerant(body, ctx)
+    if route is None or event is None:  # unknown or ignored events: told apart there
+        return _read_tolerant(body, ctx)
+    out = NormalizeResult()
+    payload = _payload(envelope, event, ctx, out)
+    if payload is not None:
+        if isinstance(data, list):
+            for index, item in enumerate(data):
+                route.handle(payload, item, f"$.data[{index}]", out)
+        else:
+            route.handle(payload, data, "$.data", out)
+    return _finished(out)
+
+
+def _read_tolerant(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
+    """Decode to plain values, then type the envelope and each item alone."""
     try:
         raw = decode_body(body)
     except UnicodeError:  # a str body with lone surrogates cannot be read as UTF-8
@@ -975,39 +931,44 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     envelope = convert(raw, Envelope, "$")
     if isinstance(envelope, NormalizeError):
         return NormalizeResult(errors=[envelope])
-    event = _EVENT_NAMES.get(_event_key(envelope.event))
+    event = _event_name(envelope.event)
     if event is None:
         message = f"unknown Evolution event {envelope.event!r}"
         return NormalizeResult(errors=[NormalizeError("$.event", message, envelope.event)])
     if event in _IGNORED_EVENTS:
         return NormalizeResult(ignored=1)
-    return _dispatch(envelope, event, ctx)
-
-
-def _dispatch(envelope: Envelope, event: str, ctx: NormalizeContext) -> NormalizeResult:
     out = NormalizeResult()
-    builder = EventBuilder(PROVIDER, ctx)
-    account = builder.account(envelope.instance)
-    if account is None:
-        message = "no account id in payload; pass --account"
-        out.errors.append(NormalizeError("$.instance", message, event))
+    payload = _payload(envelope, event, ctx, out)
+    if payload is None:
         return out
     if not isinstance(envelope.data, dict | list):
         message = "data must be an object or a list of objects"
         out.errors.append(NormalizeError("$.data", message, event))
         return out
-    sent_at = iso_time(envelope.date_time, ctx.received_at)
-    payload = _Payload(
-        builder=builder,
-        account=account,
-        event=event,
-        sent_at=sent_at,
-        sent_iso=None if sent_at is ctx.received_at else sent_at.isoformat(),
-        own=_own_number(envelope.sender),
-    )
-    handler = _HANDLERS[event]
+    route = _ROUTES[event]
     for item, path in _items(envelope.data, "$.data"):
-        handler(payload, item, path, out)
+        typed = convert(item, route.model, path)
+        if isinstance(typed, NormalizeError):
+            _typed_fail(out, payload, typed)
+        else:
+            route.handle(payload, typed, path, out)
+    return _finished(out)
+
+
+def _payload(
+    envelope: Envelope | RawEnvelope, event: str, ctx: NormalizeContext, out: NormalizeResult
+) -> _Payload | None:
+    """What the items share; None (and an error) when no account id is known."""
+    builder = EventBuilder(PROVIDER, ctx)
+    account = builder.account(envelope.instance)
+    if account is None:
+        message = "no account id in payload; pass --account"
+        out.errors.append(NormalizeError("$.instance", message, event))
+        return None
+    return _Payload(builder, account, event, envelope.date_time, _own_number(envelope.sender))
+
+
+def _finished(out: NormalizeResult) -> NormalizeResult:
     if not out.events and not out.errors and not out.ignored:
         out.ignored = 1  # an empty batch: nothing canonical, and nothing wrong
     return out

@@ -7,7 +7,7 @@ line in :data:`PROVIDERS`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from wacanon.errors import UnknownProviderError
@@ -30,6 +30,7 @@ def normalize(
     received_at: datetime | None = None,
     correlation_id: str | None = None,
     shopper_id: str | None = None,
+    shopper_of: Callable[[str], str | None] | None = None,
     signature_valid: bool = False,
 ) -> NormalizeResult:
     """Turn one provider webhook body into canonical events.
@@ -48,6 +49,7 @@ def normalize(
         correlation_id=correlation_id or str(uuid.uuid4()),
         account=account,
         shopper_id=shopper_id,
+        shopper_of=shopper_of,
         signature_valid=signature_valid,
     )
     return normalizer(body, ctx)

@@ -1,10 +1,4 @@
-"""The ``wacanon`` command line.
-
-Exit codes are part of the interface: 0 done (also when a payload yields no event),
-1 a payload was JSON but parts of it could not be understood (the events that could be
-read are still printed), 2 the command could not run at all (bad arguments, unreadable
-file, invalid JSON, unknown provider). Errors are single lines on stderr, never tracebacks.
-"""
+"""``wacanon normalize``: one provider webhook body in, canonical events out."""
 
 from __future__ import annotations
 
@@ -15,23 +9,9 @@ from typing import Annotated
 
 import typer
 
+from wacanon.cli import app, fail
 from wacanon.errors import UnknownProviderError
 from wacanon.providers.registry import PROVIDERS, normalize
-from wacanon.simulate import SimulationOptions, generate
-
-app = typer.Typer(
-    name="wacanon",
-    help="WhatsApp provider webhooks in, canonical events v1 out.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one line on stderr and give the exit to raise."""
-    typer.echo(f"wacanon: {message}", err=True)
-    return typer.Exit(code)
 
 
 def read_input(source: str) -> bytes:
@@ -92,35 +72,3 @@ def normalize_command(
         typer.echo(f"wacanon: error: {error}", err=True)
     if result.errors:
         raise typer.Exit(1)
-
-
-@app.command("simulate")
-def simulate_command(
-    count: Annotated[int, typer.Option(min=1, help="How many webhook bodies.")] = 100,
-    seed: Annotated[int, typer.Option(help="Same seed, same stream.")] = 0,
-    shoppers: Annotated[int, typer.Option(min=1, help="How many shoppers (one account each).")] = 3,
-    redeliveries: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of bodies that are exact redeliveries.")
-    ] = 0.1,
-) -> None:
-    """Print a realistic simulated webhook stream, one JSON body per line."""
-    options = SimulationOptions(
-        count=count, seed=seed, shoppers=shoppers, redelivery_rate=redeliveries
-    )
-    out = sys.stdout.buffer
-    for body in generate(options):
-        out.write(body)
-        out.write(b"\n")
-    out.flush()
-
-
-def main() -> None:
-    """Console entry point: a broken pipe or an internal bug is one line, not a traceback."""
-    try:
-        app()
-    except BrokenPipeError:  # `wacanon simulate | head`: the reader left, nothing is wrong
-        sys.stderr.close()
-        sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line and EX_SOFTWARE, no traceback
-        typer.echo(f"wacanon: internal error ({type(exc).__name__}): {exc}", err=True)
-        sys.exit(70)

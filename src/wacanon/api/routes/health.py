@@ -1,0 +1,31 @@
+"""``/health`` (process up), ``/ready`` (database reachable, schema at head), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from wacanon.api.deps import ServiceDep
+from wacanon.api.routes.webhooks import reply
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health() -> Response:
+    return reply(200, {"status": "ok"})
+
+
+@router.get("/ready")
+async def ready(service: ServiceDep) -> Response:
+    ok, detail = await run_in_threadpool(service.ready)
+    return reply(200 if ok else 503, {"status": "ready" if ok else "not ready", "detail": detail})
+
+
+@router.get("/metrics")
+async def metrics(service: ServiceDep) -> Response:
+    service.metrics.spool_depth.set(service.spool.depth())
+    data = generate_latest(service.metrics.registry)
+    return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)

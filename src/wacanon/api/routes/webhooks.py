@@ -1,0 +1,156 @@
+"""``/webhooks/<provider>``: verify, journal, normalize, persist — and only then acknowledge.
+
+Replies are ``{"correlation_id", "events", "duplicates", "ignored"}``: 200 once the
+webhook is durably stored (or spooled while the database is away), 400 for a body that
+is not JSON (kept in the dead letter), 401 for a failed verification, 404 for an unknown
+provider, 413 for a body over the limit, 503 when nothing could be stored (the provider
+retries).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from wacanon.api.deps import ServiceDep
+from wacanon.api.service import Arrival, Service
+from wacanon.errors import VerificationError
+from wacanon.ingest.pipeline import Received
+from wacanon.ingest.verify import verify
+from wacanon.ingest.writer import Failed, Spooled
+from wacanon.providers.registry import PROVIDERS
+
+router = APIRouter()
+log = structlog.get_logger("wacanon.webhooks")
+
+
+def reply(status: int, body: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+class BodyTooLarge(Exception):
+    """The body passed ``max_body_bytes``."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.get("/webhooks/cloud_api")
+async def cloud_api_challenge(request: Request, service: ServiceDep) -> Response:
+    """Meta's subscription check: echo ``hub.challenge`` when the verify token matches."""
+    params = request.query_params
+    expected = service.settings.providers.cloud_api.verify_token
+    given = params.get("hub.verify_token", "")
+    import hmac
+
+    if (
+        params.get("hub.mode") == "subscribe"
+        and expected
+        and hmac.compare_digest(given.encode(), expected.encode())
+    ):
+        return PlainTextResponse(params.get("hub.challenge", ""))
+    log.warning("cloud_api subscription challenge refused", mode=params.get("hub.mode"))
+    return PlainTextResponse("verify token mismatch", status_code=403)
+
+
+@router.post("/webhooks/evolution/{event}")
+async def evolution_by_event(event: str, request: Request, service: ServiceDep) -> Response:
+    """Evolution's "webhook by events" URLs (``/webhooks/evolution/messages-upsert``)."""
+    return await receive(service, "evolution", request, path_event=event)
+
+
+@router.post("/webhooks/{provider}")
+async def webhook(provider: str, request: Request, service: ServiceDep) -> Response:
+    if provider not in PROVIDERS:
+        return reply(404, {"error": f"unknown provider {provider!r}", "providers": list(PROVIDERS)})
+    return await receive(service, provider, request)
+
+
+async def receive(
+    service: Service, provider: str, request: Request, path_event: str | None = None
+) -> Response:
+    started = time.perf_counter()
+    correlation_id = uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
+    arrival = service.arrival()
+    try:
+        return await _receive(service, provider, request, correlation_id, path_event, arrival)
+    finally:
+        arrival.close()
+        service.metrics.latency.labels(provider).observe(time.perf_counter() - started)
+        structlog.contextvars.unbind_contextvars("correlation_id", "provider")
+
+
+async def _receive(
+    service: Service,
+    provider: str,
+    request: Request,
+    correlation_id: str,
+    path_event: str | None,
+    arrival: Arrival,
+) -> Response:
+    settings = service.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        service.metrics.webhooks.labels(provider, "too_large").inc()
+        log.warning("webhook body over the limit", limit=settings.max_body_bytes)
+        return reply(
+            413,
+            {
+                "correlation_id": correlation_id,
+                "error": f"body larger than {settings.max_body_bytes} bytes",
+            },
+        )
+    try:
+        signature_valid = verify(
+            provider,
+            settings.providers.secret_of(provider),
+            settings.providers.allows_unsigned(provider),
+            request.headers,
+            body,
+        )
+    except VerificationError as exc:
+        service.metrics.signature_failures.labels(provider).inc()
+        service.metrics.webhooks.labels(provider, "unauthorized").inc()
+        log.warning("webhook refused by verification", reason=str(exc))
+        return reply(401, {"correlation_id": correlation_id, "error": str(exc)})
+    received = Received(
+        provider, body, correlation_id, datetime.now(UTC), signature_valid, path_event
+    )
+    plan = service.pipeline.plan(received)
+    outcome = await service.persist(plan, received, arrival)
+    if isinstance(outcome, Failed):
+        service.metrics.webhooks.labels(provider, "unavailable").inc()
+        log.error("webhook not stored; asking the provider to retry", reason=outcome.reason)
+        return reply(503, {"correlation_id": correlation_id, "error": "storage unavailable"})
+    result = None if isinstance(outcome, Spooled) else outcome
+    service.pipeline.committed(plan, result)
+    if plan.invalid_json is not None:
+        log.warning("webhook body is not JSON; kept in the dead letter")
+        return reply(400, {"correlation_id": correlation_id, "error": plan.invalid_json.message})
+    answer = plan.reply(result)
+    log.debug(
+        "webhook handled",
+        outcome=plan.outcome,
+        **{k: v for k, v in answer.items() if k != "correlation_id"},
+    )
+    return reply(200, answer)

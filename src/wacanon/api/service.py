@@ -1,0 +1,115 @@
+"""Everything a running server holds, built from settings by one factory (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+import structlog
+
+from wacanon.config import Settings
+from wacanon.ingest.flag_cache import FlagCache
+from wacanon.ingest.metrics import Metrics
+from wacanon.ingest.pipeline import Pipeline, Plan, Received
+from wacanon.ingest.spool import Spool
+from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
+from wacanon.store.database import create_engine, ensure_schema, schema_state
+
+log = structlog.get_logger("wacanon.service")
+
+
+@dataclass
+class Service:
+    settings: Settings
+    engine: sa.Engine
+    metrics: Metrics
+    flags: FlagCache
+    pipeline: Pipeline
+    spool: Spool
+    writer: GroupCommitWriter
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Service:
+        env = os.environ if env is None else env
+        engine = create_engine(settings.database_url)
+        metrics = Metrics()
+        flags = FlagCache(engine, env, settings.flag_refresh_seconds)
+        pipeline = Pipeline(settings, flags.for_shopper, metrics)
+        spool = Spool(Path(settings.spool_path))
+        writer = GroupCommitWriter(
+            engine,
+            spool,
+            pipeline.replan,
+            pipeline.drained,
+            on_batch=lambda size, seconds: metrics.batch_size.observe(size),
+        )
+        return cls(settings, engine, metrics, flags, pipeline, spool, writer)
+
+    def start(self) -> None:
+        """Check the schema (creating a fresh SQLite file), then start the threads."""
+        self.notes.append(ensure_schema(self.engine))
+        self.metrics.spool_depth.set(self.spool.depth())
+        self.flags.start()
+        self.writer.start()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        self.flags.stop()
+        self.engine.dispose()
+
+    def arrival(self) -> Arrival:
+        """Tell the writer a webhook is on its way (it gathers batches around arrivals)."""
+        return Arrival(self.writer)
+
+    async def persist(self, plan: Plan, received: Received, arrival: Arrival) -> Outcome:
+        """Hand the plan to the group-commit writer and wait for its durable outcome."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+
+        def done(outcome: Outcome) -> None:
+            loop.call_soon_threadsafe(_resolve, future, outcome)
+
+        with self.metrics.persist_latency.time():
+            arrival.submit(Job(plan.write, received, done))
+            outcome = await future
+        if not isinstance(outcome, Failed) and not self.writer.database_up:
+            self.metrics.spool_depth.set(self.spool.depth())
+        return outcome
+
+    def ready(self) -> tuple[bool, str]:
+        """Database reachable and migrations at head."""
+        try:
+            state = schema_state(self.engine)
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+            return False, f"database unreachable: {exc}"
+        if not state.at_head:
+            return False, f"schema at {state.current}, needs {state.head}: run `wacanon db upgrade`"
+        return True, "ready"
+
+
+class Arrival:
+    """One request's promise of a job to the writer: submitted once, or withdrawn."""
+
+    def __init__(self, writer: GroupCommitWriter) -> None:
+        self._writer = writer
+        self._open = True
+        writer.expect()
+
+    def submit(self, job: Job) -> None:
+        self._open = False
+        self._writer.submit(job)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._writer.submit(None)
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)

@@ -1,0 +1,110 @@
+"""``wacanon serve`` and ``wacanon init``: run the webhook service, write an example config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wacanon import __version__
+from wacanon.cli import app, fail
+from wacanon.cli.options import ConfigOption, load_or_fail
+from wacanon.config import DEFAULT_CONFIG_NAME, EXAMPLE, LoadedConfig, Settings
+from wacanon.errors import ConfigError, StoreError
+from wacanon.flags import FlagSnapshot, all_names
+from wacanon.providers.registry import PROVIDERS
+from wacanon.store.database import create_engine, ensure_schema
+
+
+def check_flags_env() -> None:
+    """Refuse to start on a malformed flag value rather than guess."""
+    snapshot = FlagSnapshot(env=dict(os.environ), overrides={})
+    try:
+        snapshot.explain("probe-shopper")
+    except ConfigError as exc:
+        raise fail(f"invalid flag: {exc}") from None
+    unknown = [k for k in os.environ if k.startswith("WHATSAPP_") and k not in all_names()]
+    for name in unknown:
+        typer.echo(f"wacanon: warning: {name} is not a wacanon flag (ignored)", err=True)
+
+
+def startup_lines(
+    loaded: LoadedConfig, schema_note: str, host: str, port: int, workers: int
+) -> list[str]:
+    settings = loaded.settings
+    lines = [f"wacanon {__version__} listening on http://{host}:{port} ({workers} worker(s))"]
+    lines.append(f"config: {loaded.source}" if loaded.source else "config: none")
+    lines += [f"  {note}" for note in loaded.notes]
+    lines.append(f"database: {_safe_url(settings)} ({schema_note})")
+    for provider in PROVIDERS:
+        secret = settings.providers.secret_of(provider)
+        unsigned = settings.providers.allows_unsigned(provider)
+        if secret:
+            state = "verifying"
+        elif unsigned:
+            state = "ACCEPTING UNSIGNED WEBHOOKS (allow_unsigned = true): local trials only"
+        else:
+            state = "refusing (no secret configured)"
+        lines.append(f"provider {provider}: {state}")
+    snapshot = FlagSnapshot(env=dict(os.environ), overrides={})
+    for value in snapshot.explain(None):
+        lines.append(f"flag {value.name} = {str(value.value).lower()} ({value.reason})")
+    lines.append(
+        "flags are narrowed per shopper and overridden at runtime: "
+        "`wacanon flags explain --shopper ID`"
+    )
+    return lines
+
+
+def _safe_url(settings: Settings) -> str:
+    return create_engine(settings.database_url).url.render_as_string(hide_password=True)
+
+
+@app.command("serve")
+def serve_command(
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (use 1 with SQLite).")] = 1,
+) -> None:
+    """Receive provider webhooks over HTTP, verify, normalize and store them."""
+    import uvicorn
+
+    from wacanon import logging as wlogging
+
+    loaded = load_or_fail(config)
+    check_flags_env()
+    try:
+        schema_note = ensure_schema(create_engine(loaded.settings.database_url))
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    for line in startup_lines(loaded, schema_note, host, port, workers):
+        typer.echo(line, err=True)
+    if config is not None:
+        os.environ["WACANON_CONFIG"] = str(config.resolve())
+    if loaded.first_trial and loaded.settings.providers.simulated.token:
+        os.environ["WACANON_SIMULATED_TOKEN"] = loaded.settings.providers.simulated.token
+    wlogging.configure(loaded.settings.log_level)
+    uvicorn.run(
+        "wacanon.api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command("init")
+def init_command(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(DEFAULT_CONFIG_NAME),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example configuration."""
+    if path.exists() and not force:
+        raise fail(f"{path} exists; use --force to overwrite")
+    path.write_text(EXAMPLE, encoding="utf-8")
+    typer.echo(f"wrote {path}; edit it, then run: wacanon serve --config {path}", err=True)

@@ -1,0 +1,73 @@
+"""``wacanon simulate``: print (or POST) a realistic simulated webhook stream."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from wacanon.cli import app
+from wacanon.simulate import SimulationOptions, generate
+
+
+@app.command("simulate")
+def simulate_command(
+    count: Annotated[int, typer.Option(min=1, help="How many webhook bodies.")] = 100,
+    seed: Annotated[int, typer.Option(help="Same seed, same stream.")] = 0,
+    shoppers: Annotated[int, typer.Option(min=1, help="How many shoppers (one account each).")] = 3,
+    redeliveries: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of bodies that are exact redeliveries.")
+    ] = 0.1,
+    post: Annotated[
+        str | None,
+        typer.Option(
+            "--post", help="POST them to this wacanon server (e.g. http://127.0.0.1:8000)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token (default: $WACANON_SIMULATED_TOKEN or ./.wacanon-dev-token)."
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests with --post.")] = 8,
+) -> None:
+    """Print a realistic simulated webhook stream, one JSON body per line — or POST it."""
+    options = SimulationOptions(
+        count=count, seed=seed, shoppers=shoppers, redelivery_rate=redeliveries
+    )
+    if post is not None:
+        _post(post, options, token, concurrency)
+        return
+    out = sys.stdout.buffer
+    for body in generate(options):
+        out.write(body)
+        out.write(b"\n")
+    out.flush()
+
+
+def _post(base: str, options: SimulationOptions, token: str | None, concurrency: int) -> None:
+    import asyncio
+    import os
+
+    from wacanon.config import trial_token
+    from wacanon.load import post_all
+
+    token = token or trial_token(os.environ)
+    url = base.rstrip("/") + "/webhooks/simulated"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def progress(report: object) -> None:
+        typer.echo(f"... {getattr(report, 'sent', 0)} posted", err=True)
+
+    report = asyncio.run(
+        post_all(
+            url, generate(options), headers=headers, concurrency=concurrency, progress=progress
+        )
+    )
+    typer.echo(report.summary())
+    for failure in report.failures[:5]:
+        typer.echo(f"wacanon: {failure}", err=True)
+    if any(code != 200 for code in report.statuses):
+        raise typer.Exit(1)

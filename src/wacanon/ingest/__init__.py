@@ -1,0 +1,1 @@
+"""The ingest pipeline: verify, journal, gate by flags, normalize, persist, signal."""

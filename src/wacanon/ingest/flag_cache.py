@@ -1,0 +1,68 @@
+"""The flags a running server obeys: environment plus database overrides, kept fresh.
+
+``wacanon flags set`` writes an override row; every server re-reads the overrides every
+``flag_refresh_seconds`` (2 s by default, at most 5 s), so a rollback takes seconds and
+needs no restart. A failed refresh keeps the last good snapshot — the database being
+briefly away must not flip flags back to their defaults.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+import structlog
+
+from wacanon.flags import FlagSnapshot, ShopperFlags
+from wacanon.store.repository import flag_overrides_map
+
+log = structlog.get_logger("wacanon.flags")
+
+
+class FlagCache:
+    def __init__(self, engine: sa.Engine, env: Mapping[str, str], refresh_seconds: float) -> None:
+        self._engine = engine
+        self._env = dict(env)
+        self._refresh_seconds = refresh_seconds
+        self._snapshot = FlagSnapshot(env=self._env, overrides={})
+        self._by_shopper: dict[str | None, ShopperFlags] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wacanon-flags", daemon=True)
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def snapshot(self) -> FlagSnapshot:
+        return self._snapshot
+
+    def for_shopper(self, shopper_id: str | None) -> ShopperFlags:
+        """Resolved flags of one shopper, memoized until the next refresh changes something."""
+        cached = self._by_shopper.get(shopper_id)
+        if cached is None:
+            cached = ShopperFlags.resolve(self._snapshot, shopper_id)
+            self._by_shopper[shopper_id] = cached
+        return cached
+
+    def refresh(self) -> None:
+        try:
+            with self._engine.connect() as connection:
+                overrides = flag_overrides_map(connection)
+        except sa.exc.DBAPIError as exc:
+            log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))
+            return
+        if overrides != self._snapshot.overrides:
+            if self._snapshot.overrides or overrides:
+                log.info("flag overrides changed", overrides=len(overrides))
+            self._snapshot = FlagSnapshot(env=self._env, overrides=overrides)
+            self._by_shopper = {}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._refresh_seconds):
+            self.refresh()

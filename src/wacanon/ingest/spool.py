@@ -1,0 +1,131 @@
+"""The spool: where verified webhooks wait, durably, while the database is unreachable.
+
+Append-only JSON lines, one webhook each, ``fsync``-ed before the webhook is
+acknowledged. Each process appends to its own file, locked while it is open; draining
+renames an unlocked file to
+``*.draining`` under an exclusive ``flock`` so two workers never replay the same file,
+and deletes it only after every record is committed. A crash mid-drain leaves the
+``.draining`` file for the next drain — replaying it again is harmless because journal
+rows and events are deduplicated by constraint. A torn last line (a crash during the
+append, before the acknowledgement) is skipped: it was never acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+import msgspec
+import structlog
+
+log = structlog.get_logger("wacanon.spool")
+
+
+class SpoolRecord(msgspec.Struct):
+    """A verified webhook as received: enough to run the whole pipeline again later."""
+
+    provider: str
+    correlation_id: str
+    received_at: datetime
+    signature_valid: bool
+    body_b64: str
+    path_event: str | None = None
+
+    @property
+    def body(self) -> bytes:
+        return base64.b64decode(self.body_b64)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(SpoolRecord)
+
+
+@dataclass
+class Spool:
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self._file: IO[bytes] | None = None
+        self._path = self.directory / f"spool-{os.getpid()}.jsonl"
+
+    def append(self, records: Sequence[SpoolRecord]) -> None:
+        """Append and fsync; raises OSError when the spool cannot be written (→ 503)."""
+        if self._file is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "ab")  # noqa: SIM115 - held open across batches
+            # Held while this process appends, so no other worker claims a live file.
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            _fsync_directory(self.directory)
+        data = b"".join(_encoder.encode(r) + b"\n" for r in records)
+        self._file.write(data)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def depth(self) -> int:
+        """Records waiting in every spool file of the directory."""
+        total = 0
+        for path in self._files():
+            with open(path, "rb") as handle:
+                total += sum(1 for line in handle if line.strip())
+        return total
+
+    def has_records(self) -> bool:
+        return any(p.stat().st_size > 0 for p in self._files())
+
+    def _files(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted([*self.directory.glob("*.jsonl"), *self.directory.glob("*.draining")])
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def claim(self) -> Iterator[tuple[Path, list[SpoolRecord]]]:
+        """Each spool file's records, under an exclusive lock; delete it with :meth:`done`."""
+        self._rotate()
+        for path in self._files():
+            claimed = path if path.suffix == ".draining" else path.with_suffix(".draining")
+            handle = open(path, "rb")  # noqa: SIM115 - closed in finally
+            try:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another worker is draining it
+                if claimed != path:
+                    try:
+                        path.rename(claimed)
+                    except FileNotFoundError:
+                        continue
+                yield claimed, list(_read(handle, claimed))
+            finally:
+                handle.close()
+
+    def done(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
+
+
+def _read(handle: IO[bytes], path: Path) -> Iterator[SpoolRecord]:
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield _decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("skipping a torn spool line", file=str(path), line=number)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

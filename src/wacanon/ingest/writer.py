@@ -1,0 +1,281 @@
+"""Group commit: one writer thread turns many concurrent webhooks into one durable transaction.
+
+A durable commit costs an fsync (SQLite) or a WAL flush (PostgreSQL), so committing each
+webhook alone caps throughput at a few thousand per second. Requests instead hand their
+writes to this thread and wait; while one transaction commits, the next requests queue
+up and go together in the next one. Nothing is acknowledged before its commit, and
+SQLite gets the single writer it needs.
+
+When the database is unreachable, the batch goes to the :class:`~wacanon.ingest.spool.Spool`
+(fsync-ed, then acknowledged), and while the database stays down new batches go straight
+there. When it is back, the same thread drains the spool through the pipeline again —
+duplicates are impossible because every row is deduplicated by constraint.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import sqlalchemy as sa
+import structlog
+
+from wacanon.ingest.spool import Spool, SpoolRecord
+from wacanon.store.repository import DeadLetter, WebhookWrite, WriteResult, write_batch
+
+log = structlog.get_logger("wacanon.writer")
+
+RETRY_SECONDS = 1.0
+DRAIN_CHUNK = 200
+#: How long a batch may wait for requests that are already being processed.
+GATHER_SECONDS = 0.004
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """The database was unreachable; the webhook is durably in the spool."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Neither the database nor the spool took the webhook: answer 503 so the provider retries."""
+
+    reason: str
+
+
+Outcome = WriteResult | Spooled | Failed
+
+
+class Spoolable(Protocol):
+    """What can go to the spool: built only when the database is down."""
+
+    def spool_record(self) -> SpoolRecord: ...
+
+
+@dataclass(slots=True)
+class Job:
+    write: WebhookWrite
+    source: Spoolable
+    done: Callable[[Outcome], None]
+
+
+#: Rebuilds a spooled webhook's write with the pipeline (flags and config as they are now),
+#: with an opaque context handed back to ``OnDrained``.
+Replan = Callable[[SpoolRecord], tuple[WebhookWrite, object]]
+#: Told after each drained chunk commits, so signals and metrics follow the drain.
+OnDrained = Callable[[Sequence[tuple[object, WriteResult]]], None]
+
+_STOP = object()
+
+
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
+    """Connection trouble (spool and retry) rather than a problem with the data."""
+    return exc.connection_invalidated or isinstance(
+        exc, sa.exc.OperationalError | sa.exc.InterfaceError
+    )
+
+
+class GroupCommitWriter:
+    """The one thread that writes; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        spool: Spool,
+        replan: Replan,
+        on_drained: OnDrained,
+        *,
+        max_batch: int = 256,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._spool = spool
+        self._replan = replan
+        self._on_drained = on_drained
+        self._on_batch = on_batch
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="wacanon-writer", daemon=True)
+        self._down_until = 0.0
+        self._arriving = 0
+        self.database_up = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def expect(self) -> None:
+        """A request started that will probably submit a job soon (see :meth:`_gather`)."""
+        self._arriving += 1
+
+    def submit(self, job: Job | None) -> None:
+        """Queue a job; ``None`` only withdraws an :meth:`expect` (the request ended early)."""
+        self._arriving -= 1
+        if job is not None:
+            self._queue.put(job)
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        self._drain()
+        while True:
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self._drain()
+                continue
+            if first is _STOP:
+                return
+            batch, stop = self._gather(first)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _gather(self, first: object) -> tuple[list[Job], bool]:
+        """The next batch: what is queued, plus what requests in progress are about to queue.
+
+        Right after a commit, the clients it answered send their next webhooks; committing
+        at once would commit them one by one. Waiting a few milliseconds while requests
+        are known to be in progress lets one fsync cover them all; an idle server (nothing
+        in progress) commits immediately, so low load keeps low latency.
+        """
+        batch = [first] if isinstance(first, Job) else []
+        deadline = time.monotonic() + GATHER_SECONDS
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if self._arriving <= 0 or remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            if isinstance(item, Job):
+                batch.append(item)
+        return batch, False
+
+    def _commit(self, jobs: list[Job]) -> None:
+        started = time.perf_counter()
+        if time.monotonic() < self._down_until:
+            self._to_spool(jobs)
+            return
+        try:
+            results = self._write([job.write for job in jobs])
+        except sa.exc.DBAPIError as exc:
+            if _unreachable(exc):
+                self._mark_down(exc)
+                self._to_spool(jobs)
+                return
+            log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
+            for job in jobs:
+                self._commit_alone(job)
+            return
+        self._mark_up()
+        if self._on_batch is not None:
+            self._on_batch(len(jobs), time.perf_counter() - started)
+        for job, result in zip(jobs, results, strict=True):
+            job.done(result)
+
+    def _commit_alone(self, job: Job) -> None:
+        """One webhook whose data the database refused: keep it as a dead letter, never lose it."""
+        try:
+            (result,) = self._write([job.write])
+        except sa.exc.DBAPIError as exc:
+            if _unreachable(exc):
+                self._mark_down(exc)
+                self._to_spool([job])
+                return
+            job.write.journal.outcome = "store_error"
+            fallback = WebhookWrite(
+                journal=job.write.journal,
+                dead_letter=DeadLetter(kind="store_error", error=_brief(exc)),
+            )
+            try:
+                (result,) = self._write([fallback])
+            except sa.exc.DBAPIError as again:
+                job.done(Failed(_brief(again)))
+                return
+        job.done(result)
+
+    def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
+        with self._engine.begin() as connection:
+            return write_batch(connection, writes)
+
+    def _to_spool(self, jobs: list[Job]) -> None:
+        try:
+            self._spool.append([job.source.spool_record() for job in jobs])
+        except OSError as exc:
+            log.error("spool write failed", error=str(exc), webhooks=len(jobs))
+            for job in jobs:
+                job.done(Failed(f"database unreachable and spool unwritable: {exc}"))
+            return
+        for job in jobs:
+            job.done(Spooled())
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.database_up:
+            log.error("database unreachable; spooling webhooks", error=_brief(exc))
+        self.database_up = False
+        self._down_until = time.monotonic() + RETRY_SECONDS
+
+    def _mark_up(self) -> None:
+        if not self.database_up:
+            log.info("database reachable again; draining the spool")
+        self.database_up = True
+        self._down_until = 0.0
+
+    # ------------------------------------------------------------ draining
+
+    def _drain(self) -> None:
+        """Replay spooled webhooks through the normal commit path while the database answers.
+
+        A chunk that meets the database down again is spooled anew by :meth:`_commit`, so
+        the claimed file can still be deleted; only a spool that cannot be written keeps it.
+        """
+        if time.monotonic() < self._down_until or not self._spool.has_records():
+            return
+        for path, records in self._spool.claim():
+            for start in range(0, len(records), DRAIN_CHUNK):
+                outcomes: list[Outcome] = []
+                planned = [(self._replan(r), r) for r in records[start : start + DRAIN_CHUNK]]
+                self._commit(
+                    [Job(write, _Spooled(r), outcomes.append) for (write, _), r in planned]
+                )
+                if any(isinstance(o, Failed) for o in outcomes):
+                    return
+                stored = [
+                    (context, o)
+                    for ((_, context), _), o in zip(planned, outcomes, strict=True)
+                    if isinstance(o, WriteResult)
+                ]
+                if stored:
+                    self._on_drained(stored)
+            self._spool.done(path)
+            log.info("spool file drained", file=path.name, webhooks=len(records))
+            if not self.database_up:
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class _Spooled:
+    record: SpoolRecord
+
+    def spool_record(self) -> SpoolRecord:
+        return self.record
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

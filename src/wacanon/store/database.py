@@ -1,0 +1,110 @@
+"""The engine, durability settings and migrations.
+
+Durability is not negotiable here: a webhook is acknowledged only after its journal row
+is committed, so SQLite runs in WAL mode with ``synchronous=FULL`` and PostgreSQL with
+``synchronous_commit=on``. Migrations are Alembic's, shipped inside the package; a fresh
+SQLite file is created at head by ``wacanon serve`` itself (the newcomer's path), while
+any database behind head is refused with the command that fixes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from wacanon.errors import StoreError
+
+
+def create_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine with the durability settings wacanon relies on."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=on"},
+        **kwargs,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("wacanon.store") / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Apply every migration up to head (``wacanon db upgrade``)."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    current: str | None
+    head: str | None
+    empty: bool
+
+    @property
+    def at_head(self) -> bool:
+        return self.current == self.head
+
+
+def schema_state(engine: sa.Engine) -> SchemaState:
+    """Where the database stands relative to the migrations shipped with this version."""
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+            empty = not sa.inspect(connection).get_table_names()
+    except sa.exc.OperationalError as exc:
+        raise StoreError(f"cannot reach the database: {_first_line(exc)}") from exc
+    head = head_revision(engine.url.render_as_string(hide_password=False))
+    return SchemaState(current=current, head=head, empty=empty)
+
+
+def ensure_schema(engine: sa.Engine) -> str:
+    """Make the database usable or refuse with the command to run; returns what was done."""
+    state = schema_state(engine)
+    if state.at_head:
+        return "schema at head"
+    if state.empty and engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return "created a new SQLite database at head"
+    raise StoreError(
+        f"the database schema is at {state.current or 'nothing'}, this version needs "
+        f"{state.head}: run `wacanon db upgrade` (same --config / WACANON_DATABASE_URL)"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

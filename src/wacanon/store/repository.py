@@ -1,0 +1,298 @@
+"""Reads and writes of the store; the only module that speaks SQL.
+
+:func:`write_batch` is the heart of durability and deduplication: the journal rows, the
+event rows and the dead letters of many webhooks commit in one transaction (group
+commit), and duplicates are found by the unique ``idempotency_key`` with
+``INSERT … ON CONFLICT DO NOTHING`` — a conflict is an outcome, not an error, and there is
+no check-then-insert race between concurrent redeliveries. Driver errors are translated
+into :class:`~wacanon.errors.StoreError` at this edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from wacanon.store.tables import dead_letters, events, flag_overrides, webhook_journal
+
+
+@dataclass(slots=True)
+class JournalRow:
+    """One received webhook, as the journal keeps it."""
+
+    correlation_id: str
+    received_at: datetime
+    provider: str
+    body: bytes
+    body_sha256: str
+    signature_valid: bool
+    outcome: str
+    path_event: str | None = None
+    account_id: str | None = None
+    shopper_id: str | None = None
+    ignored: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    kind: str
+    error: str
+
+
+@dataclass(slots=True)
+class WebhookWrite:
+    """Everything one webhook writes; ``events`` are rows for the events table."""
+
+    journal: JournalRow
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one webhook's write did: which event keys were new, and whether it was journaled."""
+
+    new_keys: set[str]
+    journaled: bool
+
+
+def _insert(dialect: str, table: sa.Table) -> Any:
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
+def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> list[WriteResult]:
+    """Write many webhooks in the caller's transaction; the caller commits."""
+    dialect = connection.dialect.name
+    new_keys = _insert_events(connection, dialect, [row for w in writes for row in w.events])
+    results = _attribute(writes, new_keys)
+    journaled = _insert_journal(connection, dialect, writes, results)
+    letters = [
+        {
+            "created_at": w.journal.received_at,
+            "correlation_id": w.journal.correlation_id,
+            "provider": w.journal.provider,
+            "kind": w.dead_letter.kind,
+            "error": w.dead_letter.error,
+            "body": w.journal.body,
+        }
+        for w in writes
+        if w.dead_letter is not None and w.journal.correlation_id in journaled
+    ]
+    if letters:
+        connection.execute(dead_letters.insert(), letters)
+    for w, result in zip(writes, results, strict=True):
+        result.journaled = w.journal.correlation_id in journaled
+    return results
+
+
+def _insert_events(connection: sa.Connection, dialect: str, rows: list[dict[str, Any]]) -> set[str]:
+    if not rows:
+        return set()
+    statement = (
+        _insert(dialect, events)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(events.c.idempotency_key)
+    )
+    return set(connection.execute(statement, rows).scalars())
+
+
+def _attribute(writes: Sequence[WebhookWrite], new_keys: set[str]) -> list[WriteResult]:
+    """Give each newly stored key to the first webhook of the batch that carried it.
+
+    Two redeliveries of one fact in the same batch insert one row; the later one is a
+    duplicate, exactly as if it had come in the next batch.
+    """
+    unclaimed = set(new_keys)
+    results = []
+    for write in writes:
+        mine = set()
+        for row in write.events:
+            key = row["idempotency_key"]
+            if key in unclaimed:
+                unclaimed.discard(key)
+                mine.add(key)
+        results.append(WriteResult(new_keys=mine, journaled=False))
+    return results
+
+
+def _insert_journal(
+    connection: sa.Connection,
+    dialect: str,
+    writes: Sequence[WebhookWrite],
+    results: Sequence[WriteResult],
+) -> set[str]:
+    rows = []
+    for w, result in zip(writes, results, strict=True):
+        j = w.journal
+        rows.append(
+            {
+                "correlation_id": j.correlation_id,
+                "received_at": j.received_at,
+                "provider": j.provider,
+                "path_event": j.path_event,
+                "body": j.body,
+                "body_sha256": j.body_sha256,
+                "signature_valid": j.signature_valid,
+                "outcome": j.outcome,
+                "account_id": j.account_id,
+                "shopper_id": j.shopper_id,
+                "events_new": len(result.new_keys),
+                "duplicates": len(w.events) - len(result.new_keys),
+                "ignored": j.ignored,
+                "errors": j.errors,
+            }
+        )
+    statement = (
+        _insert(dialect, webhook_journal)
+        .on_conflict_do_nothing(index_elements=["correlation_id"])
+        .returning(webhook_journal.c.correlation_id)
+    )
+    return set(connection.execute(statement, rows).scalars())
+
+
+# ------------------------------------------------------------------ flag overrides
+
+
+def set_flag(connection: sa.Connection, shopper_id: str, name: str, value: str) -> None:
+    row = {"shopper_id": shopper_id, "name": name, "value": value, "updated_at": datetime.now(UTC)}
+    statement = _insert(connection.dialect.name, flag_overrides).on_conflict_do_update(
+        index_elements=["shopper_id", "name"],
+        set_={"value": value, "updated_at": row["updated_at"]},
+    )
+    connection.execute(statement, row)
+
+
+def unset_flag(connection: sa.Connection, shopper_id: str, name: str) -> bool:
+    result = connection.execute(
+        flag_overrides.delete().where(
+            flag_overrides.c.shopper_id == shopper_id, flag_overrides.c.name == name
+        )
+    )
+    return bool(result.rowcount)
+
+
+def flag_overrides_map(connection: sa.Connection) -> dict[tuple[str, str], str]:
+    rows = connection.execute(
+        sa.select(flag_overrides.c.shopper_id, flag_overrides.c.name, flag_overrides.c.value)
+    )
+    return {(shopper, name): value for shopper, name, value in rows}
+
+
+def flag_override_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
+    return list(
+        connection.execute(
+            sa.select(flag_overrides).order_by(flag_overrides.c.name, flag_overrides.c.shopper_id)
+        )
+    )
+
+
+# ------------------------------------------------------------------ replay
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    """A journaled webhook to run through the pipeline again."""
+
+    correlation_id: str
+    provider: str
+    body: bytes
+    received_at: datetime
+    signature_valid: bool
+    path_event: str | None
+    dead_letter_id: int | None = None
+
+
+def journal_since(
+    connection: sa.Connection, since: datetime, chunk: int = 500
+) -> Iterator[StoredWebhook]:
+    """Journaled webhooks received at or after ``since``, oldest first, in chunks."""
+    j = webhook_journal
+    last_id = 0
+    while True:
+        rows = connection.execute(
+            sa.select(
+                j.c.id,
+                j.c.correlation_id,
+                j.c.provider,
+                j.c.body,
+                j.c.received_at,
+                j.c.signature_valid,
+                j.c.path_event,
+            )
+            .where(j.c.received_at >= since, j.c.id > last_id)
+            .order_by(j.c.id)
+            .limit(chunk)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield StoredWebhook(
+                row.correlation_id,
+                row.provider,
+                row.body,
+                _utc(row.received_at),
+                row.signature_valid,
+                row.path_event,
+            )
+        last_id = rows[-1].id
+
+
+def pending_dead_letters(connection: sa.Connection) -> list[StoredWebhook]:
+    """Dead letters not yet replayed, with their journal's receipt details."""
+    d, j = dead_letters, webhook_journal
+    rows = connection.execute(
+        sa.select(
+            d.c.id,
+            d.c.correlation_id,
+            d.c.provider,
+            d.c.body,
+            j.c.received_at,
+            j.c.signature_valid,
+            j.c.path_event,
+        )
+        .join(j, j.c.correlation_id == d.c.correlation_id)
+        .where(d.c.replayed_at.is_(None))
+        .order_by(d.c.id)
+    ).all()
+    return [
+        StoredWebhook(
+            r.correlation_id,
+            r.provider,
+            r.body,
+            _utc(r.received_at),
+            r.signature_valid,
+            r.path_event,
+            dead_letter_id=r.id,
+        )
+        for r in rows
+    ]
+
+
+def mark_replayed(connection: sa.Connection, dead_letter_ids: Iterable[int]) -> None:
+    ids = list(dead_letter_ids)
+    if ids:
+        connection.execute(
+            dead_letters.update()
+            .where(dead_letters.c.id.in_(ids))
+            .values(replayed_at=datetime.now(UTC))
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def counts(connection: sa.Connection) -> dict[str, int]:
+    """Row counts of every table (for tests, `wacanon db status` and operators)."""
+    tables = (webhook_journal, events, dead_letters, flag_overrides)
+    return {
+        t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+        for t in tables
+    }
