@@ -123,13 +123,27 @@ def test_message_timestamp_beats_date_time_in_every_spelling() -> None:
         assert event.occurred_at == expected
 
 
-def test_date_time_only_for_events_without_their_own_time() -> None:
-    assert one(envelope("messages.update", update())).occurred_at == datetime(
-        2026, 3, 1, 8, 59, 58, 412000, tzinfo=UTC
-    )
+def test_events_without_their_own_time_take_received_at_not_date_time() -> None:
+    """``date_time`` is Evolution's local server time labelled Z: never an occurred_at."""
+    assert one(envelope("messages.update", update())).occurred_at == RECEIVED
     no_time = envelope("messages.update", update())
     del no_time["date_time"]
     assert one(no_time).occurred_at == RECEIVED
+
+
+def test_date_time_still_tells_apart_two_facts_with_the_same_ids() -> None:
+    """A member re-added later is a new fact: the envelope time is part of its identity."""
+    data = {
+        "id": "120363041234567890@g.us",
+        "action": "add",
+        "participants": ["5521998765432@s.whatsapp.net"],
+    }
+    first = envelope("group-participants.update", data)
+    redelivered = envelope("group-participants.update", data)
+    later = envelope("group-participants.update", data, date_time="2026-03-01T10:15:00.000Z")
+    assert one(first).idempotency_key == one(redelivered).idempotency_key
+    assert one(first).idempotency_key != one(later).idempotency_key
+    assert one(later).occurred_at == RECEIVED
 
 
 # ---------------------------------------------------------------- LID addressing
@@ -838,7 +852,7 @@ def test_arbitrary_json_gives_error_values(body: str) -> None:
 def test_huge_numbers_do_not_raise() -> None:
     data = upsert(messageTimestamp=10**400, message={"imageMessage": {"fileLength": 10**30}})
     event = one(envelope("messages.upsert", data))
-    assert event.occurred_at == datetime(2026, 3, 1, 8, 59, 58, 412000, tzinfo=UTC)
+    assert event.occurred_at == RECEIVED
     orjson.loads(event.model_dump_json())
 
 

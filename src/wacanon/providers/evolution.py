@@ -14,7 +14,7 @@ in :mod:`wacanon.providers.wa_web` that the Baileys normalizer shares.
 Facts worth knowing (see the research notes):
 
 * ``sender`` is the instance's OWN number, never the customer's.
-* ``date_time`` is the server's local time labelled ``Z``; it is used only for events
+* ``date_time`` is the server's local time labelled ``Z``: used only in identities of events
   without a timestamp of their own (statuses, deletes, groups, contacts, connection).
 * Evolution 2.3 copies ``remoteJid`` into ``participant`` of ``messages.update`` and,
   lacking a status, reports ``DELETED``; the latest code reports ``SERVER_ACK`` instead.
@@ -112,14 +112,18 @@ class _Payload:
     _sent_at: datetime | None = None
 
     def sent_at(self) -> datetime:
-        """``date_time``, else received_at."""
-        if self._sent_at is None:
-            self._sent_at = iso_time(self.date_time, self.builder.ctx.received_at)
-        return self._sent_at
+        """When an event without a timestamp of its own happened: the time of receipt.
+
+        Not ``date_time``: Evolution writes the server's *local* time there with a ``Z``
+        (the official image runs in America/Sao_Paulo), hours off from the truth.
+        """
+        return self.builder.ctx.received_at
 
     def sent_iso(self) -> str | None:
-        """``date_time`` as a normalized ISO string, for identities; None without one."""
-        sent_at = self.sent_at()
+        """``date_time`` as sent (normalized), for identities only: stable across retries."""
+        if self._sent_at is None:
+            self._sent_at = iso_time(self.date_time, self.builder.ctx.received_at)
+        sent_at = self._sent_at
         return None if sent_at is self.builder.ctx.received_at else sent_at.isoformat()
 
 
