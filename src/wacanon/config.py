@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wacanon.errors import ConfigError
 
@@ -84,8 +85,17 @@ class AccountConfig(_Strict):
     shopper_id: str = Field(min_length=1)
 
 
-class Settings(_Strict):
-    """Everything ``wacanon serve`` needs, validated."""
+class Settings(BaseSettings):
+    """Everything ``wacanon serve`` needs, validated.
+
+    Any key can also come from the environment as ``WACANON_<KEY>`` (nested keys with
+    ``__``, e.g. ``WACANON_PROVIDERS__CLOUD_API__APP_SECRET``); the environment beats
+    the file, so ``WACANON_DATABASE_URL`` overrides ``database_url``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="WACANON_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     default_shopper_id: str | None = None
@@ -95,6 +105,17 @@ class Settings(_Strict):
     spool_path: str = "./wacanon-spool"
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
 
     @field_validator("database_url")
     @classmethod
@@ -162,10 +183,8 @@ def first_trial(env: Mapping[str, str]) -> LoadedConfig:
         "default_shopper_id": TRIAL_SHOPPER,
         "providers": {"simulated": {"token": trial_token(env)}},
     }
-    if env.get("WACANON_DATABASE_URL"):
-        raw["database_url"] = env["WACANON_DATABASE_URL"]
     try:
-        settings = Settings.model_validate(raw)
+        settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, None)) from None
     notes = [
@@ -210,10 +229,8 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
     raw = expand(raw, env, "", notes)
-    if env.get("WACANON_DATABASE_URL"):
-        raw["database_url"] = env["WACANON_DATABASE_URL"]
     try:
-        settings = Settings.model_validate(raw)
+        settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, chosen)) from None
     return LoadedConfig(settings=settings, source=chosen, notes=notes)

@@ -2,9 +2,15 @@
 
 One POST is ``{"object", "entry": [{"id", "changes": [{"field", "value"}]}]}`` and Meta
 batches freely (up to 1000 updates): several entries, several changes, several
-messages / statuses / echoes / group updates per ``value``. Every item is typed on its
-own (:func:`~wacanon.providers.common.convert`), so one malformed item becomes one
-:class:`NormalizeError` with its full path and its neighbours still give events.
+messages / statuses / echoes / group updates per ``value``.
+
+Two roads in, one mapping. A well-formed POST is typed whole in one decoder pass
+(:class:`~wacanon.providers.cloud_api_types.TypedEnvelope`), the hot path. Anything that
+pass refuses is read again level by level, each item typed on its own
+(:func:`~wacanon.providers.common.convert`), so one malformed item becomes one
+:class:`NormalizeError` with its full path and its neighbours still give events. Both
+roads hand typed items to the same functions, and paths are formatted only for items
+that are reported.
 
 Dispatch is by table twice: ``changes[].field`` picks a change handler
 (:data:`_FIELDS`; any other field carries nothing canonical and counts as ignored, one

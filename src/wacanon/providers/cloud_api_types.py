@@ -19,6 +19,9 @@ Ident = str | int | None
 Number = float | str | None
 
 
+# ------------------------------------------------------------------ items
+
+
 class Metadata(msgspec.Struct):
     display_phone_number: Ident = None
     phone_number_id: Ident = None

@@ -1,0 +1,137 @@
+"""The service commands as an operator runs them: init, db, flags, replay (real subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+
+from wacanon.config import Settings
+from wacanon.flags import FlagSnapshot, ShopperFlags
+from wacanon.ingest.metrics import Metrics
+from wacanon.ingest.pipeline import Pipeline, Received
+from wacanon.store.database import create_engine
+from wacanon.store.repository import write_batch
+from wacanon.store.tables import dead_letters, events
+
+
+def wacanon(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wacanon", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "wacanon.toml"
+    path.write_text(
+        f'database_url = "sqlite:///{tmp_path / "w.db"}"\ndefault_shopper_id = "shop-1"\n'
+    )
+    return path
+
+
+def test_init_writes_an_example_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    first = wacanon(tmp_path, "init")
+    assert first.returncode == 0
+    assert "[providers.cloud_api]" in (tmp_path / "wacanon.toml").read_text()
+    again = wacanon(tmp_path, "init")
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+
+
+def test_db_upgrade_and_status(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    up = wacanon(tmp_path, "db", "upgrade", "--config", str(cfg))
+    assert up.returncode == 0, up.stderr
+    assert "database at head" in up.stdout
+    status = wacanon(tmp_path, "db", "status", "--config", str(cfg))
+    assert "events: 0" in status.stdout
+
+
+def test_serve_refuses_a_database_behind_head(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE something_else (x INTEGER)"))
+    engine.dispose()
+    done = wacanon(tmp_path, "serve", "--config", str(cfg), "--port", "1")
+    assert done.returncode == 2
+    assert "run `wacanon db upgrade`" in done.stderr
+
+
+def test_serve_refuses_invalid_config_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("max_body_bytes = 'big'\n")
+    done = wacanon(tmp_path, "serve", "--config", str(cfg))
+    assert done.returncode == 2
+    assert "max_body_bytes" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_flags_set_list_explain_unset(tmp_path: Path) -> None:
+    cfg = str(config(tmp_path))
+    assert wacanon(tmp_path, "db", "upgrade", "--config", cfg).returncode == 0
+    done = wacanon(tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED", "true", "--config", cfg)
+    assert done.returncode == 0, done.stderr
+    wacanon(
+        tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED_ALLOWLIST", "shop-beta", "--config", cfg
+    )
+    listed = wacanon(tmp_path, "flags", "list", "--config", cfg).stdout
+    assert "WHATSAPP_ROUTING_ENABLED = true for every shopper" in listed
+    beta = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-beta", "--config", cfg).stdout
+    other = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-9", "--config", cfg).stdout
+    assert "WHATSAPP_ROUTING_ENABLED = true" in beta
+    assert "WHATSAPP_ROUTING_ENABLED = false" in other
+    assert "not in WHATSAPP_ROUTING_ENABLED_ALLOWLIST" in other
+    bad = wacanon(tmp_path, "flags", "set", "WHATSAPP_ROUTNG_ENABLED", "true", "--config", cfg)
+    assert bad.returncode == 2
+    assert "unknown flag" in bad.stderr
+    wacanon(tmp_path, "flags", "unset", "WHATSAPP_ROUTING_ENABLED", "--config", cfg)
+    after = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-beta", "--config", cfg).stdout
+    assert "WHATSAPP_ROUTING_ENABLED = false" in after
+
+
+def test_replay_dead_letters_and_since(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    assert wacanon(tmp_path, "db", "upgrade", "--config", str(cfg)).returncode == 0
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    settings = Settings.model_validate({"database_url": url, "default_shopper_id": "shop-1"})
+    shadow = FlagSnapshot(env={}, overrides={})
+    pipeline = Pipeline(settings, lambda s: ShopperFlags.resolve(shadow, s), Metrics())
+    body = orjson.dumps(
+        {
+            "account": "a",
+            "events": [
+                {"type": "message", "id": "M1", "from": "5511987654321", "text": "oi"},
+                {"type": "teleport"},
+            ],
+        }
+    )
+    plan = pipeline.plan(Received("simulated", body, "c-1", datetime(2026, 3, 1, tzinfo=UTC), True))
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        write_batch(connection, [plan.write])  # journaled in shadow mode: no event row
+    persist = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false"}
+    dead = wacanon(tmp_path, "replay", "--dead-letter", "--config", str(cfg), env=persist)
+    assert dead.returncode == 0, dead.stderr
+    assert "1 new event(s)" in dead.stderr
+    assert "1 still failing" in dead.stderr
+    since = wacanon(tmp_path, "replay", "--since", "2026-01-01", "--config", str(cfg), env=persist)
+    assert "0 new event(s), 1 duplicate(s)" in since.stderr
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(events)).scalar_one() == 1
+        assert connection.execute(sa.select(dead_letters.c.replayed_at)).scalar_one() is None
+    engine.dispose()
+    neither = wacanon(tmp_path, "replay", "--config", str(cfg))
+    assert neither.returncode == 2

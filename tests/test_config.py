@@ -1,0 +1,89 @@
+"""Configuration: the documented shape, ${ENV} expansion, clear errors, first-trial mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wacanon.config import EXAMPLE, load
+from wacanon.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wacanon.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_documented_example_loads(tmp_path: Path) -> None:
+    env = {
+        "META_APP_SECRET": "s3cret",
+        "META_VERIFY_TOKEN": "tok",
+        "EVOLUTION_API_KEY": "k",
+        "BAILEYS_BRIDGE_SECRET": "b",
+    }
+    loaded = load(write(tmp_path, EXAMPLE), env=env)
+    s = loaded.settings
+    assert s.database_url == "sqlite:///./wacanon.db"
+    assert s.providers.cloud_api.app_secret == "s3cret"
+    assert s.providers.simulated.token == "dev-token"
+    assert s.shopper_for("cloud_api", "106540352242922") == "shop-1"
+    assert s.shopper_for("evolution", "unlisted") == "shop-1"  # default_shopper_id
+    assert loaded.notes == []
+
+
+def test_unset_reference_leaves_the_secret_unset_and_says_so(tmp_path: Path) -> None:
+    loaded = load(
+        write(tmp_path, '[providers.cloud_api]\napp_secret = "${META_APP_SECRET}"\n'), env={}
+    )
+    assert loaded.settings.providers.cloud_api.app_secret is None
+    assert "META_APP_SECRET" in loaded.notes[0]
+
+
+def test_unlisted_account_without_default_has_no_shopper(tmp_path: Path) -> None:
+    loaded = load(write(tmp_path, ""), env={})
+    assert loaded.settings.shopper_for("cloud_api", "123") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("databse_url = 'x'\n", "databse_url: unknown key"),
+        ('database_url = "mysql://x"\n', "database_url"),
+        (
+            "[[accounts]]\nprovider = 'telegram'\naccount_id = '1'\nshopper_id = 's'\n",
+            "accounts.0.provider",
+        ),
+        ("max_body_bytes = 0\n", "max_body_bytes"),
+        ("this is = not toml [", "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, text), env={})
+
+
+def test_environment_overrides_the_database_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WACANON_DATABASE_URL", "postgres://postgres@db/wacanon")
+    loaded = load(write(tmp_path, 'database_url = "sqlite:///./a.db"\n'))
+    assert loaded.settings.database_url == "postgresql+psycopg://postgres@db/wacanon"
+
+
+def test_no_config_at_all_is_a_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load(None, env={})
+    assert loaded.first_trial
+    s = loaded.settings
+    assert s.database_url == "sqlite:///./wacanon.db"
+    assert s.providers.simulated.token
+    assert (tmp_path / ".wacanon-dev-token").read_text().strip() == s.providers.simulated.token
+    assert s.providers.cloud_api.app_secret is None
+    assert load(None, env={}).settings.providers.simulated.token == s.providers.simulated.token
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "nope.toml", env={})
