@@ -13,7 +13,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import orjson
 
@@ -111,9 +111,12 @@ def is_unroutable_jid(text: str | None) -> bool:
 _UNROUTABLE_KINDS = frozenset({"broadcast", "newsletter"})
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
-    """Every identity of one person that a payload revealed."""
+class Person(NamedTuple):
+    """Every identity of one person that a payload revealed.
+
+    A named tuple rather than a frozen dataclass: it is built for every event, and a
+    tuple is several times cheaper to create while just as immutable.
+    """
 
     phone: str | None = None
     lid: str | None = None

@@ -81,9 +81,13 @@ SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
 
 
 class _Model(BaseModel):
-    """Base of every canonical model: unknown keys are refused when reading back."""
+    """Base of every canonical model: immutable facts; unknown keys refused when reading back.
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    Frozen, so parts that every event of one webhook shares (its trace, its routing) can
+    be one instance; change an event with ``model_copy(update=...)``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Source(_Model):
@@ -419,3 +423,8 @@ class CanonicalEvent(_Model):
     call: Call | None = Field(default=None, description="*Addition.*")
     security: Security
     trace: Trace
+
+    def to_json(self) -> bytes:
+        """The event as UTF-8 JSON bytes — the same text as ``model_dump_json()``, without
+        its keyword handling and its decoding to ``str`` (what a socket or a file wants)."""
+        return self.__pydantic_serializer__.to_json(self)

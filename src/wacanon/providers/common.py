@@ -12,21 +12,26 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import msgspec
 import orjson
 
 from wacanon.canonical.ids import Person, event_id, idempotency_key
-from wacanon.canonical.schema import CanonicalEvent, ProviderName
+from wacanon.canonical.schema import CanonicalEvent, ProviderName, Routing
 
 #: JSON decoding shared by all providers: bytes to plain Python values, no validation.
 decode_json = msgspec.json.Decoder().decode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NormalizeContext:
-    """Everything a normalizer needs that is not in the body."""
+    """Everything a normalizer needs that is not in the body (treat it as read-only).
+
+    Not a frozen dataclass: one is built per webhook, and frozen ``__init__`` costs
+    several times more on the hot path.
+    """
 
     received_at: datetime
     correlation_id: str
@@ -178,7 +183,6 @@ def group_chat(group_id: str) -> dict[str, Any]:
     return {"type": "group", "id": group_id}
 
 
-@dataclass(frozen=True, slots=True)
 class EventBuilder:
     """Turns a normalizer's typed findings into validated canonical events.
 
@@ -186,8 +190,11 @@ class EventBuilder:
     mapping functions pass only what is specific to each event.
     """
 
-    provider: ProviderName
-    ctx: NormalizeContext
+    __slots__ = ("ctx", "provider")
+
+    def __init__(self, provider: ProviderName, ctx: NormalizeContext) -> None:
+        self.provider = provider
+        self.ctx = ctx
 
     def _shopper(self, account: str) -> str | None:
         if self.ctx.shopper_id is not None or self.ctx.shopper_of is None:
@@ -214,7 +221,7 @@ class EventBuilder:
         """One event. ``identity`` is (kind, ids...) — the facts that make it unique.
 
         ``body`` holds the optional top-level objects (``message``, ``status``, ``group``,
-        ``contact``, ``connection``, ``call``); None values are left out.
+        ``contact``, ``connection``, ``call``); each is None or absent when not relevant.
         """
         key = idempotency_key(self.provider, account, *identity)
         data: dict[str, Any] = {
@@ -229,7 +236,7 @@ class EventBuilder:
                 "provider_event": provider_event,
                 "provider_message_id": provider_message_id,
             },
-            "routing": {"shopper_id": self._shopper(account)},
+            "routing": _routing(self._shopper(account)),
             "actor": actor,
             "chat": chat,
             "security": {
@@ -238,10 +245,21 @@ class EventBuilder:
             },
             "trace": {"correlation_id": self.ctx.correlation_id},
         }
-        for name, value in body.items():
-            if value is not None:
-                data[name] = value
-        return CanonicalEvent.model_validate(data)
+        data.update(body)
+        return _validate_event(data)
+
+
+#: The schema's compiled validator, called directly (``model_validate`` adds a Python layer).
+_validate_event: Callable[[dict[str, Any]], CanonicalEvent] = (
+    CanonicalEvent.__pydantic_validator__.validate_python
+)
+
+
+@lru_cache(maxsize=4096)
+def _routing(shopper_id: str | None) -> Routing:
+    """A normalizer's routing part, one shared (frozen) instance per shopper: validating a
+    ready instance is a type check, cheaper than validating the same dict every time."""
+    return Routing(shopper_id=shopper_id)
 
 
 def content_digest(value: Any) -> str:
@@ -253,10 +271,11 @@ def risk_flags(actor: Mapping[str, Any], message: Mapping[str, Any] | None) -> l
     """Facts a consumer may want to treat with care: unreachable identities, viral forwards."""
     flags = []
     wa_id = actor.get("wa_id")
-    if isinstance(wa_id, str) and wa_id.startswith("lid:"):
-        flags.append("actor_lid_only")
-    elif isinstance(wa_id, str) and wa_id.startswith("bsuid:"):
-        flags.append("actor_bsuid_only")
+    if wa_id and not wa_id[0].isdigit():
+        if wa_id.startswith("lid:"):
+            flags.append("actor_lid_only")
+        elif wa_id.startswith("bsuid:"):
+            flags.append("actor_bsuid_only")
     if message is not None and message.get("frequently_forwarded"):
         flags.append("frequently_forwarded")
     return flags
