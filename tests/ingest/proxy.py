@@ -34,6 +34,10 @@ class CuttableProxy:
             doomed = list(self._sockets)
             self._sockets.clear()
         if listener is not None:
+            # shutdown, not just close: a thread blocked in accept() keeps a closed
+            # listening socket alive, and it would go on accepting connections.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for sock in doomed:
             with contextlib.suppress(OSError):

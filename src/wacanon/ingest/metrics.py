@@ -113,9 +113,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.commit_latency = Histogram(
+            "wacanon_commit_seconds",
+            "Duration of one group commit (write and fsync).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "wacanon_commit_batch_webhooks",
             "Webhooks per group commit.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.commit_latency.observe(seconds)

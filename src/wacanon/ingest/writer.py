@@ -101,6 +101,7 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="wacanon-writer", daemon=True)
         self._down_until = 0.0
+        self._connection: sa.Connection | None = None
         self._arriving = 0
         self.database_up = True
 
@@ -133,11 +134,13 @@ class GroupCommitWriter:
                 self._drain()
                 continue
             if first is _STOP:
-                return
+                break
             batch, stop = self._gather(first)
             self._commit(batch)
             if stop:
-                return
+                break
+        if self._connection is not None:
+            self._connection.close()
 
     def _gather(self, first: object) -> tuple[list[Job], bool]:
         """The next batch: what is queued, plus what requests in progress are about to queue.
@@ -210,8 +213,31 @@ class GroupCommitWriter:
         job.done(result)
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
-        with self._engine.begin() as connection:
-            return write_batch(connection, writes)
+        """One transaction on the writer's own connection, kept open between commits (a pool
+        checkout with its liveness ping would add a database round trip to every commit).
+
+        A kept connection that the server dropped (a restart) is retried once on a fresh
+        one before the database is declared unreachable.
+        """
+        reused = self._connection is not None
+        try:
+            return self._transaction(writes)
+        except sa.exc.DBAPIError as exc:
+            if not (reused and _unreachable(exc)):
+                raise
+        return self._transaction(writes)
+
+    def _transaction(self, writes: list[WebhookWrite]) -> list[WriteResult]:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        connection = self._connection
+        try:
+            with connection.begin():
+                return write_batch(connection, writes)
+        except sa.exc.DBAPIError:
+            self._connection = None
+            connection.close()
+            raise
 
     def _to_spool(self, jobs: list[Job]) -> None:
         try:
