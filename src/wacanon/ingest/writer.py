@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.ingest.spool import Spool, SpoolRecord
+from wacanon.store.database import prepare_writer
 from wacanon.store.repository import DeadLetter, WebhookWrite, WriteResult, write_batch
 
 log = structlog.get_logger("wacanon.writer")
@@ -230,6 +231,7 @@ class GroupCommitWriter:
     def _transaction(self, writes: list[WebhookWrite]) -> list[WriteResult]:
         if self._connection is None:
             self._connection = self._engine.connect()
+            prepare_writer(self._connection)
         connection = self._connection
         try:
             with connection.begin():

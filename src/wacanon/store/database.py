@@ -21,6 +21,8 @@ from alembic.script import ScriptDirectory
 
 from wacanon.errors import StoreError
 
+WAL_CHECKPOINT_PAGES = 4000
+
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine with the durability settings wacanon relies on."""
@@ -42,6 +44,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def prepare_writer(connection: sa.Connection) -> None:
+    """Settings for the one connection that writes (the group-commit writer's).
+
+    SQLite checkpoints its WAL inside whichever commit crosses the threshold, and that
+    commit waits for the copy. The default (1,000 pages) stalls a commit every second or
+    so under load; 4,000 pages (a WAL of about 16 MB) stalls four times less often for
+    the same total work. A checkpoint from another thread cannot replace it: with a
+    writer committing hundreds of times a second it never catches up, and the WAL grows
+    without bound.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        connection.commit()
 
 
 def alembic_config(url: str) -> Config:
