@@ -432,8 +432,35 @@ def _problem(fact: _Fact) -> str | None:
     return None
 
 
+class _TypedEnvelope(msgspec.Struct, forbid_unknown_fields=False):
+    """The whole body typed in one pass: the fast path for well-formed bodies."""
+
+    events: list[SimFact]
+    account: str | None = None
+
+
+_typed = msgspec.json.Decoder(_TypedEnvelope, strict=False)
+
+
 def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
-    """Normalize one simulated webhook body."""
+    """Normalize one simulated webhook body.
+
+    A well-formed body is typed in one decoding pass; any body that fails that takes the
+    tolerant path, which types fact by fact so one bad fact costs only itself.
+    """
+    try:
+        envelope = _typed.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeError):
+        return _tolerant(body, ctx)
+    result = NormalizeResult()
+    mapper = _mapper(envelope.account, ctx, result)
+    if mapper is not None:
+        for index, fact in enumerate(envelope.events):
+            _map_fact(mapper, fact, index, result)
+    return result
+
+
+def _tolerant(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     result = NormalizeResult()
     decoded = decode_body(body)
     if isinstance(decoded, NormalizeError):
@@ -443,25 +470,33 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     if isinstance(envelope, NormalizeError):
         result.errors.append(envelope)
         return result
-    builder = EventBuilder("simulated", ctx)
-    account = builder.account(envelope.account)
-    if account is None:
-        result.errors.append(
-            NormalizeError("$.account", "no account id in payload; pass --account")
-        )
+    mapper = _mapper(envelope.account, ctx, result)
+    if mapper is None:
         return result
-    mapper = _Mapper(builder, account)
     for index, item in enumerate(envelope.events):
-        path = f"$.events[{index}]"
-        fact = convert(item, SimFact, path)  # type: ignore[arg-type]
+        fact = convert(item, SimFact, f"$.events[{index}]")  # type: ignore[arg-type]
         if isinstance(fact, NormalizeError):
             result.errors.append(fact)
             continue
-        problem = _problem(fact)
-        if problem is not None:
-            result.errors.append(
-                NormalizeError(path, problem, f"simulated.{fact.__struct_config__.tag}")
-            )
-            continue
-        result.events.append(_DISPATCH[type(fact)](mapper, fact))
+        _map_fact(mapper, fact, index, result)
     return result
+
+
+def _mapper(account: str | None, ctx: NormalizeContext, result: NormalizeResult) -> _Mapper | None:
+    builder = EventBuilder("simulated", ctx)
+    chosen = builder.account(account)
+    if chosen is None:
+        result.errors.append(
+            NormalizeError("$.account", "no account id in payload; pass --account")
+        )
+        return None
+    return _Mapper(builder, chosen)
+
+
+def _map_fact(mapper: _Mapper, fact: _Fact, index: int, result: NormalizeResult) -> None:
+    problem = _problem(fact)
+    if problem is not None:
+        tag = fact.__struct_config__.tag
+        result.errors.append(NormalizeError(f"$.events[{index}]", problem, f"simulated.{tag}"))
+        return
+    result.events.append(_DISPATCH[type(fact)](mapper, fact))

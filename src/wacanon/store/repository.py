@@ -103,7 +103,9 @@ def _params(dialect: str, columns: tuple[str, ...], rows: Sequence[dict[str, Any
 
 
 def _sqlite_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _insert_many_returning(
