@@ -135,3 +135,9 @@ def test_replay_dead_letters_and_since(tmp_path: Path) -> None:
     engine.dispose()
     neither = wacanon(tmp_path, "replay", "--config", str(cfg))
     assert neither.returncode == 2
+
+
+def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    done = wacanon(tmp_path, "serve", "--config", str(config(tmp_path)), "--workers", "2")
+    assert done.returncode == 2
+    assert "SQLite has one writer" in done.stderr

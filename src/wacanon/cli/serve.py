@@ -75,6 +75,11 @@ def serve_command(
     from wacanon import logging as wlogging
 
     loaded = load_or_fail(config)
+    if workers > 1 and loaded.settings.database_url.startswith("sqlite"):
+        raise fail(
+            "SQLite has one writer: run --workers 1 (one worker already group-commits "
+            "concurrent webhooks), or use PostgreSQL for several workers"
+        )
     check_flags_env()
     try:
         schema_note = ensure_schema(create_engine(loaded.settings.database_url))

@@ -19,6 +19,7 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from wacanon.api.deps import ServiceDep, get_service
 from wacanon.api.service import Arrival, Service
@@ -70,8 +71,9 @@ async def cloud_api_challenge(request: Request, service: ServiceDep) -> Response
     return PlainTextResponse("verify token mismatch", status_code=403)
 
 
-# The two POST routes are plain Starlette routes: FastAPI's dependency solving costs more
-# per request than the rest of the handler, and these run thousands of times a second.
+# The POST routes are plain Starlette routes: FastAPI's middleware and dependency solving
+# cost more per request than the rest of the handler, and these run thousands of times a
+# second.
 
 
 async def evolution_by_event(request: Request) -> Response:
@@ -87,8 +89,11 @@ async def webhook(request: Request) -> Response:
     return await receive(get_service(request), provider, request)
 
 
-router.add_route("/webhooks/evolution/{event}", evolution_by_event, methods=["POST"])
-router.add_route("/webhooks/{provider}", webhook, methods=["POST"])
+#: Mounted on the bare Starlette app in front of FastAPI (see ``wacanon.api.app``).
+post_routes = [
+    Route("/webhooks/evolution/{event}", evolution_by_event, methods=["POST"]),
+    Route("/webhooks/{provider}", webhook, methods=["POST"]),
+]
 
 
 async def receive(
