@@ -125,7 +125,7 @@ def test_other_fields_are_ignored_one_per_change() -> None:
     assert (len(result.events), result.ignored, result.errors) == (1, 3, [])
 
 
-def test_value_level_errors_are_ignored_but_visible() -> None:
+def test_value_level_errors_are_meta_facts_not_normalization_errors() -> None:
     error = {
         "code": 130429,
         "title": "Rate limit hit",
@@ -133,12 +133,18 @@ def test_value_level_errors_are_ignored_but_visible() -> None:
         "error_data": {"details": "Cloud API message throughput has been reached."},
     }
     result = run(envelope([change(errors=[error])]))
-    assert result.events == []
-    assert result.ignored == 1
-    [err] = result.errors
-    assert err.path == "$.entry[0].changes[0].value.errors[0]"
-    assert "130429" in err.message
-    assert "Rate limit hit" in err.message
+    assert (result.events, result.ignored, result.errors) == ([], 1, [])
+
+
+def test_value_level_errors_explain_an_unsupported_message() -> None:
+    error = {"code": 131051, "title": "Message type unknown", "message": "Message type unknown"}
+    unknown = message(7, kind="interactive")
+    result = run(envelope([change(messages=[unknown], errors=[error])]))
+    (event,) = result.events
+    assert event.message is not None
+    assert event.message.type == "unsupported"
+    assert [(e.code, e.title) for e in event.message.errors] == [("131051", "Message type unknown")]
+    assert result.errors == []
 
 
 def test_account_id_is_phone_number_id_unless_overridden() -> None:

@@ -906,19 +906,15 @@ def _index_contacts(ch: _Change) -> _Contacts:
 
 
 def _value_errors(ch: _Change) -> list[dict[str, str | None]]:
-    """``value.errors``: no event of their own, but visible as errors quoting Meta."""
-    found: list[dict[str, str | None]] = []
+    """``value.errors``: Meta's own errors (a rate limit, an unknown message type).
+
+    They are facts Meta reports, not payloads we failed to read, so they are no
+    normalization error: an ``unsupported`` message of the same change carries them in
+    ``message.errors``; alone, the change counts as ignored (the raw body is journaled).
+    """
     if not ch.value.errors:
-        return found
-    for k, e in ch.items("errors", ErrorIn):
-        err = _provider_error(e)
-        detail = f" ({err['detail']})" if err["detail"] and err["detail"] != err["title"] else ""
-        ch.error(
-            ch.item_path(("errors", k)),
-            f"Meta reported error {err['code']}: {err['title']}{detail}",
-        )
-        found.append(err)
-    return found
+        return []
+    return [_provider_error(e) for _, e in ch.items("errors", ErrorIn)]
 
 
 _NO_METADATA = Metadata()
