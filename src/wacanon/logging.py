@@ -27,6 +27,8 @@ def configure(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(serializer=lambda o, **_: orjson.dumps(o).decode()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Through stdlib logging (one handler on stderr), not cached: reconfiguring
+        # (tests, an embedding application) takes effect for loggers already in use.
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
     )

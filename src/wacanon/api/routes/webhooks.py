@@ -160,9 +160,4 @@ async def _receive(
         log.warning("webhook body is not JSON; kept in the dead letter")
         return reply(400, {"correlation_id": correlation_id, "error": plan.invalid_json.message})
     answer = plan.reply(result)
-    log.debug(
-        "webhook handled",
-        outcome=plan.outcome,
-        **{k: v for k, v in answer.items() if k != "correlation_id"},
-    )
     return reply(200, answer)
