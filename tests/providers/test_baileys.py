@@ -461,3 +461,11 @@ def test_python_verifies_the_bridge_signature() -> None:
     expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(expected, sent["signature"])
     assert run(raw).events[0].message is not None
+
+
+def test_delivery_update_of_our_group_message_without_a_reader_is_the_systems() -> None:
+    update = {"key": key("M9", GROUP, from_me=True), "update": {"status": 3}}
+    event = only(body("messages.update", [update]))
+    assert event.event_type == "whatsapp.message.status.delivered"
+    assert event.actor.role == "system"
+    assert event.actor.wa_id is None

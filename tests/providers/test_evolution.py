@@ -859,3 +859,20 @@ def test_huge_numbers_do_not_raise() -> None:
 def test_empty_batch_is_ignored_not_an_error() -> None:
     result = run(envelope("contacts.upsert", []))
     assert (result.events, result.ignored, result.errors) == ([], 1, [])
+
+
+def test_business_reading_a_group_message_names_no_participant() -> None:
+    data = update("READ", fromMe=False, remoteJid=GROUP, participant=CUSTOMER)
+    event = one(envelope("messages.update", data))
+    assert event.actor.role == "business"
+    assert event.status is not None
+    assert event.status.participant is None
+    assert event.chat.id == GROUP
+
+
+def test_order_message_keeps_the_order_id() -> None:
+    order = {"orderMessage": {"orderId": "1234567890", "message": "Quero estes 2 itens"}}
+    event = one(envelope("messages.upsert", upsert(message=order)))
+    assert event.message is not None
+    assert event.message.order is not None
+    assert (event.message.order.order_id, event.message.order.catalog_id) == ("1234567890", None)

@@ -243,6 +243,9 @@ class Order(_Model):
     catalog_id: str | None = None
     text: str | None = None
     items: list[OrderItem] = Field(default_factory=list)
+    order_id: str | None = Field(
+        default=None, description="WhatsApp Web order messages: the order's id."
+    )
 
 
 class Referral(_Model):

@@ -561,8 +561,8 @@ class _Mapper:
         if not key.id:
             raise ValueError("status without a message id")
         recipient = reader if reader is not None else parties.customer
-        if value in SYSTEM_STATUSES:
-            actor: dict[str, Any] = dict(SYSTEM_ACTOR)
+        if value in SYSTEM_STATUSES or (parties.from_me and recipient.wa_id is None):
+            actor: dict[str, Any] = dict(SYSTEM_ACTOR)  # a group update names no reader
         elif parties.from_me:
             actor = actor_dict(recipient, "customer")
         else:  # the business read / played a customer's message

@@ -35,9 +35,9 @@ Decisions the research left open (see ``tests/providers/test_cloud_api.py``):
   it goes to ``message.referral`` with ``source_type "product"`` and ``source_id`` = the
   product's retailer id.
 - Status ``deleted`` (legacy On-Prem) and unknown status values are ignored.
-- ``value.errors`` (account / app level problems) are not events; each one is reported
-  in ``result.errors`` quoting Meta's code and title, and a value with nothing else
-  counts as ignored.
+- ``value.errors`` (Meta's own errors: a rate limit, an unknown message type) are facts
+  Meta reports, not payloads we failed to read: an ``unsupported`` message of the same
+  change carries them in ``message.errors``; a value with nothing else counts as ignored.
 - Groups: participants joining / leaving, group creation and subject / description
   changes become group events; join requests, deletions, suspensions and failed
   business operations are ignored.

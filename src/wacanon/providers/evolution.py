@@ -14,8 +14,8 @@ in :mod:`wacanon.providers.wa_web` that the Baileys normalizer shares.
 Facts worth knowing (see the research notes):
 
 * ``sender`` is the instance's OWN number, never the customer's.
-* ``date_time`` is the server's local time labelled ``Z``: used only in identities of events
-  without a timestamp of their own (statuses, deletes, groups, contacts, connection).
+* ``date_time`` is the server's local time labelled ``Z``: never a time here; it only tells
+  apart repeated group-participant, group-update and connection events in their identity.
 * Evolution 2.3 copies ``remoteJid`` into ``participant`` of ``messages.update`` and,
   lacking a status, reports ``DELETED``; the latest code reports ``SERVER_ACK`` instead.
 * ``messages.edited`` carries only the ``protocolMessage``, whose key is seen from the
@@ -502,7 +502,9 @@ def _status(
     if not parties.from_me and value in ("queued", "sent"):
         out.ignored += 1  # the latest code's SERVER_ACK default; we never send inbound messages
         return
-    participant = parties.sender.wa_id if parties.is_group else None
+    # A group receipt names the member who received or read our message; when the business
+    # read a member's message, the key's participant is that message's author, not a reader.
+    participant = parties.sender.wa_id if parties.is_group and parties.from_me else None
     recipient = _recipient(parties)
     _emit(
         out,

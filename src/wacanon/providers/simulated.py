@@ -369,11 +369,12 @@ class _Mapper:
         )
 
     def connection(self, fact: SimConnection) -> Any:
-        occurred = self.when(fact)
         return self.build(
             fact,
             event_type="whatsapp.connection.updated",
-            identity=("connection", fact.state, fact.reason, occurred.isoformat()),
+            # The fact's own timestamp, never the time of receipt (a redelivery must
+            # keep its key): two facts without timestamps are the same fact.
+            identity=("connection", fact.state, fact.reason, str(fact.timestamp)),
             provider_message_id=None,
             actor=dict(SYSTEM_ACTOR),
             chat={"type": "private", "id": self.account},

@@ -385,7 +385,6 @@ class Content:
     target: MessageKey | None = None
     emoji: str | None = None
     provider_type: str | None = None
-    view_once: bool = False
 
 
 def _media(c: MediaContent, *, voice: bool = False) -> dict[str, Any]:
@@ -568,11 +567,7 @@ def _interactive_response(raw: Any) -> Content:
 
 def _order(raw: Any) -> Content:
     c = msgspec.convert(raw, OrderContent, strict=False)
-    order: dict[str, Any] = {
-        "catalog_id": c.orderId,
-        "text": c.message or c.orderTitle,
-        "items": [],
-    }
+    order: dict[str, Any] = {"order_id": c.orderId, "text": c.message or c.orderTitle}
     return Content(
         "message",
         _with_context({"type": "order", "text": c.message, "order": order}, c.contextInfo),
@@ -646,14 +641,12 @@ def map_content(message: dict[str, Any]) -> Content:
     an unknown content key gives an ``unsupported`` message rather than an error, so a
     new WhatsApp message type never loses the event.
     """
-    view_once = False
     for _ in range(8):  # wrappers nest at most a few levels; a cycle cannot exist in JSON
         name = content_key(message)
         if name is None:
             return Content("ignored")
         raw = message[name]
         if name in WRAPPERS:
-            view_once = view_once or name.startswith("viewOnce")
             inner = raw.get("message") if isinstance(raw, dict) else None
             if not isinstance(inner, dict):
                 return Content("ignored", provider_type=name)
@@ -666,7 +659,6 @@ def map_content(message: dict[str, Any]) -> Content:
             return Content("message", {"type": "unsupported"}, provider_type=name)
         content = mapper(raw)
         content.provider_type = content.provider_type or name
-        content.view_once = view_once
         return content
     return Content("message", {"type": "unsupported"}, provider_type="nested")
 
@@ -690,11 +682,6 @@ def content_path(message: dict[str, Any]) -> str:
         parts.append(".message")
         message = inner
     return "".join(parts)
-
-
-def outbound_customer(parties: KeyParties) -> Person:
-    """For fromMe messages in private chats the customer is the remote party."""
-    return parties.customer
 
 
 def own_number(jid: str | None) -> str | None:
