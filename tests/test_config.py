@@ -87,3 +87,11 @@ def test_no_config_at_all_is_a_first_trial(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "nope.toml", env={})
+
+
+def test_a_blank_secret_is_no_secret(tmp_path: Path) -> None:
+    text = '[providers.cloud_api]\napp_secret = "${META_APP_SECRET}"\n'
+    text += '[providers.baileys]\nsecret = " "\n'
+    loaded = load(write(tmp_path, text), env={"META_APP_SECRET": ""})
+    assert loaded.settings.providers.cloud_api.app_secret is None
+    assert loaded.settings.providers.baileys.secret is None

@@ -137,3 +137,18 @@ def test_validate_normalizes(name: str, value: str, stored: str) -> None:
 def test_validate_refuses_with_a_clear_message(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(name, value)
+
+
+def test_shadow_mode_percent_releases_the_shoppers_other_flags_enable_first() -> None:
+    env = {
+        CANONICAL_SHADOW_MODE: "true",
+        CANONICAL_SHADOW_MODE + "_PERCENT": "90",  # 10 % out of shadow
+        ROUTING_ENABLED: "true",
+        ROUTING_ENABLED + "_PERCENT": "10",  # 10 % routed
+    }
+    s = snapshot(env)
+    shoppers = [f"shop-{i}" for i in range(500)]
+    out_of_shadow = {x for x in shoppers if s.boolean(CANONICAL_SHADOW_MODE, x).value is False}
+    routed = {x for x in shoppers if s.boolean(ROUTING_ENABLED, x).value is True}
+    assert out_of_shadow == routed
+    assert 25 < len(routed) < 75

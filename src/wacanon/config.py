@@ -33,23 +33,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CloudApiConfig(_Strict):
+class _Secrets(_Strict):
+    """A provider section: a blank secret is no secret (never an HMAC key of "")."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+class CloudApiConfig(_Secrets):
     app_secret: str | None = None
     verify_token: str | None = None
     allow_unsigned: bool = False
 
 
-class EvolutionConfig(_Strict):
+class EvolutionConfig(_Secrets):
     api_key: str | None = None
     allow_unsigned: bool = False
 
 
-class BaileysConfig(_Strict):
+class BaileysConfig(_Secrets):
     secret: str | None = None
     allow_unsigned: bool = False
 
 
-class SimulatedConfig(_Strict):
+class SimulatedConfig(_Secrets):
     token: str | None = None
     allow_unsigned: bool = False
 

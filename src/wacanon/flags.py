@@ -36,6 +36,7 @@ BOOLEAN_DEFAULTS: dict[str, bool] = {
 }
 STRING_DEFAULTS: dict[str, str] = {ASSIGNMENT_POLICY: "default"}
 NARROWING_SUFFIXES = ("_ALLOWLIST", "_DENYLIST", "_PERCENT")
+ROLLED_OUT_BY_TURNING_OFF = frozenset({CANONICAL_SHADOW_MODE})
 GLOBAL = "*"
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -144,7 +145,12 @@ class FlagSnapshot:
         if percent is not None:
             share = parse_percent(name + "_PERCENT", percent[0])
             position = bucket(shopper_id)
-            verdict = position < share
+            # Shadow mode is rolled out by turning it *off*: its percent keeps the top of
+            # the buckets in shadow, so the shoppers leaving shadow first are the same
+            # low buckets that every other flag's percent enables first.
+            verdict = (
+                position >= 100 - share if name in ROLLED_OUT_BY_TURNING_OFF else position < share
+            )
             word = "on" if verdict else "off"
             return FlagValue(
                 name,

@@ -227,3 +227,39 @@ def test_sigkill_mid_stream_loses_no_acknowledged_webhook(
     finally:
         restarted.terminate()
         restarted.wait(10)
+
+
+def test_spool_drains_while_traffic_keeps_arriving(postgres_server: str, tmp_path: Path) -> None:
+    """The drain must not wait for an idle moment that a busy shop never has."""
+    engine = create_engine(postgres_server)
+    with engine.begin() as connection:
+        connection.execute(events.delete())
+        connection.execute(webhook_journal.delete())
+    engine.dispose()
+    target = sa.engine.make_url(postgres_server)
+    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy.open()
+    via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+    server = LiveServer(create_app(make_settings(via_proxy, tmp_path), env=PERSIST))
+    count = sa.select(sa.func.count()).select_from(events)
+    try:
+        base = server.start()
+        asyncio.run(post_many(base, [sim_body(sim_message("WARM-UP"))], concurrency=1))
+        proxy.cut()
+        spooled = [sim_body(sim_message(f"SPOOL-{i:03d}")) for i in range(60)]
+        during = asyncio.run(post_many(base, spooled, concurrency=5))
+        assert all(r.json().get("spooled") for r in during)
+        proxy.open()
+        drained_under_load = False
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for i in range(200):  # a steady trickle, never idle for long
+                body = sim_body(sim_message(f"LIVE-{i:03d}"))
+                assert client.post("/webhooks/simulated", content=body, headers=bearer()).is_success
+                time.sleep(0.05)
+                if i % 10 == 9 and scalar(postgres_server, count) >= 61 + i + 1:
+                    drained_under_load = True
+                    break
+    finally:
+        server.stop()
+        proxy.cut()
+    assert drained_under_load, "the spool waited for the traffic to stop"

@@ -19,13 +19,15 @@ from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.spool import Spool
-from wacanon.ingest.writer import GroupCommitWriter, Job, Outcome
+from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.store.database import create_engine, ensure_schema, schema_state
 
 log = structlog.get_logger("wacanon.service")
 
 SWITCH_INTERVAL = 0.0005
 HOUSEKEEPING_SECONDS = 1.0
+#: Past this, answer 503 (the provider retries) rather than keep the provider waiting.
+PERSIST_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -106,7 +108,10 @@ class Service:
 
         with self.metrics.persist_latency.time():
             arrival.submit(Job(plan.write, received, done))
-            return await future
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), PERSIST_TIMEOUT_SECONDS)
+            except TimeoutError:
+                return Failed(f"no durable outcome within {PERSIST_TIMEOUT_SECONDS:.0f} s")
 
     def ready(self) -> tuple[bool, str]:
         """Database reachable and migrations at head."""

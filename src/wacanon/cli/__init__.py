@@ -33,6 +33,9 @@ from wacanon.cli import db, flags, normalize, replay, serve, simulate  # noqa: E
 
 def main() -> None:
     """Console entry point: a broken pipe or an internal bug is one line, not a traceback."""
+    from wacanon import logging as wlogging
+
+    wlogging.configure("INFO")  # JSON on stderr, no personal data at this level
     try:
         app()
     except BrokenPipeError:  # `wacanon simulate | head`: the reader left, nothing is wrong

@@ -19,7 +19,7 @@ from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, store_at_head
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.metrics import Metrics
-from wacanon.ingest.pipeline import Pipeline, Plan, Received
+from wacanon.ingest.pipeline import SILENT_OUTCOMES, Pipeline, Plan, Received
 from wacanon.store.repository import (
     StoredWebhook,
     journal_since,
@@ -55,7 +55,13 @@ def replay_command(
             webhooks: Iterable[StoredWebhook] = list(journal_since(connection, start))
         else:
             webhooks = pending_dead_letters(connection)
-    totals = {"webhooks": 0, "new": 0, "duplicates": 0, "failing": 0}
+    totals = {
+        "webhooks": 0,
+        "new": 0,
+        "duplicates": 0,
+        "failing": 0,
+        "not stored (shadow / disabled / unknown account)": 0,
+    }
     chunk: list[tuple[StoredWebhook, Plan]] = []
     for stored in webhooks:
         received = Received(
@@ -77,6 +83,14 @@ def replay_command(
         f"{totals['duplicates']} duplicate(s), {totals['failing']} still failing",
         err=True,
     )
+    silent = totals["not stored (shadow / disabled / unknown account)"]
+    if silent:
+        typer.echo(
+            f"wacanon: {silent} webhook(s) not stored: shadow mode or canonical events are "
+            "off for their shopper in this shell's environment and the stored overrides "
+            "(`wacanon flags explain --shopper ID`)",
+            err=True,
+        )
 
 
 def _commit(
@@ -90,7 +104,9 @@ def _commit(
         fixed = [
             stored.dead_letter_id
             for stored, plan in chunk
-            if stored.dead_letter_id is not None and not plan.result.errors
+            if stored.dead_letter_id is not None
+            and not plan.result.errors
+            and plan.outcome not in SILENT_OUTCOMES  # nothing stored yet: keep the letter
         ]
         mark_replayed(connection, [i for i in fixed if i is not None])
     for (_, plan), result in zip(chunk, results, strict=True):
@@ -98,6 +114,9 @@ def _commit(
         totals["new"] += len(result.new_keys)
         totals["duplicates"] += len(plan.to_store) - len(result.new_keys)
         totals["failing"] += 1 if plan.result.errors else 0
+        totals["not stored (shadow / disabled / unknown account)"] += (
+            1 if plan.outcome in SILENT_OUTCOMES else 0
+        )
     totals["webhooks"] += len(chunk)
     typer.echo(f"... {totals['webhooks']} webhook(s) replayed", err=True)
 

@@ -25,8 +25,12 @@ class FlagCache:
         self._engine = engine
         self._env = dict(env)
         self._refresh_seconds = refresh_seconds
-        self._snapshot = FlagSnapshot(env=self._env, overrides={})
-        self._by_shopper: dict[str | None, ShopperFlags] = {}
+        # One reference to (snapshot, memo): a refresh swaps both at once, so a lookup can
+        # never file a value computed from the old snapshot into the new memo.
+        self._state: tuple[FlagSnapshot, dict[str | None, ShopperFlags]] = (
+            FlagSnapshot(env=self._env, overrides={}),
+            {},
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wacanon-flags", daemon=True)
 
@@ -40,14 +44,15 @@ class FlagCache:
 
     @property
     def snapshot(self) -> FlagSnapshot:
-        return self._snapshot
+        return self._state[0]
 
     def for_shopper(self, shopper_id: str | None) -> ShopperFlags:
         """Resolved flags of one shopper, memoized until the next refresh changes something."""
-        cached = self._by_shopper.get(shopper_id)
+        snapshot, memo = self._state
+        cached = memo.get(shopper_id)
         if cached is None:
-            cached = ShopperFlags.resolve(self._snapshot, shopper_id)
-            self._by_shopper[shopper_id] = cached
+            cached = ShopperFlags.resolve(snapshot, shopper_id)
+            memo[shopper_id] = cached
         return cached
 
     def refresh(self) -> None:
@@ -57,11 +62,9 @@ class FlagCache:
         except sa.exc.DBAPIError as exc:
             log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))
             return
-        if overrides != self._snapshot.overrides:
-            if self._snapshot.overrides or overrides:
-                log.info("flag overrides changed", overrides=len(overrides))
-            self._snapshot = FlagSnapshot(env=self._env, overrides=overrides)
-            self._by_shopper = {}
+        if overrides != self._state[0].overrides:
+            log.info("flag overrides changed", overrides=len(overrides))
+            self._state = (FlagSnapshot(env=self._env, overrides=overrides), {})
 
     def _run(self) -> None:
         while not self._stop.wait(self._refresh_seconds):

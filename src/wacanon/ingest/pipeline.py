@@ -34,6 +34,9 @@ from wacanon.store.repository import DeadLetter, JournalRow, WebhookWrite, Write
 
 log = structlog.get_logger("wacanon.ingest")
 
+#: Outcomes that send no signal: the seed's Phase 0 promises "no signal is emitted".
+SILENT_OUTCOMES = frozenset({"shadow", "disabled", "unknown_account"})
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -214,16 +217,26 @@ class Pipeline:
         return plan.write, plan
 
     def committed(self, plan: Plan, result: WriteResult | None) -> None:
-        """After the commit (or the spool): signals, logs, metrics. ``None`` means spooled."""
+        """After the commit: signals, logs, metrics. ``None`` means spooled: only that is
+        counted now; the rest is counted once, when the drain stores the webhook."""
         provider = plan.received.provider
         m = self._metrics
-        m.webhooks.labels(provider, "spooled" if result is None else plan.outcome).inc()
+        quiet = plan.outcome in SILENT_OUTCOMES  # shadow / disabled: no signal at all
+        if result is None:  # counted again, in full, when the drain stores it
+            m.webhooks.labels(provider, "spooled").inc()
+            if not quiet:
+                self._send(
+                    signals.webhook_spooled, provider, correlation_id=plan.received.correlation_id
+                )
+            return
+        m.webhooks.labels(provider, plan.outcome).inc()
         if plan.result.ignored:
             m.ignored.labels(provider).inc(plan.result.ignored)
         if plan.outcome == "unknown_account":
             m.unknown_accounts.labels(provider).inc()
         if plan.result.errors:
             m.normalization_errors.labels(provider).inc(len(plan.result.errors))
+        if plan.result.errors and not quiet:
             self._send(
                 signals.normalization_failed,
                 provider,
@@ -233,10 +246,7 @@ class Pipeline:
         for event in plan.shadow:
             m.events.labels(provider, event.event_type, "shadow").inc()
             _log_shadow(event)
-        if result is None:
-            self._send(
-                signals.webhook_spooled, provider, correlation_id=plan.received.correlation_id
-            )
+        if quiet:
             return
         for event in plan.to_store:
             if event.idempotency_key in result.new_keys:

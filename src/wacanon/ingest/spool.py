@@ -13,6 +13,7 @@ append, before the acknowledgement) is skipped: it was never acknowledged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
@@ -63,9 +64,30 @@ class Spool:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
             _fsync_directory(self.directory)
         data = b"".join(_encoder.encode(r) + b"\n" for r in records)
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        start = self._file.tell()
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            # A partial write (a full disk) must not glue the next record onto a torn
+            # line: cut the file back and start a new one for the next append.
+            with contextlib.suppress(OSError):
+                self._file.truncate(start)
+            self._rotate()
+            raise
+
+    def reject(self, record: SpoolRecord, reason: str) -> None:
+        """Set aside a record that cannot be replayed, for a person to look at."""
+        log.error(
+            "spooled webhook cannot be replayed; set aside",
+            reason=reason,
+            correlation_id=record.correlation_id,
+        )
+        with open(self.directory / "rejected.jsonl.rejected", "ab") as handle:
+            handle.write(_encoder.encode(record) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def depth(self) -> int:
         """Records waiting in every spool file of the directory."""

@@ -35,7 +35,8 @@ def _check_signature(header: str | None, secret: str, body: bytes, name: str) ->
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha256" or not given:
         raise VerificationError(f"{name} must be 'sha256=<hex>'")
-    if not hmac.compare_digest(given.lower(), hmac_sha256_hex(secret, body)):
+    expected = hmac_sha256_hex(secret, body).encode()
+    if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected):
         raise VerificationError(f"{name} does not match the body")
 
 
@@ -57,7 +58,7 @@ def verify(
 
     ``headers`` must be case-insensitive (Starlette's are).
     """
-    if secret is None:
+    if not secret:
         if allow_unsigned:
             return False
         raise VerificationError(f"{provider} has no secret configured and allow_unsigned is off")
@@ -69,12 +70,12 @@ def verify(
         given = headers.get("apikey") or _body_api_key(body)
         if not given:
             raise VerificationError("missing API key (apikey header or body field)")
-        if not hmac.compare_digest(given.encode(), secret.encode()):
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode()):
             raise VerificationError("wrong API key")
     else:
         scheme, _, token = (headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise VerificationError("missing 'Authorization: Bearer <token>' header")
-        if not hmac.compare_digest(token.strip().encode(), secret.encode()):
+        if not hmac.compare_digest(token.strip().encode("utf-8", "replace"), secret.encode()):
             raise VerificationError("wrong bearer token")
     return True

@@ -17,8 +17,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ log = structlog.get_logger("wacanon.writer")
 
 RETRY_SECONDS = 1.0
 DRAIN_CHUNK = 200
+SPOOL_CHECK_SECONDS = 5.0
 #: How long a batch may wait for requests that are already being processed.
 GATHER_SECONDS = 0.004
 
@@ -62,6 +64,13 @@ class Job:
     write: WebhookWrite
     source: Spoolable
     done: Callable[[Outcome], None]
+    finished: bool = False
+
+    def finish(self, outcome: Outcome) -> None:
+        """Tell the waiting request, once."""
+        if not self.finished:
+            self.finished = True
+            self.done(outcome)
 
 
 #: Rebuilds a spooled webhook's write with the pipeline (flags and config as they are now),
@@ -105,6 +114,11 @@ class GroupCommitWriter:
         self._connection: sa.Connection | None = None
         self._arriving = 0
         self.database_up = True
+        # Draining, one chunk between live batches: the claimed files and the current one.
+        self._claims: Iterator[tuple[Path, list[SpoolRecord]]] | None = None
+        self._draining: tuple[Path, list[SpoolRecord], int] | None = None
+        self._spool_pending = True  # check at start-up; set again whenever we spool
+        self._next_spool_check = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -127,21 +141,43 @@ class GroupCommitWriter:
     # ------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        self._drain()
+        """Commit what comes in; between batches, replay one chunk of the spool if any.
+
+        Nothing in here may kill the thread: requests wait on it. An unexpected error
+        fails the batch at hand (503, the provider retries) and the loop goes on.
+        """
         while True:
             try:
-                first = self._queue.get(timeout=0.5)
+                first: object | None = self._queue.get(timeout=0.5)
             except queue.Empty:
-                self._drain()
-                continue
+                first = None
             if first is _STOP:
                 break
-            batch, stop = self._gather(first)
-            self._commit(batch)
+            stop = False
+            if first is not None:
+                batch, stop = self._gather(first)
+                self._guarded(self._commit, batch)
             if stop:
                 break
+            if self._drain_due():
+                self._guarded(self._drain_step, [])
+        self._close_claims()
         if self._connection is not None:
             self._connection.close()
+
+    def _guarded(self, work: Callable[[list[Job]], None], jobs: list[Job]) -> None:
+        try:
+            work(jobs)
+        except Exception as exc:  # see _run: fail the culprit only, keep the thread
+            unfinished = [job for job in jobs if not job.finished]
+            if len(unfinished) > 1:  # find the culprit: each webhook alone
+                for job in unfinished:
+                    self._guarded(work, [job])
+                return
+            log.exception("writer error; answering 503", error=str(exc), webhooks=len(jobs))
+            for job in unfinished:
+                job.finish(Failed(f"internal error: {type(exc).__name__}"))
+            self._close_claims()
 
     def _gather(self, first: object) -> tuple[list[Job], bool]:
         """The next batch: what is queued, plus what requests in progress are about to queue.
@@ -190,7 +226,7 @@ class GroupCommitWriter:
         if self._on_batch is not None:
             self._on_batch(len(jobs), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
-            job.done(result)
+            job.finish(result)
 
     def _commit_alone(self, job: Job) -> None:
         """One webhook whose data the database refused: keep it as a dead letter, never lose it."""
@@ -209,9 +245,9 @@ class GroupCommitWriter:
             try:
                 (result,) = self._write([fallback])
             except sa.exc.DBAPIError as again:
-                job.done(Failed(_brief(again)))
+                job.finish(Failed(_brief(again)))
                 return
-        job.done(result)
+        job.finish(result)
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
         """One transaction on the writer's own connection, kept open between commits (a pool
@@ -247,10 +283,11 @@ class GroupCommitWriter:
         except OSError as exc:
             log.error("spool write failed", error=str(exc), webhooks=len(jobs))
             for job in jobs:
-                job.done(Failed(f"database unreachable and spool unwritable: {exc}"))
+                job.finish(Failed(f"database unreachable and spool unwritable: {exc}"))
             return
+        self._spool_pending = True
         for job in jobs:
-            job.done(Spooled())
+            job.finish(Spooled())
 
     def _mark_down(self, exc: BaseException) -> None:
         if self.database_up:
@@ -266,34 +303,102 @@ class GroupCommitWriter:
 
     # ------------------------------------------------------------ draining
 
-    def _drain(self) -> None:
-        """Replay spooled webhooks through the normal commit path while the database answers.
+    def _drain_due(self) -> bool:
+        """Spooled webhooks wait and the database is not known to be down."""
+        now = time.monotonic()
+        if now < self._down_until:
+            return False
+        if self._draining is not None or self._spool_pending:
+            return True
+        if now >= self._next_spool_check:  # other workers' files, left by a crash
+            self._next_spool_check = now + SPOOL_CHECK_SECONDS
+            self._spool_pending = self._spool.has_records()
+        return self._spool_pending
 
-        A chunk that meets the database down again is spooled anew by :meth:`_commit`, so
-        the claimed file can still be deleted; only a spool that cannot be written keeps it.
+    def _drain_step(self, _: list[Job]) -> None:
+        """Replay one chunk of the spool through the normal commit path.
+
+        Called between live batches, so a steady stream of webhooks never starves the
+        drain and the drain never holds up live webhooks for more than one chunk. Before
+        claiming a file, the database must answer: while it is down, nothing is re-read.
         """
-        if time.monotonic() < self._down_until or not self._spool.has_records():
+        current = self._draining or self._claim_next()
+        if current is None:
             return
-        for path, records in self._spool.claim():
-            for start in range(0, len(records), DRAIN_CHUNK):
-                outcomes: list[Outcome] = []
-                planned = [(self._replan(r), r) for r in records[start : start + DRAIN_CHUNK]]
-                self._commit(
-                    [Job(write, _Spooled(r), outcomes.append) for (write, _), r in planned]
-                )
-                if any(isinstance(o, Failed) for o in outcomes):
-                    return
-                stored = [
-                    (context, o)
-                    for ((_, context), _), o in zip(planned, outcomes, strict=True)
-                    if isinstance(o, WriteResult)
-                ]
-                if stored:
-                    self._on_drained(stored)
-            self._spool.done(path)
-            log.info("spool file drained", file=path.name, webhooks=len(records))
-            if not self.database_up:
+        path, records, start = current
+        chunk = records[start : start + DRAIN_CHUNK]
+        outcomes: list[Outcome] = []
+        planned = []
+        for record in chunk:
+            try:
+                planned.append((self._replan(record), record))
+            except ValueError as exc:  # e.g. a body that is not base64: set it aside
+                self._spool.reject(record, f"{type(exc).__name__}: {exc}")
+        self._commit([Job(write, _Spooled(r), outcomes.append) for (write, _), r in planned])
+        if any(isinstance(o, Failed) for o in outcomes):
+            self._close_claims()  # the file stays, claimed again on the next attempt
+            return
+        stored = [
+            (context, o)
+            for ((_, context), _), o in zip(planned, outcomes, strict=True)
+            if isinstance(o, WriteResult)
+        ]
+        if stored:
+            self._on_drained(stored)
+        rest = records[start + len(chunk) :]
+        if rest and not self.database_up:  # down again mid-file: move the rest, unread
+            try:
+                self._spool.append(rest)
+            except OSError as exc:
+                log.error("spool write failed; the claimed file stays", error=str(exc))
+                self._close_claims()
                 return
+            self._spool_pending = True
+            rest = []
+        if rest:
+            self._draining = (path, records, start + len(chunk))
+            return
+        self._spool.done(path)
+        self._draining = None
+        log.info("spool file replayed", file=path.name, webhooks=len(records))
+
+    def _claim_next(self) -> tuple[Path, list[SpoolRecord], int] | None:
+        if self._claims is None:
+            if not self._database_answers():
+                return None
+            self._claims = self._spool.claim()
+        try:
+            path, records = next(self._claims)
+        except StopIteration:
+            self._claims = None
+            self._spool_pending = False
+            return None
+        self._draining = (path, records, 0)
+        return self._draining
+
+    def _close_claims(self) -> None:
+        if self._claims is not None:
+            close = getattr(self._claims, "close", None)
+            if close is not None:
+                close()
+        self._claims = None
+        self._draining = None
+
+    def _database_answers(self) -> bool:
+        try:
+            if self._connection is None:
+                self._connection = self._engine.connect()
+                prepare_writer(self._connection)
+            self._connection.exec_driver_sql("SELECT 1")
+            self._connection.rollback()
+        except sa.exc.DBAPIError as exc:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            self._mark_down(exc)
+            return False
+        self._mark_up()
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,8 @@ class NormalizeError:
     path: str
     message: str
     provider_event: str | None = None
-    #: ``invalid_json`` (the body is not JSON at all) or ``unrecognized`` (JSON we cannot read).
+    #: ``invalid_json`` (the body is not JSON at all), ``unrecognized`` (JSON we cannot read)
+    #: or ``internal`` (a normalizer bug: the body is kept and the error reported).
     code: str = "unrecognized"
 
     def __str__(self) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from wacanon.errors import UnknownProviderError
 from wacanon.providers import baileys, cloud_api, evolution, simulated
-from wacanon.providers.common import NormalizeContext, Normalizer, NormalizeResult
+from wacanon.providers.common import NormalizeContext, NormalizeError, Normalizer, NormalizeResult
 
 PROVIDERS: Mapping[str, Normalizer] = {
     "cloud_api": cloud_api.normalize,
@@ -52,7 +52,13 @@ def normalize(
         shopper_of=shopper_of,
         signature_valid=signature_valid,
     )
-    return normalizer(body, ctx)
+    try:
+        return normalizer(body, ctx)
+    except Exception as exc:  # noqa: BLE001 - a normalizer bug must not lose the webhook
+        # Normalizers return error values for bad data; reaching here is a bug of ours.
+        # Report it as this body's error so the caller journals and dead-letters it.
+        message = f"normalizer failed ({type(exc).__name__}: {exc}); please report this payload"
+        return NormalizeResult(errors=[NormalizeError("$", message, code="internal")])
 
 
 def _as_utc(value: datetime) -> datetime:

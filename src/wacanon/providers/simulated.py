@@ -18,11 +18,12 @@ generator (:mod:`wacanon.simulate`) can exercise every canonical event type.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from wacanon.canonical.ids import Person, digits
+from wacanon.canonical.schema import GroupAction
 from wacanon.providers.common import (
     BUSINESS_ACTOR,
     SYSTEM_ACTOR,
@@ -178,6 +179,7 @@ MESSAGE_KINDS = frozenset(
     }
 )
 STATUS_VALUES = frozenset({"queued", "sent", "delivered", "read", "played", "failed"})
+GROUP_ACTIONS = frozenset(get_args(GroupAction))
 GROUP_EVENT_TYPES = {
     "add": "whatsapp.group.joined",
     "join": "whatsapp.group.joined",
@@ -426,6 +428,8 @@ def _problem(fact: _Fact) -> str | None:
             return f"`{name}` is required for a {fact.__struct_config__.tag} fact"
     if isinstance(fact, SimStatus) and fact.status not in STATUS_VALUES:
         return f"unknown status {fact.status!r}; expected one of {sorted(STATUS_VALUES)}"
+    if isinstance(fact, SimGroup) and fact.action not in GROUP_ACTIONS:
+        return f"unknown group action {fact.action!r}; expected one of {sorted(GROUP_ACTIONS)}"
     if isinstance(fact, SimDelete) and fact.scope not in ("me", "everyone"):
         return f"unknown delete scope {fact.scope!r}; expected 'me' or 'everyone'"
     if isinstance(fact, SimMessage) and not (fact.sender or fact.to):

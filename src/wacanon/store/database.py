@@ -33,7 +33,18 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     return sa.create_engine(
         url,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 3, "options": "-c synchronous_commit=on"},
+        connect_args={
+            "connect_timeout": 3,
+            "options": "-c synchronous_commit=on",
+            # A partition drops packets instead of refusing them: without these, a commit
+            # waits for TCP's own timeout (many minutes) instead of failing over to the
+            # spool within seconds.
+            "tcp_user_timeout": 5000,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+        },
         **kwargs,
     )
 

@@ -1,0 +1,61 @@
+"""The group-commit writer keeps going: a broken batch fails alone, the thread survives."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wacanon.ingest.spool import Spool, SpoolRecord
+from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
+from wacanon.store.database import create_engine, upgrade
+from wacanon.store.repository import JournalRow, WebhookWrite, WriteResult
+
+
+class _Source:
+    def spool_record(self) -> SpoolRecord:
+        raise AssertionError("the database is up: nothing should be spooled")
+
+
+def journal(correlation_id: str) -> JournalRow:
+    return JournalRow(
+        correlation_id=correlation_id,
+        received_at=datetime(2026, 3, 1, tzinfo=UTC),
+        provider="simulated",
+        body=b"{}",
+        body_sha256="0" * 64,
+        signature_valid=True,
+        outcome="ignored",
+    )
+
+
+def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+
+    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
+        raise AssertionError("no spool to drain")
+
+    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), no_replan, lambda _: None)
+    writer.start()
+    outcomes: list[Outcome] = []
+    done = threading.Event()
+
+    def collect(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 2:
+            done.set()
+
+    broken: dict[str, Any] = {"idempotency_key": "k"}  # a row missing every other column
+    writer.expect()
+    writer.submit(Job(WebhookWrite(journal("c-1"), events=[broken]), _Source(), collect))
+    assert done.wait(0.0) is False
+    writer.expect()
+    writer.submit(Job(WebhookWrite(journal("c-2")), _Source(), collect))
+    assert done.wait(10), "the writer stopped answering"
+    writer.stop()
+    engine.dispose()
+    assert isinstance(outcomes[0], Failed)
+    assert isinstance(outcomes[1], WriteResult)
+    assert outcomes[1].journaled
