@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from wacanon.cli import app
+from wacanon.cli import app, fail
+from wacanon.config import TRIAL_TOKEN_FILE
 from wacanon.simulate import SimulationOptions, generate
 
 
@@ -47,14 +49,23 @@ def simulate_command(
     out.flush()
 
 
+def _saved_trial_token() -> str | None:
+    path = Path(TRIAL_TOKEN_FILE)
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+
 def _post(base: str, options: SimulationOptions, token: str | None, concurrency: int) -> None:
     import asyncio
     import os
 
-    from wacanon.config import trial_token
     from wacanon.load import post_all
 
-    token = token or trial_token(os.environ)
+    token = token or os.environ.get("WACANON_SIMULATED_TOKEN") or _saved_trial_token()
+    if not token:
+        raise fail(
+            "no token: pass --token (the [providers.simulated] token), set "
+            f"WACANON_SIMULATED_TOKEN, or run where `wacanon serve` saved {TRIAL_TOKEN_FILE}"
+        )
     url = base.rstrip("/") + "/webhooks/simulated"
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 

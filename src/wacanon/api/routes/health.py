@@ -26,6 +26,5 @@ async def ready(service: ServiceDep) -> Response:
 
 @router.get("/metrics")
 async def metrics(service: ServiceDep) -> Response:
-    service.metrics.spool_depth.set(service.spool.depth())
-    data = generate_latest(service.metrics.registry)
+    data = generate_latest(service.metrics.registry)  # spool depth: kept by housekeeping
     return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
