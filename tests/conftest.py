@@ -15,12 +15,23 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from wacanon.canonical.schema import CanonicalEvent
+from wacanon.providers import common
 from wacanon.store.database import create_engine, upgrade
 from wacanon.store.tables import metadata
 
 ADMIN_URL = os.environ.get(
     "WACANON_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def strict_event_validation() -> Iterator[None]:
+    """Production skips the unknown-key check when building events; tests never do."""
+    fast = common._validate_event
+    common._validate_event = CanonicalEvent.__pydantic_validator__.validate_python
+    yield
+    common._validate_event = fast
 
 
 def _postgres_available() -> str | None:
