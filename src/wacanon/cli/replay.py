@@ -50,11 +50,6 @@ def replay_command(
     flags = FlagCache(engine, os.environ, loaded.settings.flag_refresh_seconds)
     flags.refresh()
     pipeline = Pipeline(loaded.settings, flags.for_shopper, Metrics())
-    with engine.connect() as connection:
-        if start is not None:
-            webhooks: Iterable[StoredWebhook] = list(journal_since(connection, start))
-        else:
-            webhooks = pending_dead_letters(connection)
     totals = {
         "webhooks": 0,
         "new": 0,
@@ -62,22 +57,28 @@ def replay_command(
         "failing": 0,
         "not stored (shadow / disabled / unknown account)": 0,
     }
-    chunk: list[tuple[StoredWebhook, Plan]] = []
-    for stored in webhooks:
-        received = Received(
-            stored.provider,
-            stored.body,
-            stored.correlation_id,
-            stored.received_at,
-            stored.signature_valid,
-            stored.path_event,
+    with engine.connect() as connection:  # read in chunks, write each chunk in its own transaction
+        webhooks: Iterable[StoredWebhook] = (
+            journal_since(connection, start)
+            if start is not None
+            else pending_dead_letters(connection)
         )
-        chunk.append((stored, pipeline.plan(received)))
-        if len(chunk) >= CHUNK:
+        chunk: list[tuple[StoredWebhook, Plan]] = []
+        for stored in webhooks:
+            received = Received(
+                stored.provider,
+                stored.body,
+                stored.correlation_id,
+                stored.received_at,
+                stored.signature_valid,
+                stored.path_event,
+            )
+            chunk.append((stored, pipeline.plan(received)))
+            if len(chunk) >= CHUNK:
+                _commit(engine, pipeline, chunk, totals)
+                chunk = []
+        if chunk:
             _commit(engine, pipeline, chunk, totals)
-            chunk = []
-    if chunk:
-        _commit(engine, pipeline, chunk, totals)
     typer.echo(
         f"replayed {totals['webhooks']} webhook(s): {totals['new']} new event(s), "
         f"{totals['duplicates']} duplicate(s), {totals['failing']} still failing",
