@@ -52,6 +52,7 @@ from wacanon.providers.common import (
     content_digest,
     convert,
     decode_body,
+    edit_identity,
     group_chat,
     iso_time,
     private_chat,
@@ -352,10 +353,6 @@ def _content_path(message: dict[str, Any]) -> str:
     return path
 
 
-def _edit_digest(message: dict[str, Any]) -> str:
-    return content_digest({"type": message.get("type"), "text": message.get("text")})
-
-
 # ------------------------------------------------------------------------------ mapping
 
 
@@ -479,7 +476,9 @@ class _Mapper:
         }
         return self.build(
             event_type="whatsapp.message.edited",
-            identity=("edit", target_id, _edit_digest(content.message)),
+            identity=edit_identity(
+                target_id, content.message.get("type"), content.message.get("text")
+            ),
             occurred_at=when,
             provider_message_id=own_id or target_id,
             actor=actor or _actor(parties),

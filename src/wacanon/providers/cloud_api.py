@@ -96,6 +96,7 @@ from wacanon.providers.common import (
     content_digest,
     convert,
     decode_body,
+    edit_identity,
     group_chat,
     private_chat,
     unix_time,
@@ -601,12 +602,11 @@ def _edit(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None
     target = m.edit.original_message_id
     content = _content(m.edit.message or Content())
     message = {"id": m.id, "direction": who.direction, **content, "target_id": target}
-    digest = content_digest({"type": content["type"], "text": content.get("text")})
     ch.emit(
         at,
         event,
         event_type="whatsapp.message.edited",
-        identity=("edit", target, digest),
+        identity=edit_identity(target, content["type"], content.get("text")),
         occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
         provider_message_id=m.id,
         actor=who.actor,

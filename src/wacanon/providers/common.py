@@ -271,6 +271,14 @@ def content_digest(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
+def edit_identity(
+    target_id: str | None, new_type: str | None, new_text: str | None
+) -> tuple[str | None, ...]:
+    """An edit is keyed by (edited message, new content) — the same fact whether it came
+    as a protocol message, an update or an edited-message webhook."""
+    return ("edit", target_id, content_digest({"type": new_type, "text": new_text}))
+
+
 def risk_flags(actor: Mapping[str, Any], message: Mapping[str, Any] | None) -> list[str]:
     """Facts a consumer may want to treat with care: unreachable identities, viral forwards."""
     flags = []

@@ -35,6 +35,7 @@ from wacanon.providers.common import (
     content_digest,
     convert,
     decode_body,
+    edit_identity,
     group_chat,
     iso_time,
     private_chat,
@@ -306,7 +307,7 @@ class _Mapper:
         return self.build(
             fact,
             event_type="whatsapp.message.edited",
-            identity=("edit", fact.target, content_digest({"type": "text", "text": fact.text})),
+            identity=edit_identity(fact.target, "text", fact.text),
             provider_message_id=fact.id or fact.target,
             actor=actor,
             chat=chat,
