@@ -217,12 +217,17 @@ class EventBuilder:
         provider_message_id: str | None,
         actor: Mapping[str, Any],
         chat: Mapping[str, Any],
-        **body: Mapping[str, Any] | None,
+        message: Mapping[str, Any] | None = None,
+        status: Mapping[str, Any] | None = None,
+        group: Mapping[str, Any] | None = None,
+        contact: Mapping[str, Any] | None = None,
+        connection: Mapping[str, Any] | None = None,
+        call: Mapping[str, Any] | None = None,
     ) -> CanonicalEvent:
         """One event. ``identity`` is (kind, ids...) — the facts that make it unique.
 
-        ``body`` holds the optional top-level objects (``message``, ``status``, ``group``,
-        ``contact``, ``connection``, ``call``); each is None or absent when not relevant.
+        The optional top-level objects (``message``, ``status``, ``group``, ``contact``,
+        ``connection``, ``call``) are None when not relevant.
         """
         key = idempotency_key(self.provider, account, *identity)
         data: dict[str, Any] = {
@@ -242,11 +247,23 @@ class EventBuilder:
             "chat": chat,
             "security": {
                 "signature_valid": self.ctx.signature_valid,
-                "risk_flags": risk_flags(actor, body.get("message")),
+                "risk_flags": risk_flags(actor, message),
             },
             "trace": {"correlation_id": self.ctx.correlation_id},
         }
-        data.update(body)
+        # Only the parts present: validating an explicit None costs as much as a field.
+        if message is not None:
+            data["message"] = message
+        if status is not None:
+            data["status"] = status
+        if group is not None:
+            data["group"] = group
+        if contact is not None:
+            data["contact"] = contact
+        if connection is not None:
+            data["connection"] = connection
+        if call is not None:
+            data["call"] = call
         return _validate_event(data)
 
 
