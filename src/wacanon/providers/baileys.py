@@ -440,7 +440,7 @@ class _Mapper:
         if not target:
             raise ValueError("reaction without the id of the message reacted to")
         actor = actor or _actor(parties)
-        reactor = "business" if parties.from_me else actor["wa_id"]
+        reactor = "business" if parties.from_me else actor.get("wa_id")
         return self.build(
             event_type="whatsapp.message.reaction",
             identity=("reaction", target, reactor, emoji),

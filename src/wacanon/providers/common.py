@@ -154,15 +154,24 @@ def actor_dict(
     display_name: str | None = None,
     username: str | None = None,
 ) -> dict[str, Any]:
-    """The canonical ``actor`` object for a person."""
-    return {
-        "wa_id": person.wa_id,
-        "lid": person.lid,
-        "user_id": person.user_id,
-        "username": username or None,
-        "role": role,
-        "display_name": display_name or None,
-    }
+    """The canonical ``actor`` object for a person.
+
+    Absent parts are left out rather than set to None: the schema's default is None, and
+    validating an explicit None costs as much as a value (this runs for every event).
+    """
+    actor: dict[str, Any] = {"role": role}
+    phone, lid, user_id = person
+    if phone or lid or user_id:
+        actor["wa_id"] = person.wa_id
+        if lid:
+            actor["lid"] = lid
+        if user_id:
+            actor["user_id"] = user_id
+    if username:
+        actor["username"] = username
+    if display_name:
+        actor["display_name"] = display_name
+    return actor
 
 
 BUSINESS_ACTOR: Mapping[str, Any] = {"role": "business"}
@@ -170,14 +179,17 @@ SYSTEM_ACTOR: Mapping[str, Any] = {"role": "system"}
 
 
 def private_chat(customer: Person) -> dict[str, Any]:
-    """A private chat is named by the customer's ``wa_id``; the other identities ride along."""
-    return {
-        "type": "private",
-        "id": customer.wa_id or "unknown",
-        "lid": customer.lid,
-        "user_id": customer.user_id,
-        "phone": customer.phone,
-    }
+    """A private chat is named by the customer's ``wa_id``; the other identities ride along
+    (absent ones left out, as in :func:`actor_dict`)."""
+    chat: dict[str, Any] = {"type": "private", "id": customer.wa_id or "unknown"}
+    phone, lid, user_id = customer
+    if lid:
+        chat["lid"] = lid
+    if user_id:
+        chat["user_id"] = user_id
+    if phone:
+        chat["phone"] = phone
+    return chat
 
 
 def group_chat(group_id: str) -> dict[str, Any]:

@@ -286,7 +286,7 @@ class _Mapper:
 
     def reaction(self, fact: SimReaction) -> Any:
         actor, chat, direction = self.party(fact.sender, fact.to, fact.group)
-        reactor = "business" if direction == "outbound" else actor["wa_id"]
+        reactor = "business" if direction == "outbound" else actor.get("wa_id")
         return self.build(
             fact,
             event_type="whatsapp.message.reaction",
