@@ -23,7 +23,7 @@ from typing import Any, get_args
 import msgspec
 
 from wacanon.canonical.ids import Person, digits
-from wacanon.canonical.schema import GroupAction
+from wacanon.canonical.schema import GroupAction, MessageType
 from wacanon.providers.common import (
     BUSINESS_ACTOR,
     SYSTEM_ACTOR,
@@ -91,31 +91,26 @@ class SimStatus(_Fact, tag="status"):
     error: str | None = None
 
 
-class SimReaction(_Fact, tag="reaction"):
+class _AboutAMessage(_Fact):
+    """Facts about an earlier message: sent by a customer (``from``) or the business (``to``)."""
+
     target: str = ""
+    id: str | None = None
+    sender: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    group: str | None = None
+
+
+class SimReaction(_AboutAMessage, tag="reaction"):
     emoji: str = ""
-    id: str | None = None
-    sender: str | None = msgspec.field(default=None, name="from")
-    to: str | None = None
-    group: str | None = None
 
 
-class SimEdit(_Fact, tag="edit"):
-    target: str = ""
+class SimEdit(_AboutAMessage, tag="edit"):
     text: str = ""
-    id: str | None = None
-    sender: str | None = msgspec.field(default=None, name="from")
-    to: str | None = None
-    group: str | None = None
 
 
-class SimDelete(_Fact, tag="delete"):
-    target: str = ""
+class SimDelete(_AboutAMessage, tag="delete"):
     scope: str = "everyone"
-    id: str | None = None
-    sender: str | None = msgspec.field(default=None, name="from")
-    to: str | None = None
-    group: str | None = None
 
 
 class SimGroup(_Fact, tag="group"):
@@ -161,24 +156,8 @@ class SimEnvelope(msgspec.Struct, forbid_unknown_fields=False):
     account: str | None = None
 
 
-MESSAGE_KINDS = frozenset(
-    {
-        "text",
-        "image",
-        "video",
-        "audio",
-        "document",
-        "sticker",
-        "location",
-        "contacts",
-        "interactive",
-        "button",
-        "order",
-        "poll",
-        "template",
-        "system",
-    }
-)
+#: What ``kind`` may say: every message type but the ones other facts make.
+MESSAGE_KINDS = frozenset(get_args(MessageType)) - {"reaction", "unsupported"}
 STATUS_VALUES = frozenset({"queued", "sent", "delivered", "read", "played", "failed"})
 GROUP_ACTIONS = frozenset(get_args(GroupAction))
 GROUP_EVENT_TYPES = {
