@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 import msgspec
+import pydantic
 
 from wacanon.canonical.ids import Person, digits
 from wacanon.canonical.schema import GroupAction, MessageType
@@ -408,6 +409,8 @@ def _problem(fact: _Fact) -> str | None:
             return f"`{name}` is required for a {fact.__struct_config__.tag} fact"
     if isinstance(fact, SimStatus) and fact.status not in STATUS_VALUES:
         return f"unknown status {fact.status!r}; expected one of {sorted(STATUS_VALUES)}"
+    if isinstance(fact, SimContact) and person(fact.wa_id).wa_id is None:
+        return f"`wa_id` {fact.wa_id!r} names no phone number, lid:<digits> or bsuid:<BSUID>"
     if isinstance(fact, SimGroup) and fact.action not in GROUP_ACTIONS:
         return f"unknown group action {fact.action!r}; expected one of {sorted(GROUP_ACTIONS)}"
     if isinstance(fact, SimDelete) and fact.scope not in ("me", "everyone"):
@@ -484,4 +487,9 @@ def _map_fact(mapper: _Mapper, fact: _Fact, index: int, result: NormalizeResult)
         tag = fact.__struct_config__.tag
         result.errors.append(NormalizeError(f"$.events[{index}]", problem, f"simulated.{tag}"))
         return
-    result.events.append(_DISPATCH[type(fact)](mapper, fact))
+    try:
+        result.events.append(_DISPATCH[type(fact)](mapper, fact))
+    except pydantic.ValidationError as exc:  # a value the schema refuses: this fact only
+        tag = fact.__struct_config__.tag
+        reason = f"not a valid canonical event: {exc.errors()[0]['msg']}"
+        result.errors.append(NormalizeError(f"$.events[{index}]", reason, f"simulated.{tag}"))
