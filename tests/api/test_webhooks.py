@@ -265,3 +265,20 @@ def test_health_ready_metrics(make_client: Any) -> None:
         "wacanon_persist_seconds_bucket",
     ):
         assert name in text, name
+
+
+def test_a_batch_mixing_owned_and_unowned_accounts_counts_the_unknown(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client()
+    payload = orjson.loads((FIXTURES / "cloud_api" / "batch_two_entries.json").read_bytes())
+    for change in payload["entry"][1]["changes"]:
+        change["value"]["metadata"]["phone_number_id"] = "999000111222333"  # nobody's
+    body = orjson.dumps(payload)
+    answer = client.post("/webhooks/cloud_api", content=body, headers=hub_signature(body))
+    assert answer.status_code == 200
+    stored = rows(database_url, events)
+    assert stored
+    assert {r.account_id for r in stored} == {"106540352242922"}
+    metrics = client.get("/metrics").text
+    assert 'wacanon_unknown_accounts_total{provider="cloud_api"} 1.0' in metrics

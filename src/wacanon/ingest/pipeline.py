@@ -81,6 +81,8 @@ class Plan:
     to_store: list[CanonicalEvent] = field(default_factory=list)
     shadow: list[CanonicalEvent] = field(default_factory=list)
     invalid_json: NormalizeError | None = None
+    #: Events for accounts no shopper owns (not stored; a batch may mix them with others).
+    unknown_account_events: int = 0
 
     @property
     def outcome(self) -> str:
@@ -183,6 +185,7 @@ class Pipeline:
             shopper = event.routing.shopper_id
             if shopper is None:
                 unknown += 1
+                plan.unknown_account_events += 1
                 continue
             flags = self._flags_for(shopper)
             if not flags.canonical:
@@ -232,7 +235,7 @@ class Pipeline:
         m.webhooks.labels(provider, plan.outcome).inc()
         if plan.result.ignored:
             m.ignored.labels(provider).inc(plan.result.ignored)
-        if plan.outcome == "unknown_account":
+        if plan.unknown_account_events:  # also when a batch mixes owned and unowned accounts
             m.unknown_accounts.labels(provider).inc()
         if plan.result.errors:
             m.normalization_errors.labels(provider).inc(len(plan.result.errors))
