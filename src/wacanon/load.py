@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -93,7 +92,3 @@ async def _post_one(
         report.ignored += int(answer.get("ignored", 0))
     elif len(report.failures) < 5:
         report.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else 0.0

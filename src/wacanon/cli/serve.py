@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
 from wacanon import __version__
@@ -59,7 +60,7 @@ def startup_lines(
 
 
 def _safe_url(settings: Settings) -> str:
-    return create_engine(settings.database_url).url.render_as_string(hide_password=True)
+    return sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 @app.command("serve")

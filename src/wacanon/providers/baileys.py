@@ -863,10 +863,7 @@ _HANDLERS: dict[str, Handler] = {
 def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     """Normalize one bridge POST (one Baileys event)."""
     result = NormalizeResult()
-    try:
-        decoded = decode_body(body)
-    except RecursionError:  # msgspec gives up on JSON nested ~1000 deep
-        decoded = NormalizeError("$", "invalid JSON: nested too deeply")
+    decoded = decode_body(body)
     envelope = decoded if isinstance(decoded, NormalizeError) else convert(decoded, Envelope, "$")
     if isinstance(envelope, NormalizeError):
         result.errors.append(envelope)

@@ -971,18 +971,10 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     return result
 
 
-def _decode(body: bytes | str) -> Any:
-    """JSON, or an error value; nesting too deep or unencodable text is not JSON we can read."""
-    try:
-        return decode_body(body)
-    except (RecursionError, UnicodeError) as exc:
-        return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
-
-
 def _normalize_tolerant(builder: EventBuilder, body: bytes | str) -> NormalizeResult:
     """Type the envelope level by level and each item on its own (see :meth:`_Change.items`)."""
     result = NormalizeResult()
-    data = _decode(body)
+    data = decode_body(body)
     if isinstance(data, NormalizeError):
         result.errors.append(data)
         return result

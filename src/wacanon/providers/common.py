@@ -109,8 +109,10 @@ def decode_body(body: bytes | str) -> Any | NormalizeError:
         return decode_json(body)
     except msgspec.DecodeError as exc:
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
-    except RecursionError:
-        return NormalizeError(path="$", message="JSON nested too deeply to read")
+    except RecursionError:  # msgspec gives up on JSON nested about 1,000 deep
+        return NormalizeError(
+            path="$", message="invalid JSON: nested too deeply to read", code="invalid_json"
+        )
     except UnicodeError as exc:  # a str body with lone surrogates cannot be UTF-8
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
 

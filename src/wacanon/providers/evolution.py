@@ -89,7 +89,6 @@ from wacanon.providers.wa_web import (
     key_parties,
     long_value,
     map_content,
-    own_number,
 )
 
 PROVIDER: Final = "evolution"
@@ -864,7 +863,7 @@ _IGNORED_EVENTS = frozenset(
 @functools.lru_cache(maxsize=256)
 def _own_number(sender: str | None) -> str | None:
     """The instance's own number; the same few ``sender`` values repeat in every webhook."""
-    return own_number(sender)
+    return phone_of(sender)
 
 
 def _event_key(name: str) -> str:
@@ -929,10 +928,7 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
 
 def _read_tolerant(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     """Decode to plain values, then type the envelope and each item alone."""
-    try:
-        raw = decode_body(body)
-    except UnicodeError:  # a str body with lone surrogates cannot be read as UTF-8
-        raw = NormalizeError("$", "invalid JSON: not valid Unicode", code="invalid_json")
+    raw = decode_body(body)
     if isinstance(raw, NormalizeError):
         return NormalizeResult(errors=[raw])
     envelope = convert(raw, Envelope, "$")

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from wacanon.canonical.ids import Person, is_group_jid, person_from_jids, phone_of
+from wacanon.canonical.ids import Person, is_group_jid, person_from_jids
 
 # --------------------------------------------------------------------------- scalars
 
@@ -682,8 +682,3 @@ def content_path(message: dict[str, Any]) -> str:
         parts.append(".message")
         message = inner
     return "".join(parts)
-
-
-def own_number(jid: str | None) -> str | None:
-    """The account's own number from an envelope ``sender`` / ``wuid`` JID."""
-    return phone_of(jid)
