@@ -4,7 +4,8 @@
     ├── UnknownProviderError   a provider name that is not in the registry
     ├── ConfigError            configuration that cannot be used (named key, problem)
     ├── VerificationError      a webhook whose signature / API key / token does not verify
-    └── StoreError             the database cannot be used (unreachable, schema behind)
+    └── StoreError             the database cannot be used (schema behind, …)
+        └── DatabaseUnreachable    it does not answer (the server spools meanwhile)
 
 Bad *data* is never an exception: normalizers return error values
 (:class:`wacanon.providers.common.NormalizeError`) so that one bad item does not lose
@@ -37,3 +38,8 @@ class VerificationError(WacanonError):
 
 class StoreError(WacanonError):
     """The database cannot be used; driver errors are translated into this at the store edge."""
+
+
+class DatabaseUnreachable(StoreError):
+    """The database does not answer (down, refused, partitioned) — unlike a schema problem,
+    this is expected to pass: the server starts anyway and spools until it answers."""

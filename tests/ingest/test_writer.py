@@ -1,4 +1,4 @@
-"""The group-commit writer keeps going: a broken batch fails alone, the thread survives."""
+"""The group-commit writer keeps going: a broken webhook is set aside alone, the thread survives."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wacanon.ingest.spool import Spool, SpoolRecord
-from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
+from wacanon.ingest.writer import GroupCommitWriter, Job, Outcome
 from wacanon.store.database import create_engine, upgrade
 from wacanon.store.repository import JournalRow, WebhookWrite, WriteResult
 
@@ -30,7 +30,9 @@ def journal(correlation_id: str) -> JournalRow:
     )
 
 
-def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(tmp_path: Path) -> None:
+def test_an_unexpected_error_dead_letters_its_webhook_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     upgrade(engine)
 
@@ -56,6 +58,10 @@ def test_an_unexpected_error_fails_its_batch_and_the_writer_goes_on(tmp_path: Pa
     assert done.wait(10), "the writer stopped answering"
     writer.stop()
     engine.dispose()
-    assert isinstance(outcomes[0], Failed)
+    # The broken webhook is kept as a store_error dead letter (journal row, raw body).
+    assert isinstance(outcomes[0], WriteResult)
+    assert outcomes[0].refused is not None
+    assert outcomes[0].journaled
     assert isinstance(outcomes[1], WriteResult)
     assert outcomes[1].journaled
+    assert outcomes[1].refused is None

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.config import Settings
+from wacanon.errors import DatabaseUnreachable
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.spool import Spool
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
-from wacanon.store.database import create_engine, ensure_schema, schema_state
+from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
 
 log = structlog.get_logger("wacanon.service")
 
@@ -59,12 +60,22 @@ class Service:
         flags = FlagCache(engine, env, settings.flag_refresh_seconds)
         pipeline = Pipeline(settings, flags.for_shopper, metrics)
         spool = Spool(Path(settings.spool_path))
+
+        def on_connect(connection: sa.Connection) -> str | None:
+            """Before the writer uses a new connection: the schema is checked, and the flag
+            overrides are read, so webhooks drained after an outage obey today's flags."""
+            problem = schema_problem(connection)
+            if problem is None:
+                flags.refresh()
+            return problem
+
         writer = GroupCommitWriter(
             engine,
             spool,
             pipeline.replan,
             pipeline.drained,
             on_batch=metrics.observe_batch,
+            on_connect=on_connect,
         )
         return cls(settings, engine, metrics, flags, pipeline, spool, writer)
 
@@ -77,10 +88,22 @@ class Service:
         interval keeps the writer's turn short.
         """
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self.notes.append(ensure_schema(self.engine))
+        database_up = True
+        try:
+            self.notes.append(ensure_schema(self.engine))
+        except DatabaseUnreachable as exc:
+            # The spool exists for exactly this: accept webhooks now, drain when it answers
+            # (the writer checks the schema before its first write).
+            database_up = False
+            self.notes.append(f"{exc}; webhooks are spooled until it answers")
+            log.error("database unreachable at start-up; spooling webhooks", error=str(exc))
+        problem = self.spool.problem()
+        if problem is not None:
+            self.notes.append(problem)
+            log.error("spool unusable: an outage of the database will mean 503s", error=problem)
         self.metrics.spool_depth.set(self.spool.depth())
         self.flags.start()
-        self.writer.start()
+        self.writer.start(database_up=database_up)
         self._housekeeping.start()
         # Everything built so far (frameworks, schemas, the engine) lives as long as the
         # process: move it out of the collector's sight, or each full collection walks it
@@ -114,7 +137,11 @@ class Service:
                 return Failed(f"no durable outcome within {PERSIST_TIMEOUT_SECONDS:.0f} s")
 
     def ready(self) -> tuple[bool, str]:
-        """Database reachable and migrations at head."""
+        """Database reachable, migrations at head, and the spool writable (the spool is what
+        keeps webhooks when the database is away: without it an outage means 503s)."""
+        problem = self.spool.problem()
+        if problem is not None:
+            return False, problem
         try:
             state = schema_state(self.engine)
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
@@ -161,6 +188,12 @@ class Arrival:
         if self._open:
             self._open = False
             self._writer.submit(None)
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:

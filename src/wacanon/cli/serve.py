@@ -13,7 +13,7 @@ from wacanon import __version__
 from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, load_or_fail
 from wacanon.config import DEFAULT_CONFIG_NAME, EXAMPLE, LoadedConfig, Settings
-from wacanon.errors import ConfigError, StoreError
+from wacanon.errors import ConfigError, DatabaseUnreachable, StoreError
 from wacanon.flags import FlagSnapshot, all_names
 from wacanon.providers.registry import PROVIDERS
 from wacanon.store.database import create_engine, ensure_schema
@@ -84,6 +84,8 @@ def serve_command(
     check_flags_env()
     try:
         schema_note = ensure_schema(create_engine(loaded.settings.database_url))
+    except DatabaseUnreachable as exc:
+        schema_note = f"UNREACHABLE: {exc}; webhooks are spooled until it answers"
     except StoreError as exc:
         raise fail(str(exc)) from None
     for line in startup_lines(loaded, schema_note, host, port, workers):

@@ -72,6 +72,18 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.invalid_bodies = Counter(
+            "wacanon_invalid_json_total",
+            "Webhook bodies that are not JSON at all (kept as dead letters, answered 400).",
+            ["provider"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "wacanon_store_errors_total",
+            "Webhooks whose data the database refused (kept as store_error dead letters).",
+            ["provider"],
+            registry=r,
+        )
         self.signature_failures = Counter(
             "wacanon_signature_failures_total",
             "Webhooks refused by verification.",

@@ -48,6 +48,8 @@ class Received:
     received_at: datetime
     signature_valid: bool
     path_event: str | None = None
+    #: Secret values were masked out of ``body`` (see :mod:`wacanon.ingest.masking`).
+    body_masked: bool = False
 
     def spool_record(self) -> SpoolRecord:
         return SpoolRecord(
@@ -57,6 +59,7 @@ class Received:
             signature_valid=self.signature_valid,
             body_b64=base64.b64encode(self.body).decode("ascii"),
             path_event=self.path_event,
+            body_masked=self.body_masked,
         )
 
     @classmethod
@@ -68,6 +71,7 @@ class Received:
             record.received_at,
             record.signature_valid,
             record.path_event,
+            record.body_masked,
         )
 
 
@@ -89,19 +93,32 @@ class Plan:
         return self.write.journal.outcome
 
     def reply(self, result: WriteResult | None) -> dict[str, Any]:
-        """The body answered to the provider (``events`` new or normalized, ``duplicates``)."""
+        """The body answered to the provider.
+
+        ``events`` counts new events (stored, or only logged in shadow mode),
+        ``duplicates`` the events already stored. Flags say why the counts may surprise:
+        ``spooled`` (the database was away; counted when drained), ``shadow`` (shadow mode
+        stores nothing, so a redelivery is not a duplicate), ``unknown_account`` (some or
+        all events belong to accounts no shopper owns), ``dead_letter`` (the database
+        refused the data; the webhook is kept as a dead letter, its events not stored).
+        """
+        refused = result is not None and result.refused is not None
         new = len(result.new_keys) if result is not None else 0
-        stored_or_queued = len(self.to_store)
+        duplicates = len(self.to_store) - new if result is not None and not refused else 0
         body: dict[str, Any] = {
             "correlation_id": self.received.correlation_id,
             "events": new + len(self.shadow),
-            "duplicates": stored_or_queued - new if result is not None else 0,
+            "duplicates": duplicates,
             "ignored": self.result.ignored,
         }
         if result is None:
             body["spooled"] = True
-        if self.outcome == "unknown_account":
+        if self.shadow:
+            body["shadow"] = True
+        if self.unknown_account_events:
             body["unknown_account"] = True
+        if refused:
+            body["dead_letter"] = True
         return body
 
 
@@ -167,6 +184,7 @@ class Pipeline:
             path_event=received.path_event,
             ignored=result.ignored,
             errors=len(result.errors),
+            body_masked=received.body_masked,
         )
         plan = Plan(received=received, result=result, write=WebhookWrite(journal=journal))
         invalid = next((e for e in result.errors if e.code == "invalid_json"), None)
@@ -195,10 +213,7 @@ class Pipeline:
             else:
                 plan.to_store.append(event)
         journal = plan.write.journal
-        if plan.result.events:
-            first = plan.result.events[0]
-            journal.account_id = first.source.account_id
-            journal.shopper_id = first.routing.shopper_id
+        journal.account_id, journal.shopper_id = _sole_owner(plan.result.events)
         if plan.to_store:
             journal.outcome = "stored"
         elif plan.shadow:
@@ -232,12 +247,15 @@ class Pipeline:
                     signals.webhook_spooled, provider, correlation_id=plan.received.correlation_id
                 )
             return
-        m.webhooks.labels(provider, plan.outcome).inc()
+        outcome = "store_error" if result.refused is not None else plan.outcome
+        m.webhooks.labels(provider, outcome).inc()
         if plan.result.ignored:
             m.ignored.labels(provider).inc(plan.result.ignored)
         if plan.unknown_account_events:  # also when a batch mixes owned and unowned accounts
             m.unknown_accounts.labels(provider).inc()
-        if plan.result.errors:
+        if plan.invalid_json is not None:  # not JSON at all: its own series, not the
+            m.invalid_bodies.labels(provider).inc()  # normalizers' error rate
+        elif plan.result.errors:
             m.normalization_errors.labels(provider).inc(len(plan.result.errors))
         if plan.result.errors and not quiet:
             self._send(
@@ -250,6 +268,15 @@ class Pipeline:
             m.events.labels(provider, event.event_type, "shadow").inc()
             _log_shadow(event)
         if quiet:
+            return
+        if result.refused is not None:  # kept as a dead letter: no event was stored
+            m.store_errors.labels(provider).inc()
+            self._send(
+                signals.webhook_journaled,
+                provider,
+                correlation_id=plan.received.correlation_id,
+                outcome=outcome,
+            )
             return
         for event in plan.to_store:
             if event.idempotency_key in result.new_keys:
@@ -276,6 +303,21 @@ class Pipeline:
 
     def _count_signal_failure(self, name: str) -> None:
         self._metrics.signal_failures.labels(name).inc()
+
+
+def _sole_owner(events: Sequence[CanonicalEvent]) -> tuple[str | None, str | None]:
+    """The account and shopper a webhook belongs to — none when its events span several
+    (a Cloud API batch can carry entries of many phone numbers)."""
+    if not events:
+        return None, None
+    account: str | None = events[0].source.account_id
+    shopper: str | None = events[0].routing.shopper_id
+    for event in events:
+        if event.source.account_id != account:
+            account = None
+        if event.routing.shopper_id != shopper:
+            shopper = None
+    return account, shopper
 
 
 def _log_shadow(event: CanonicalEvent) -> None:

@@ -16,6 +16,8 @@ import base64
 import contextlib
 import fcntl
 import os
+import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +39,7 @@ class SpoolRecord(msgspec.Struct):
     signature_valid: bool
     body_b64: str
     path_event: str | None = None
+    body_masked: bool = False
 
     @property
     def body(self) -> bytes:
@@ -54,12 +57,30 @@ class Spool:
     def __post_init__(self) -> None:
         self._file: IO[bytes] | None = None
         self._path = self.directory / f"spool-{os.getpid()}.jsonl"
+        self._checked = False
+
+    def _ensure_directory(self) -> None:
+        """The directory, created 0700 whatever the umask (spooled bodies are personal
+        data); an existing one open to group or others is reported once."""
+        try:
+            self.directory.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            if not self._checked:
+                mode = stat.S_IMODE(self.directory.stat().st_mode)
+                if mode & 0o077:
+                    log.warning(
+                        f"the spool directory {self.directory} is accessible by group/others "
+                        f"(mode {mode:04o}); run `chmod 700 {self.directory}`"
+                    )
+        else:
+            self.directory.chmod(0o700)
+        self._checked = True
 
     def append(self, records: Sequence[SpoolRecord]) -> None:
         """Append and fsync; raises OSError when the spool cannot be written (→ 503)."""
         if self._file is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._path, "ab")  # noqa: SIM115 - held open across batches
+            self._ensure_directory()
+            self._file = _open_private(self._path)
             # Held while this process appends, so no other worker claims a live file.
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
             _fsync_directory(self.directory)
@@ -84,10 +105,23 @@ class Spool:
             reason=reason,
             correlation_id=record.correlation_id,
         )
-        with open(self.directory / "rejected.jsonl.rejected", "ab") as handle:
+        self._ensure_directory()
+        with _open_private(self.directory / "rejected.jsonl.rejected") as handle:
             handle.write(_encoder.encode(record) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def problem(self) -> str | None:
+        """Why the spool could not take a webhook now, or None: found at start-up and by
+        ``/ready``, not during the outage the spool exists for."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.directory)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"spool directory {self.directory} is not writable: {exc}"
+        return None
 
     def depth(self) -> int:
         """Records waiting in every spool file of the directory."""
@@ -143,6 +177,17 @@ def _read(handle: IO[bytes], path: Path) -> Iterator[SpoolRecord]:
             yield _decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
             log.warning("skipping a torn spool line", file=str(path), line=number)
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    """Open for appending, creating the file 0600 whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -13,16 +13,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-import msgspec
-
 from wacanon.errors import VerificationError
-
-
-class _ApiKeyField(msgspec.Struct, forbid_unknown_fields=False):
-    apikey: str | None = None
-
-
-_api_key_decoder = msgspec.json.Decoder(_ApiKeyField)
+from wacanon.ingest.masking import body_api_key
 
 
 def hmac_sha256_hex(secret: str, body: bytes) -> str:
@@ -38,13 +30,6 @@ def _check_signature(header: str | None, secret: str, body: bytes, name: str) ->
     expected = hmac_sha256_hex(secret, body).encode()
     if not hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected):
         raise VerificationError(f"{name} does not match the body")
-
-
-def _body_api_key(body: bytes) -> str | None:
-    try:
-        return _api_key_decoder.decode(body).apikey
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
 
 
 def verify(
@@ -67,7 +52,7 @@ def verify(
     elif provider == "baileys":
         _check_signature(headers.get("x-wacanon-signature"), secret, body, "X-Wacanon-Signature")
     elif provider == "evolution":
-        given = headers.get("apikey") or _body_api_key(body)
+        given = headers.get("apikey") or body_api_key(body)
         if not given:
             raise VerificationError("missing API key (apikey header or body field)")
         if not hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode()):

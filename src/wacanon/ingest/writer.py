@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +28,13 @@ import structlog
 
 from wacanon.ingest.spool import Spool, SpoolRecord
 from wacanon.store.database import prepare_writer
-from wacanon.store.repository import DeadLetter, WebhookWrite, WriteResult, write_batch
+from wacanon.store.repository import (
+    DeadLetter,
+    JournalRow,
+    WebhookWrite,
+    WriteResult,
+    write_batch,
+)
 
 log = structlog.get_logger("wacanon.writer")
 
@@ -51,6 +58,11 @@ class Failed:
 
 
 Outcome = WriteResult | Spooled | Failed
+
+
+class NotWritable(Exception):
+    """The database answers but must not be written to yet (its schema is not at head):
+    handled like an unreachable database — spool, and check again later."""
 
 
 class Spoolable(Protocol):
@@ -101,12 +113,14 @@ class GroupCommitWriter:
         *,
         max_batch: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
+        on_connect: Callable[[sa.Connection], str | None] | None = None,
     ) -> None:
         self._engine = engine
         self._spool = spool
         self._replan = replan
         self._on_drained = on_drained
         self._on_batch = on_batch
+        self._on_connect = on_connect
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="wacanon-writer", daemon=True)
@@ -114,13 +128,19 @@ class GroupCommitWriter:
         self._connection: sa.Connection | None = None
         self._arriving = 0
         self.database_up = True
+        self._warned_not_writable = False
         # Draining, one chunk between live batches: the claimed files and the current one.
         self._claims: Iterator[tuple[Path, list[SpoolRecord]]] | None = None
         self._draining: tuple[Path, list[SpoolRecord], int] | None = None
         self._spool_pending = True  # check at start-up; set again whenever we spool
         self._next_spool_check = 0.0
 
-    def start(self) -> None:
+    def start(self, *, database_up: bool = True) -> None:
+        """Start the thread; ``database_up=False`` when the database did not answer at
+        start-up, so the first webhooks go straight to the spool."""
+        if not database_up:
+            self.database_up = False
+            self._down_until = time.monotonic() + RETRY_SECONDS
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -177,7 +197,8 @@ class GroupCommitWriter:
             log.exception("writer error; answering 503", error=str(exc), webhooks=len(jobs))
             for job in unfinished:
                 job.finish(Failed(f"internal error: {type(exc).__name__}"))
-            self._close_claims()
+            if not jobs:  # the drain itself failed: claim the file again next time
+                self._close_claims()
 
     def _gather(self, first: object) -> tuple[list[Job], bool]:
         """The next batch: what is queued, plus what requests in progress are about to queue.
@@ -213,11 +234,20 @@ class GroupCommitWriter:
             return
         try:
             results = self._write([job.write for job in jobs])
+        except NotWritable as exc:
+            self._mark_down(exc)
+            self._to_spool(jobs)
+            return
         except sa.exc.DBAPIError as exc:
             if _unreachable(exc):
                 self._mark_down(exc)
                 self._to_spool(jobs)
                 return
+            log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
+            for job in jobs:
+                self._commit_alone(job)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. text the driver cannot encode
             log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
             for job in jobs:
                 self._commit_alone(job)
@@ -229,24 +259,44 @@ class GroupCommitWriter:
             job.finish(result)
 
     def _commit_alone(self, job: Job) -> None:
-        """One webhook whose data the database refused: keep it as a dead letter, never lose it."""
+        """One webhook whose data the database refused: keep it as a dead letter, never lose it.
+
+        The dead letter keeps the journal row's receipt details and the raw body (binary,
+        always storable) but none of the values derived from the body, since one of them
+        is what the database refused. Only when even that is refused — or the database
+        went away meanwhile — does the webhook fail (503, or stay in the spool).
+        """
         try:
             (result,) = self._write([job.write])
-        except sa.exc.DBAPIError as exc:
-            if _unreachable(exc):
+        except NotWritable as exc:
+            self._mark_down(exc)
+            self._to_spool([job])
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the data is the suspect
+            if isinstance(exc, sa.exc.DBAPIError) and _unreachable(exc):
                 self._mark_down(exc)
                 self._to_spool([job])
                 return
-            job.write.journal.outcome = "store_error"
-            fallback = WebhookWrite(
-                journal=job.write.journal,
-                dead_letter=DeadLetter(kind="store_error", error=_brief(exc)),
+            reason = f"{type(exc).__name__}: {_brief(exc)}"
+            log.error(
+                "database refused a webhook's data; keeping it as a dead letter",
+                error=reason,
+                correlation_id=job.write.journal.correlation_id,
             )
             try:
-                (result,) = self._write([fallback])
-            except sa.exc.DBAPIError as again:
-                job.finish(Failed(_brief(again)))
+                (result,) = self._write([_dead_letter_only(job.write, reason)])
+            except NotWritable as again:
+                self._mark_down(again)
+                self._to_spool([job])
                 return
+            except sa.exc.DBAPIError as again:
+                if _unreachable(again):
+                    self._mark_down(again)
+                    self._to_spool([job])
+                    return
+                job.finish(Failed(f"refused by the database: {_brief(again)}"))
+                return
+            result.refused = reason
         job.finish(result)
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
@@ -264,10 +314,23 @@ class GroupCommitWriter:
                 raise
         return self._transaction(writes)
 
+    def _connect(self) -> sa.Connection:
+        """A new writer connection, checked (``on_connect``) before anything is written."""
+        connection = self._engine.connect()
+        try:
+            prepare_writer(connection)
+            problem = self._on_connect(connection) if self._on_connect is not None else None
+        except BaseException:
+            connection.close()
+            raise
+        if problem is not None:
+            connection.close()
+            raise NotWritable(problem)
+        return connection
+
     def _transaction(self, writes: list[WebhookWrite]) -> list[WriteResult]:
         if self._connection is None:
-            self._connection = self._engine.connect()
-            prepare_writer(self._connection)
+            self._connection = self._connect()
         connection = self._connection
         try:
             with connection.begin():
@@ -291,7 +354,10 @@ class GroupCommitWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self.database_up:
-            log.error("database unreachable; spooling webhooks", error=_brief(exc))
+            log.error("database unusable; spooling webhooks", error=_brief(exc))
+        elif isinstance(exc, NotWritable) and not self._warned_not_writable:
+            log.error("database answers but cannot be written; spooling", error=str(exc))
+            self._warned_not_writable = True
         self.database_up = False
         self._down_until = time.monotonic() + RETRY_SECONDS
 
@@ -299,6 +365,7 @@ class GroupCommitWriter:
         if not self.database_up:
             log.info("database reachable again; draining the spool")
         self.database_up = True
+        self._warned_not_writable = False
         self._down_until = 0.0
 
     # ------------------------------------------------------------ draining
@@ -315,36 +382,49 @@ class GroupCommitWriter:
             self._spool_pending = self._spool.has_records()
         return self._spool_pending
 
-    def _drain_step(self, _: list[Job]) -> None:
+    def _drain_step(self, _jobs: list[Job]) -> None:
         """Replay one chunk of the spool through the normal commit path.
 
         Called between live batches, so a steady stream of webhooks never starves the
         drain and the drain never holds up live webhooks for more than one chunk. Before
         claiming a file, the database must answer: while it is down, nothing is re-read.
+
+        A record that cannot be stored for what it holds (it cannot be planned, or the
+        database refuses even its dead letter) is set aside in the spool's rejected file
+        so the rest drains; only an unreachable database keeps the file for later.
         """
         current = self._draining or self._claim_next()
         if current is None:
             return
         path, records, start = current
         chunk = records[start : start + DRAIN_CHUNK]
-        outcomes: list[Outcome] = []
-        planned = []
+        outcomes: dict[int, Outcome] = {}
+        planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]] = []
         for record in chunk:
             try:
                 planned.append((self._replan(record), record))
-            except ValueError as exc:  # e.g. a body that is not base64: set it aside
+            except Exception as exc:  # noqa: BLE001 - any record that cannot be planned
                 self._spool.reject(record, f"{type(exc).__name__}: {exc}")
-        self._commit([Job(write, _Spooled(r), outcomes.append) for (write, _), r in planned])
-        if any(isinstance(o, Failed) for o in outcomes):
-            self._close_claims()  # the file stays, claimed again on the next attempt
-            return
-        stored = [
-            (context, o)
-            for ((_, context), _), o in zip(planned, outcomes, strict=True)
-            if isinstance(o, WriteResult)
+        jobs = [
+            Job(write, _Spooled(r), partial(outcomes.__setitem__, index))
+            for index, ((write, _), r) in enumerate(planned)
         ]
+        self._guarded(self._commit, jobs)
+        stored: list[tuple[object, WriteResult]] = []
+        refused: list[tuple[SpoolRecord, str]] = []
+        for index, ((_, context), record) in enumerate(planned):
+            outcome = outcomes.get(index)
+            if isinstance(outcome, WriteResult):
+                stored.append((context, outcome))
+            elif not isinstance(outcome, Spooled):  # moved back to the spool: nothing lost
+                refused.append((record, outcome.reason if outcome else "no outcome"))
         if stored:
             self._on_drained(stored)
+        if refused and not self.database_up:  # not the data: keep the file for later
+            self._close_claims()
+            return
+        for record, reason in refused:
+            self._spool.reject(record, reason)
         rest = records[start + len(chunk) :]
         if rest and not self.database_up:  # down again mid-file: move the rest, unread
             try:
@@ -387,11 +467,10 @@ class GroupCommitWriter:
     def _database_answers(self) -> bool:
         try:
             if self._connection is None:
-                self._connection = self._engine.connect()
-                prepare_writer(self._connection)
+                self._connection = self._connect()
             self._connection.exec_driver_sql("SELECT 1")
             self._connection.rollback()
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, NotWritable) as exc:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
@@ -407,6 +486,23 @@ class _Spooled:
 
     def spool_record(self) -> SpoolRecord:
         return self.record
+
+
+def _dead_letter_only(write: WebhookWrite, reason: str) -> WebhookWrite:
+    """What is left of a refused webhook: its receipt and raw body, as a ``store_error``."""
+    j = write.journal
+    journal = JournalRow(
+        correlation_id=j.correlation_id,
+        received_at=j.received_at,
+        provider=j.provider,
+        body=j.body,
+        body_sha256=j.body_sha256,
+        signature_valid=j.signature_valid,
+        outcome="store_error",
+        body_masked=j.body_masked,
+        errors=j.errors,
+    )
+    return WebhookWrite(journal=journal, dead_letter=DeadLetter(kind="store_error", error=reason))
 
 
 def _brief(exc: BaseException) -> str:

@@ -9,24 +9,32 @@ any database behind head is refused with the command that fixes it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from wacanon.errors import StoreError
+from wacanon.errors import DatabaseUnreachable, StoreError
 
 WAL_CHECKPOINT_PAGES = 4000
+
+log = structlog.get_logger("wacanon.store")
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine with the durability settings wacanon relies on."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(sa.engine.make_url(url))
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -47,6 +55,33 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         },
         **kwargs,
     )
+
+
+def _private_sqlite_file(url: sa.engine.URL) -> None:
+    """Create a SQLite file 0600 before SQLite opens it (SQLite gives ``-wal`` and ``-shm``
+    the database file's mode), whatever the umask; report an existing one that is open to
+    group or others. The database holds raw webhook bodies: personal data."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                log.warning(
+                    f"the database file {path} is accessible by group/others "
+                    f"(mode {mode:04o}); run `chmod 600 {path}`"
+                )
+        return
+    except OSError:
+        return  # e.g. a missing directory: SQLite reports it when it connects
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -114,9 +149,26 @@ def schema_state(engine: sa.Engine) -> SchemaState:
             current = MigrationContext.configure(connection).get_current_revision()
             empty = not sa.inspect(connection).get_table_names()
     except sa.exc.OperationalError as exc:
-        raise StoreError(f"cannot reach the database: {_first_line(exc)}") from exc
+        raise DatabaseUnreachable(f"cannot reach the database: {_first_line(exc)}") from exc
     head = head_revision(engine.url.render_as_string(hide_password=False))
     return SchemaState(current=current, head=head, empty=empty)
+
+
+def schema_problem(connection: sa.Connection) -> str | None:
+    """Why this database cannot take writes from this version (schema not at head), or None.
+
+    Checked by the writer on every new connection, so a server that started while the
+    database was unreachable never writes into a database it has not checked.
+    """
+    current = MigrationContext.configure(connection).get_current_revision()
+    connection.rollback()
+    head = head_revision(connection.engine.url.render_as_string(hide_password=False))
+    if current == head:
+        return None
+    return (
+        f"the database schema is at {current or 'nothing'}, this version needs {head}: "
+        "run `wacanon db upgrade`"
+    )
 
 
 def ensure_schema(engine: sa.Engine) -> str:

@@ -38,6 +38,7 @@ class JournalRow:
     shopper_id: str | None = None
     ignored: int = 0
     errors: int = 0
+    body_masked: bool = False
 
 
 @dataclass(slots=True)
@@ -57,10 +58,16 @@ class WebhookWrite:
 
 @dataclass(slots=True)
 class WriteResult:
-    """What one webhook's write did: which event keys were new, and whether it was journaled."""
+    """What one webhook's write did: which event keys were new, and whether it was journaled.
+
+    ``refused`` names why the database refused the webhook's data: it was then kept as a
+    ``store_error`` dead letter (journal row plus raw body), and its events were not stored
+    — they are neither new nor duplicates.
+    """
 
     new_keys: set[str]
     journaled: bool
+    refused: str | None = None
 
 
 def _insert(dialect: str, table: sa.Table) -> Any:
@@ -91,15 +98,38 @@ def _insert_returning_sql(
 
 
 def _params(dialect: str, columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """Flat driver parameters; SQLite gets times as SQLAlchemy stores them (naive UTC text)."""
+    """Flat driver parameters; SQLite gets times as SQLAlchemy stores them (naive UTC text).
+
+    Every text goes through :func:`storable`, so no value a provider sent can make the
+    database refuse a row.
+    """
     flat: list[Any] = []
     if dialect == "sqlite":
         for row in rows:
-            flat.extend(_sqlite_time(row[c]) if c in _TIME_COLUMNS else row[c] for c in columns)
+            for c in columns:
+                value = row[c]
+                if c in _TIME_COLUMNS:
+                    value = _sqlite_time(value)
+                elif value.__class__ is str and "\x00" in value:
+                    value = storable(value)
+                flat.append(value)
     else:
         for row in rows:
-            flat.extend(row[c] for c in columns)
+            for c in columns:
+                value = row[c]
+                if value.__class__ is str and "\x00" in value:
+                    value = storable(value)
+                flat.append(value)
     return flat
+
+
+def storable(text: str) -> str:
+    """Text every database accepts: PostgreSQL refuses NUL characters in ``text`` columns
+    (SQLite would keep them, and tools reading it would cut the value short), so a NUL
+    becomes U+FFFD. The raw body, which keeps the exact bytes, is binary and untouched;
+    the canonical JSON escapes NUL as ``\\u0000`` and never contains one.
+    """
+    return text.replace("\x00", "\ufffd")
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -139,7 +169,7 @@ def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> li
             "correlation_id": w.journal.correlation_id,
             "provider": w.journal.provider,
             "kind": w.dead_letter.kind,
-            "error": w.dead_letter.error,
+            "error": storable(w.dead_letter.error),
             "body": w.journal.body,
         }
         for w in writes
@@ -195,6 +225,7 @@ def _insert_journal(
                 "body": j.body,
                 "body_sha256": j.body_sha256,
                 "signature_valid": j.signature_valid,
+                "body_masked": j.body_masked,
                 "outcome": j.outcome,
                 "account_id": j.account_id,
                 "shopper_id": j.shopper_id,

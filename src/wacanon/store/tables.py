@@ -32,6 +32,9 @@ webhook_journal = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Column("body_sha256", sa.String(64), nullable=False),
     sa.Column("signature_valid", sa.Boolean, nullable=False),
+    # Secret values (Evolution's ``apikey``) were replaced in ``body`` before anything was
+    # kept; ``body_sha256`` is the digest of the body as kept.
+    sa.Column("body_masked", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("account_id", sa.Text),
     sa.Column("shopper_id", sa.Text),

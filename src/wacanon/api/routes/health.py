@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,6 +12,7 @@ from wacanon.api.deps import ServiceDep
 from wacanon.api.routes.webhooks import reply
 
 router = APIRouter()
+log = structlog.get_logger("wacanon.health")
 
 
 @router.get("/health")
@@ -20,8 +22,13 @@ async def health() -> Response:
 
 @router.get("/ready")
 async def ready(service: ServiceDep) -> Response:
+    """Ready or not, and nothing more: what is wrong (hosts, driver errors, paths) goes to
+    the log, never to whoever can reach this URL."""
     ok, detail = await run_in_threadpool(service.ready)
-    return reply(200 if ok else 503, {"status": "ready" if ok else "not ready", "detail": detail})
+    if ok:
+        return reply(200, {"status": "ready"})
+    log.warning("not ready", reason=detail)
+    return reply(503, {"status": "not ready"})
 
 
 @router.get("/metrics")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from wacanon.api.deps import ServiceDep, get_service
 from wacanon.api.service import Arrival, Service
 from wacanon.errors import VerificationError
+from wacanon.ingest.masking import mask_secrets
 from wacanon.ingest.pipeline import Received
 from wacanon.ingest.verify import verify
 from wacanon.ingest.writer import Failed, Spooled
@@ -76,10 +78,17 @@ async def cloud_api_challenge(request: Request, service: ServiceDep) -> Response
 # second.
 
 
+#: Evolution's event names as its "webhook by events" URLs spell them (``messages-upsert``,
+#: ``MESSAGES_UPSERT``, ``messages.upsert``); anything else is not an Evolution URL.
+EVOLUTION_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
 async def evolution_by_event(request: Request) -> Response:
     """Evolution's "webhook by events" URLs (``/webhooks/evolution/messages-upsert``)."""
-    service = get_service(request)
-    return await receive(service, "evolution", request, request.path_params["event"])
+    event = request.path_params["event"]
+    if not EVOLUTION_EVENT.fullmatch(event):
+        return reply(404, {"error": "not an Evolution event URL"})
+    return await receive(get_service(request), "evolution", request, event)
 
 
 async def webhook(request: Request) -> Response:
@@ -102,11 +111,9 @@ async def receive(
     started = time.perf_counter()
     correlation_id = os.urandom(16).hex()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
-    arrival = service.arrival()
     try:
-        return await _receive(service, provider, request, correlation_id, path_event, arrival)
+        return await _receive(service, provider, request, correlation_id, path_event)
     finally:
-        arrival.close()
         service.metrics.latency.labels(provider).observe(time.perf_counter() - started)
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
@@ -117,7 +124,6 @@ async def _receive(
     request: Request,
     correlation_id: str,
     path_event: str | None,
-    arrival: Arrival,
 ) -> Response:
     settings = service.settings
     try:
@@ -144,10 +150,21 @@ async def _receive(
         service.metrics.signature_failures.labels(provider).inc()
         service.metrics.webhooks.labels(provider, "unauthorized").inc()
         log.warning("webhook refused by verification", reason=str(exc))
-        return reply(401, {"correlation_id": correlation_id, "error": str(exc)})
+        # The reason stays in the log: a caller learns nothing about the configuration.
+        return reply(401, {"correlation_id": correlation_id, "error": "unauthorized"})
+    kept, masked = mask_secrets(provider, body)
     received = Received(
-        provider, body, correlation_id, datetime.now(UTC), signature_valid, path_event
+        provider, kept, correlation_id, datetime.now(UTC), signature_valid, path_event, masked
     )
+    # Only now, with a whole verified body in hand, tell the writer a job is coming: a
+    # request still arriving, or one that may fail verification, must not make every
+    # commit wait for it (see GroupCommitWriter._gather).
+    with service.arrival() as arrival:
+        return await _persist(service, received, arrival)
+
+
+async def _persist(service: Service, received: Received, arrival: Arrival) -> Response:
+    provider, correlation_id = received.provider, received.correlation_id
     plan = service.pipeline.plan(received)
     outcome = await service.persist(plan, received, arrival)
     if isinstance(outcome, Failed):

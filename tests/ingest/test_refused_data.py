@@ -1,0 +1,353 @@
+"""Data the database refuses never blocks anything: NUL characters, poison spool records,
+and a server started while the database is away (PostgreSQL, through a cuttable proxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from tests.api.conftest import (
+    EVOLUTION_KEY,
+    PERSIST,
+    SIM_TOKEN,
+    LiveServer,
+    bearer,
+    bridge_signature,
+    hub_signature,
+    make_settings,
+    sim_body,
+    sim_message,
+)
+from tests.ingest.proxy import CuttableProxy
+from tests.ingest.test_durability import _free_port, _start_server, post_many, scalar
+from wacanon.api.app import create_app
+from wacanon.api.service import Service
+from wacanon.ingest.pipeline import Pipeline, Plan, Received
+from wacanon.ingest.spool import Spool, SpoolRecord
+from wacanon.ingest.writer import GroupCommitWriter, Job, Outcome
+from wacanon.store.database import create_engine
+from wacanon.store.repository import WebhookWrite, WriteResult
+from wacanon.store.tables import dead_letters, events, webhook_journal
+
+COUNT_EVENTS = sa.select(sa.func.count()).select_from(events)
+COUNT_JOURNAL = sa.select(sa.func.count()).select_from(webhook_journal)
+
+
+def clean(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in (dead_letters, events, webhook_journal):
+            connection.execute(table.delete())
+    engine.dispose()
+
+
+def via_proxy(url: str) -> tuple[CuttableProxy, str]:
+    target = sa.engine.make_url(url)
+    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+    return proxy, target.set(port=proxy.port).render_as_string(hide_password=False)
+
+
+def cloud_text(phone_number_id: str, message_id: str) -> bytes:
+    return orjson.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "102290129340398",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": "15550783881",
+                                    "phone_number_id": phone_number_id,
+                                },
+                                "contacts": [
+                                    {"profile": {"name": "Ana"}, "wa_id": "5511987654321"}
+                                ],
+                                "messages": [
+                                    {
+                                        "from": "5511987654321",
+                                        "id": message_id,
+                                        "timestamp": "1772366400",
+                                        "type": "text",
+                                        "text": {"body": "Oi"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def wait_for(url: str, query: Any, expected: int, seconds: float = 30) -> int:
+    deadline = time.monotonic() + seconds
+    value = scalar(url, query)
+    while value < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        value = scalar(url, query)
+    return int(value)
+
+
+def test_nul_characters_among_spooled_webhooks_drain_with_the_rest(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """The reported outage: a NUL in an account id and in a message id, among 300 spooled."""
+    clean(postgres_server)
+    proxy, url = via_proxy(postgres_server)
+    proxy.open()
+    server = LiveServer(create_app(make_settings(url, tmp_path), env=PERSIST))
+    try:
+        base = server.start()
+        proxy.cut()
+        bodies = [sim_body(sim_message(f"NUL-{i:03d}")) for i in range(298)]
+        bodies.append(sim_body(sim_message("wamid.\u0000NUL")))
+        answers = asyncio.run(post_many(base, bodies, concurrency=10))
+        poison = cloud_text("111\u0000", "wamid.POISON")
+        with httpx.Client(base_url=base, timeout=30) as client:
+            answers.append(
+                client.post("/webhooks/cloud_api", content=poison, headers=hub_signature(poison))
+            )
+        assert {a.status_code for a in answers} == {200}
+        assert all(a.json().get("spooled") for a in answers)
+        proxy.open()
+        assert wait_for(postgres_server, COUNT_JOURNAL, 300) == 300
+        assert wait_for(postgres_server, COUNT_EVENTS, 299) == 299
+        with httpx.Client(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 5  # the gauge is refreshed every second
+            metrics = client.get("/metrics").text
+            while "wacanon_spool_depth 0.0" not in metrics and time.monotonic() < deadline:
+                time.sleep(0.2)
+                metrics = client.get("/metrics").text
+    finally:
+        server.stop()
+        proxy.cut()
+    assert "wacanon_spool_depth 0.0" in metrics
+    assert not [p for p in (tmp_path / "spool").glob("*.jsonl") if p.stat().st_size]
+    assert not any((tmp_path / "spool").glob("*.draining"))
+    engine = create_engine(postgres_server)
+    with engine.connect() as connection:
+        ids = {r[0] for r in connection.execute(sa.select(events.c.provider_message_id))}
+        unowned = connection.execute(
+            sa.select(webhook_journal.c.account_id, webhook_journal.c.outcome).where(
+                webhook_journal.c.provider == "cloud_api"
+            )
+        ).one()
+    engine.dispose()
+    assert "wamid.\ufffdNUL" in ids
+    assert tuple(unowned) == ("111\ufffd", "unknown_account")
+
+
+def test_a_nul_in_a_message_id_is_stored_not_a_duplicate(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client()
+    body = sim_body(sim_message("SIM-\u0000-1"))
+    first = client.post("/webhooks/simulated", content=body, headers=bearer()).json()
+    again = client.post("/webhooks/simulated", content=body, headers=bearer()).json()
+    assert (first["events"], first["duplicates"]) == (1, 0)
+    assert (again["events"], again["duplicates"]) == (0, 1)
+    assert scalar(database_url, COUNT_EVENTS) == 1
+    outcomes = {r[0] for r in _journal_outcomes(database_url)}
+    assert outcomes == {"stored"}
+
+
+def test_nul_in_evolution_instance_and_baileys_session_is_stored(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client(default_shopper_id="shop-9")
+    evolution = orjson.dumps(
+        {
+            "event": "messages.upsert",
+            "instance": "loja\u0000centro",
+            "apikey": EVOLUTION_KEY,
+            "data": {
+                "key": {"remoteJid": "5511987654321@s.whatsapp.net", "fromMe": False, "id": "E1"},
+                "message": {"conversation": "Oi"},
+                "messageTimestamp": 1772366400,
+            },
+        }
+    )
+    answer = client.post(
+        "/webhooks/evolution", content=evolution, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["events"] == 1
+    baileys = orjson.dumps(
+        {
+            "session": "sess\u0000ion",
+            "event": "messages.upsert",
+            "data": {
+                "type": "notify",
+                "messages": [
+                    {
+                        "key": {
+                            "remoteJid": "5511987654321@s.whatsapp.net",
+                            "fromMe": False,
+                            "id": "B1",
+                        },
+                        "message": {"conversation": "Oi"},
+                        "messageTimestamp": 1772366400,
+                    }
+                ],
+            },
+        }
+    )
+    answer = client.post("/webhooks/baileys", content=baileys, headers=bridge_signature(baileys))
+    assert answer.status_code == 200, answer.text
+    assert scalar(database_url, COUNT_EVENTS) == 2
+
+
+def _journal_outcomes(url: str) -> list[Any]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        found = list(connection.execute(sa.select(webhook_journal.c.outcome)))
+    engine.dispose()
+    return found
+
+
+def test_a_spooled_record_the_database_refuses_becomes_a_dead_letter(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """300 spooled webhooks, one of which PostgreSQL refuses for its data (a value too long
+    for its column, and a journal value no driver can encode): 299 events, 300 journal rows,
+    1 store_error dead letter, spool empty."""
+    clean(postgres_server)
+    settings = make_settings(postgres_server, tmp_path)
+    service = Service.build(settings, env=PERSIST)
+    pipeline: Pipeline = service.pipeline
+
+    def replan(record: SpoolRecord) -> tuple[WebhookWrite, object]:
+        write, plan = pipeline.replan(record)
+        if record.correlation_id == "poison":
+            write.events[0]["event_type"] = "x" * 100  # varchar(64): refused
+            write.journal.account_id = "acc\udc00"  # a lone surrogate: no driver encodes it
+        return write, plan
+
+    spool = Spool(tmp_path / "spool")
+    records = [
+        Received(
+            "simulated",
+            sim_body(sim_message(f"P-{i:03d}")),
+            "poison" if i == 150 else f"c-{i:03d}",
+            datetime.now(UTC),
+            True,
+        ).spool_record()
+        for i in range(300)
+    ]
+    spool.append(records)
+    spool._rotate()
+    engine = create_engine(postgres_server)
+    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), replan, pipeline.drained)
+    writer.start()
+    try:
+        assert wait_for(postgres_server, COUNT_JOURNAL, 300) == 300
+        assert scalar(postgres_server, COUNT_EVENTS) == 299
+        deadline = time.monotonic() + 10
+        while spool.has_records() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not spool.has_records()
+    finally:
+        writer.stop()
+    with engine.connect() as connection:
+        (letter,) = connection.execute(sa.select(dead_letters)).all()
+        journal = connection.execute(
+            sa.select(webhook_journal).where(webhook_journal.c.correlation_id == "poison")
+        ).one()
+    engine.dispose()
+    service.engine.dispose()
+    assert (letter.kind, letter.correlation_id) == ("store_error", "poison")
+    assert letter.body == sim_body(sim_message("P-150"))
+    assert journal.outcome == "store_error"
+
+
+def test_a_live_webhook_the_database_refuses_is_a_dead_letter_not_a_duplicate(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    clean(postgres_server)
+    service = Service.build(make_settings(postgres_server, tmp_path), env=PERSIST)
+    service.start()
+    try:
+        received = Received(
+            "simulated",
+            sim_body(sim_message("LIVE-1")),
+            "refused-live",
+            datetime.now(UTC),
+            True,
+        )
+        plan: Plan = service.pipeline.plan(received)
+        plan.write.events[0]["event_type"] = "x" * 100
+        outcomes: list[Outcome] = []
+        done = threading.Event()
+
+        def collect(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            done.set()
+
+        service.writer.expect()
+        service.writer.submit(Job(plan.write, received, collect))
+        assert done.wait(10)
+        (result,) = outcomes
+        assert isinstance(result, WriteResult)
+        assert result.refused is not None
+        answer = plan.reply(result)
+        service.pipeline.committed(plan, result)
+        assert (answer["events"], answer["duplicates"], answer["dead_letter"]) == (0, 0, True)
+        assert service.metrics.duplicates.labels("simulated")._value.get() == 0
+        assert service.metrics.store_errors.labels("simulated")._value.get() == 1
+    finally:
+        service.stop()
+    assert [tuple(r) for r in _journal_outcomes(postgres_server)] == [("store_error",)]
+
+
+def test_serve_restarted_during_an_outage_spools_then_drains(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """`wacanon serve` crashed while PostgreSQL was away: it starts anyway and spools."""
+    clean(postgres_server)
+    proxy, url = via_proxy(postgres_server)
+    proxy.open()
+    config = tmp_path / "wacanon.toml"
+    config.write_text(
+        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
+        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
+    )
+    port = _free_port()
+    log = tmp_path / "server.log"
+    first = _start_server(config, port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ok = asyncio.run(post_many(base, [sim_body(sim_message("BEFORE"))], concurrency=1))
+        assert ok[0].json()["events"] == 1
+        proxy.cut()
+        first.kill()
+        first.wait(10)
+        second = _start_server(config, port, log)  # raises if it does not come up
+        try:
+            bodies = [sim_body(sim_message(f"DURING-{i:02d}")) for i in range(20)]
+            during = asyncio.run(post_many(base, bodies, concurrency=4))
+            assert {r.status_code for r in during} == {200}
+            assert all(r.json().get("spooled") for r in during)
+            ready = httpx.get(f"{base}/ready", timeout=10)
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "not ready"}
+            proxy.open()
+            assert wait_for(postgres_server, COUNT_EVENTS, 21) == 21
+        finally:
+            second.terminate()
+            second.wait(10)
+    finally:
+        proxy.cut()
+    assert "spooled until it answers" in log.read_text()
