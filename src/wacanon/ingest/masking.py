@@ -29,14 +29,22 @@ def body_api_key(body: bytes) -> str | None:
         return None
 
 
-def mask_secrets(provider: str, body: bytes) -> tuple[bytes, bool]:
-    """The body to keep, and whether anything was masked in it."""
+def mask_secrets(provider: str, body: bytes, secret: str | None) -> tuple[bytes, bool]:
+    """The body to keep, and whether anything was masked in it.
+
+    The provider's configured ``secret`` is masked wherever it appears (a body that is
+    not JSON at all still must not keep it); for Evolution, so is the body's own
+    ``apikey`` value, which may be an instance token other than the configured key.
+    """
+    masked = False
+    if secret and secret.encode() in body:
+        body, masked = body.replace(secret.encode(), MASK.encode()), True
     if provider != "evolution" or b"apikey" not in body:
-        return body, False
-    secret = body_api_key(body)
-    if not secret or secret == MASK:
-        return body, False
-    encoded = orjson.dumps(secret)  # the value as JSON writes it, quotes included
+        return body, masked
+    value = body_api_key(body)
+    if not value or value == MASK:
+        return body, masked
+    encoded = orjson.dumps(value)  # the value as JSON writes it, quotes included
     if encoded in body:
         return body.replace(encoded, orjson.dumps(MASK)), True
     # Written with escapes (``\u0041…``): rewrite the document with the value masked.

@@ -152,7 +152,7 @@ async def _receive(
         log.warning("webhook refused by verification", reason=str(exc))
         # The reason stays in the log: a caller learns nothing about the configuration.
         return reply(401, {"correlation_id": correlation_id, "error": "unauthorized"})
-    kept, masked = mask_secrets(provider, body)
+    kept, masked = mask_secrets(provider, body, settings.providers.secret_of(provider))
     received = Received(
         provider, kept, correlation_id, datetime.now(UTC), signature_valid, path_event, masked
     )
