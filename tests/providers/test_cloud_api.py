@@ -470,3 +470,23 @@ def test_junk_anywhere_in_a_message_never_raises(junk: Any, slot: str, kind: str
 def test_junk_bodies_never_raise(junk: Any) -> None:
     result = run(junk)
     assert isinstance(result, NormalizeResult)
+
+
+@pytest.mark.parametrize("ts", ["99999999999999999", "-5", "0", "soon", 1e300])
+def test_an_implausible_timestamp_becomes_received_at_with_a_risk_flag(ts: Any) -> None:
+    (event,) = run(one_message(message(1, ts=ts))).events
+    assert event.occurred_at == RECEIVED_AT
+    assert type(event.occurred_at) is datetime
+    assert "timestamp_out_of_range" in event.security.risk_flags
+    (again,) = run(one_message(message(1, ts=ts))).events
+    assert again.idempotency_key == event.idempotency_key
+
+
+def test_a_plausible_or_missing_timestamp_has_no_such_flag() -> None:
+    (event,) = run(one_message(message(1))).events
+    assert "timestamp_out_of_range" not in event.security.risk_flags
+    payload = one_message(message(1))
+    del payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"]
+    (event,) = run(payload).events
+    assert event.occurred_at == RECEIVED_AT
+    assert "timestamp_out_of_range" not in event.security.risk_flags

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -876,3 +876,20 @@ def test_order_message_keeps_the_order_id() -> None:
     assert event.message is not None
     assert event.message.order is not None
     assert (event.message.order.order_id, event.message.order.catalog_id) == ("1234567890", None)
+
+
+@pytest.mark.parametrize("ts", [-1, 10**15, "tomorrow"])
+def test_an_implausible_message_timestamp_is_flagged(ts: Any) -> None:
+    event = one(envelope("messages.upsert", upsert(messageTimestamp=ts)))
+    assert event.occurred_at == RECEIVED
+    assert "timestamp_out_of_range" in event.security.risk_flags
+    assert keys(envelope("messages.upsert", upsert(messageTimestamp=ts))) == [event.idempotency_key]
+
+
+def test_an_unreadable_date_time_never_enters_an_identity() -> None:
+    state = {"instance": "loja-centro", "state": "open", "statusReason": 200}
+    body = envelope("connection.update", state, date_time="not a time")
+    raw = json.dumps(body)
+    later = NormalizeContext(received_at=RECEIVED + timedelta(hours=1), correlation_id="t")
+    assert [e.idempotency_key for e in normalize(raw, later).events] == keys(body)
+    assert "timestamp_out_of_range" not in one(body).security.risk_flags

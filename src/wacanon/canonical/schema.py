@@ -389,7 +389,8 @@ class Security(_Model):
     risk_flags: list[str] = Field(
         default_factory=list,
         description="`actor_lid_only`, `actor_bsuid_only` (no phone number known), "
-        "`frequently_forwarded`.",
+        "`frequently_forwarded`, `timestamp_out_of_range` (the provider sent a time that is "
+        "not plausible; `occurred_at` is then `received_at`).",
     )
 
 

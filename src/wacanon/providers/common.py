@@ -117,33 +117,69 @@ def decode_body(body: bytes | str) -> Any | NormalizeError:
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
 
 
+class StandIn(datetime):
+    """The fallback time standing in for a provider time that was sent but is not a
+    plausible time (out of range, not a number): :meth:`EventBuilder.build` turns it back
+    into a plain time and flags the event ``timestamp_out_of_range``."""
+
+    def plain(self) -> datetime:
+        return datetime(
+            self.year,
+            self.month,
+            self.day,
+            self.hour,
+            self.minute,
+            self.second,
+            self.microsecond,
+            tzinfo=self.tzinfo,
+        )
+
+
+def stand_in(fallback: datetime) -> StandIn:
+    """``fallback``, marked as standing in for an implausible provider time."""
+    if isinstance(fallback, StandIn):
+        return fallback
+    return StandIn(
+        fallback.year,
+        fallback.month,
+        fallback.day,
+        fallback.hour,
+        fallback.minute,
+        fallback.second,
+        fallback.microsecond,
+        tzinfo=fallback.tzinfo,
+    )
+
+
 def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
     """A provider timestamp in seconds or milliseconds (number or numeric string), as UTC.
 
-    Anything that is not a plausible time falls back to the time of receipt, as the spec
-    says for events without a timestamp of their own.
+    No timestamp falls back to the time of receipt, as the spec says for events without
+    a timestamp of their own; one that is not a plausible time does too, as a
+    :class:`StandIn` so the event says so in its risk flags.
     """
     if value is None or value == "":
         return fallback
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        return fallback
+        return stand_in(fallback)
     if number > 1e11:  # milliseconds (1e11 s is the year 5138)
         number /= 1000.0
     if not 0 < number < 32503680000:  # before year 3000
-        return fallback
+        return stand_in(fallback)
     return datetime.fromtimestamp(number, UTC)
 
 
 def iso_time(value: str | None, fallback: datetime) -> datetime:
-    """An ISO 8601 provider time (Evolution's ``date_time``), as UTC."""
+    """An ISO 8601 provider time (Evolution's ``date_time``), as UTC; an unreadable one is
+    a :class:`StandIn` for ``fallback``."""
     if not value:
         return fallback
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return fallback
+        return stand_in(fallback)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -244,6 +280,10 @@ class EventBuilder:
         ``connection``, ``call``) are None when not relevant.
         """
         key = idempotency_key(self.provider, account, *identity)
+        flags = risk_flags(actor, message)
+        if occurred_at.__class__ is StandIn:
+            occurred_at = occurred_at.plain()
+            flags.append("timestamp_out_of_range")
         data: dict[str, Any] = {
             "event_id": event_id(key),
             "event_type": event_type,
@@ -261,7 +301,7 @@ class EventBuilder:
             "chat": chat,
             "security": {
                 "signature_valid": self.ctx.signature_valid,
-                "risk_flags": risk_flags(actor, message),
+                "risk_flags": flags,
             },
             "trace": {"correlation_id": self.ctx.correlation_id},
         }

@@ -50,6 +50,7 @@ from wacanon.providers.common import (
     NormalizeContext,
     NormalizeError,
     NormalizeResult,
+    StandIn,
     actor_dict,
     content_digest,
     convert,
@@ -58,6 +59,7 @@ from wacanon.providers.common import (
     group_chat,
     iso_time,
     private_chat,
+    stand_in,
     unix_time,
 )
 from wacanon.providers.evolution_types import (
@@ -124,7 +126,9 @@ class _Payload:
         if self._sent_at is None:
             self._sent_at = iso_time(self.date_time, self.builder.ctx.received_at)
         sent_at = self._sent_at
-        return None if sent_at is self.builder.ctx.received_at else sent_at.isoformat()
+        if sent_at is self.builder.ctx.received_at or isinstance(sent_at, StandIn):
+            return None  # never the time of receipt: identities must survive redelivery
+        return sent_at.isoformat()
 
 
 #: Maps one item already typed as its event's struct (the route's ``model``).
@@ -177,9 +181,11 @@ def _timestamp(value: LongLike, p: _Payload) -> datetime:
     number = value if type(value) is int else long_value(value)  # JSON numbers: the usual
     if number is not None and 0 < number < 10**14:
         when = unix_time(number, _NO_TIME)
-        if when is not _NO_TIME:
+        if not isinstance(when, StandIn):
             return when
-    return p.sent_at()
+    if number is None and value is None:
+        return p.sent_at()
+    return stand_in(p.sent_at())
 
 
 _NO_TIME: Final = datetime.min
