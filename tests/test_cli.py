@@ -102,3 +102,43 @@ def test_simulate_is_deterministic_and_normalizes_cleanly() -> None:
         kinds.update(e.event_type for e in result.events)
     assert {"whatsapp.message.inbound", "whatsapp.message.outbound"} <= kinds
     assert any(k.startswith("whatsapp.message.status.") for k in kinds)
+
+
+def test_received_at_makes_the_output_byte_identical() -> None:
+    args = ("normalize", "-p", "simulated", "--received-at", "2026-03-01T12:00:00Z", str(TEXT))
+    first, again = wacanon(*args), wacanon(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout
+    same_instant = wacanon(
+        "normalize", "-p", "simulated", "--received-at", "2026-03-01T09:00:00-03:00", str(TEXT)
+    )
+    assert same_instant.stdout == first.stdout
+    later = wacanon(
+        "normalize", "-p", "simulated", "--received-at", "2026-03-01T12:00:01Z", str(TEXT)
+    )
+    first_id = orjson.loads(first.stdout)["trace"]["correlation_id"]
+    assert orjson.loads(later.stdout)["trace"]["correlation_id"] != first_id
+
+
+def test_the_derived_correlation_id_follows_the_documented_rule() -> None:
+    import hashlib
+    import uuid
+
+    done = wacanon(
+        "normalize", "-p", "simulated", "--received-at", "2026-03-01T12:00:00Z", str(TEXT)
+    )
+    digest = hashlib.sha256(TEXT.read_bytes()).hexdigest()
+    expected = uuid.uuid5(uuid.NAMESPACE_URL, f"wacanon:normalize:{digest}:2026-03-01T12:00:00Z")
+    assert orjson.loads(done.stdout)["trace"]["correlation_id"] == str(expected)
+
+
+def test_correlation_id_option_sets_the_trace() -> None:
+    done = wacanon("normalize", "-p", "simulated", "--correlation-id", "req-42", str(TEXT))
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["trace"]["correlation_id"] == "req-42"
+
+
+def test_without_received_at_each_run_gets_its_own_correlation_id() -> None:
+    first = orjson.loads(wacanon("normalize", "-p", "simulated", str(TEXT)).stdout)
+    again = orjson.loads(wacanon("normalize", "-p", "simulated", str(TEXT)).stdout)
+    assert first["trace"]["correlation_id"] != again["trace"]["correlation_id"]

@@ -87,7 +87,7 @@ def test_flags_set_list_explain_unset(tmp_path: Path) -> None:
     wacanon(
         tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED_ALLOWLIST", "shop-beta", "--config", cfg
     )
-    listed = wacanon(tmp_path, "flags", "list", "--config", cfg).stdout
+    listed = wacanon(tmp_path, "flags", "list", "--overrides", "--config", cfg).stdout
     assert "WHATSAPP_ROUTING_ENABLED = true for every shopper" in listed
     beta = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-beta", "--config", cfg).stdout
     other = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-9", "--config", cfg).stdout
@@ -141,3 +141,108 @@ def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
     done = wacanon(tmp_path, "serve", "--config", str(config(tmp_path)), "--workers", "2")
     assert done.returncode == 2
     assert "SQLite has one writer" in done.stderr
+
+
+def flags_config(tmp_path: Path) -> str:
+    path = tmp_path / "wacanon.toml"
+    path.write_text(
+        f'database_url = "sqlite:///{tmp_path / "w.db"}"\ndefault_shopper_id = "shop-1"\n'
+        "[[accounts]]\nprovider = 'cloud_api'\naccount_id = '1'\nshopper_id = 'shop-beta'\n"
+    )
+    assert wacanon(tmp_path, "db", "upgrade", "--config", str(path)).returncode == 0
+    return str(path)
+
+
+def table(stdout: str) -> dict[str, dict[str, str]]:
+    """The ``flags list`` table as {shopper: {column: value}}."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    header_at = next(i for i, line in enumerate(lines) if line.startswith("shopper "))
+    header = lines[header_at].split()
+    rows = {}
+    for line in lines[header_at + 1 :]:
+        cells = line.split()
+        if len(cells) != len(header):
+            break
+        rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+    return rows
+
+
+def test_flags_list_shows_effective_values_per_configured_shopper(tmp_path: Path) -> None:
+    cfg = flags_config(tmp_path)
+    env = {"WHATSAPP_CANONICAL_SHADOW_MODE": "", "WHATSAPP_ROUTING_ENABLED": ""}
+    wacanon(tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED", "true", "--config", cfg)
+    wacanon(
+        tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED_ALLOWLIST", "shop-beta", "--config", cfg
+    )
+    wacanon(
+        tmp_path,
+        "flags",
+        "set",
+        "WHATSAPP_CANONICAL_SHADOW_MODE",
+        "false",
+        "--shopper",
+        "shop-7",
+        "--config",
+        cfg,
+    )
+    done = wacanon(tmp_path, "flags", "list", "--config", cfg, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = table(done.stdout)
+    # configured shoppers (accounts, default_shopper_id) and those with their own override
+    assert sorted(rows) == ["shop-1", "shop-7", "shop-beta"]
+    assert rows["shop-beta"]["ROUTING_ENABLED"] == "true"
+    assert rows["shop-1"]["ROUTING_ENABLED"] == "false"
+    assert rows["shop-7"]["CANONICAL_SHADOW_MODE"] == "false"
+    assert rows["shop-1"]["CANONICAL_SHADOW_MODE"] == "true"
+    assert rows["shop-1"]["ASSIGNMENT_POLICY"] == "default"
+    assert "3 stored override(s)" in done.stdout
+    overrides = wacanon(tmp_path, "flags", "list", "--overrides", "--config", cfg).stdout
+    assert "WHATSAPP_CANONICAL_SHADOW_MODE = false for shopper shop-7" in overrides
+
+
+def test_flags_list_in_first_trial_shows_the_simulated_shoppers(tmp_path: Path) -> None:
+    assert wacanon(tmp_path, "db", "upgrade").returncode == 0  # ./wacanon.db, no config file
+    done = wacanon(tmp_path, "flags", "list", env={"WACANON_SIMULATED_TOKEN": "t"})
+    assert done.returncode == 0, done.stderr
+    assert sorted(table(done.stdout)) == ["shop-1", "shop-2", "shop-3"]
+
+
+def test_flags_explain_without_shopper_explains_every_configured_shopper(tmp_path: Path) -> None:
+    cfg = flags_config(tmp_path)
+    wacanon(
+        tmp_path, "flags", "set", "WHATSAPP_ROUTING_ENABLED_ALLOWLIST", "shop-beta", "--config", cfg
+    )
+    done = wacanon(
+        tmp_path, "flags", "explain", "--config", cfg, env={"WHATSAPP_ROUTING_ENABLED": "true"}
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "shopper shop-1" in out
+    assert "shopper shop-beta" in out
+    beta = out[out.index("shopper shop-beta") :]
+    one = out[out.index("shopper shop-1") : out.index("shopper shop-beta")]
+    assert "WHATSAPP_ROUTING_ENABLED = true" in beta
+    assert "WHATSAPP_ROUTING_ENABLED = false" in one
+    assert "not in WHATSAPP_ROUTING_ENABLED_ALLOWLIST" in one
+
+
+def test_flags_explain_with_no_shopper_configured_explains_the_switches(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.write_text(f'database_url = "sqlite:///{tmp_path / "w.db"}"\n')
+    assert wacanon(tmp_path, "db", "upgrade", "--config", str(cfg)).returncode == 0
+    done = wacanon(tmp_path, "flags", "explain", "--config", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert "no shopper configured" in done.stdout
+    assert "WHATSAPP_CANONICAL_EVENTS_ENABLED = true" in done.stdout
+
+
+def test_serve_refuses_a_malformed_environment_reference(tmp_path: Path) -> None:
+    cfg = tmp_path / "wacanon.toml"
+    cfg.write_text('[providers.evolution]\napi_key = "$EVOLUTION_API_KEY"\n')
+    done = wacanon(
+        tmp_path, "serve", "--config", str(cfg), "--port", "1", env={"EVOLUTION_API_KEY": "k"}
+    )
+    assert done.returncode == 2
+    assert "providers.evolution.api_key: malformed environment reference" in done.stderr
+    assert "write ${EVOLUTION_API_KEY}" in done.stderr
+    assert "verifying" not in done.stderr

@@ -95,3 +95,81 @@ def test_a_blank_secret_is_no_secret(tmp_path: Path) -> None:
     loaded = load(write(tmp_path, text), env={"META_APP_SECRET": ""})
     assert loaded.settings.providers.cloud_api.app_secret is None
     assert loaded.settings.providers.baileys.secret is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "$EVOLUTION_API_KEY",
+            "providers.evolution.api_key: malformed environment reference '$EVOLUTION_API_KEY' "
+            "(write ${EVOLUTION_API_KEY}",
+        ),
+        (
+            "${EVOLUTION_API_KEY",
+            "providers.evolution.api_key: unclosed environment reference '${EVOLUTION_API_KEY' "
+            "(write ${EVOLUTION_API_KEY})",
+        ),
+        ("${}", "providers.evolution.api_key: empty environment reference '${}'"),
+        ("${1BAD}", "providers.evolution.api_key: '${1BAD}' is not a valid environment variable"),
+        ("key-$5", "providers.evolution.api_key: malformed environment reference '$5'"),
+        ("${A}${B", "unclosed environment reference '${B'"),
+    ],
+)
+def test_a_malformed_reference_refuses_to_load_naming_the_key(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = write(tmp_path, f"[providers.evolution]\napi_key = '{value}'\n")
+    env = {"EVOLUTION_API_KEY": "k", "A": "a", "B": "b"}
+    with pytest.raises(ConfigError) as caught:
+        load(path, env=env)
+    assert message in str(caught.value)
+
+
+def test_a_malformed_reference_in_a_list_names_its_index(tmp_path: Path) -> None:
+    text = "[[accounts]]\nprovider = 'simulated'\naccount_id = '$ACC'\nshopper_id = 's'\n"
+    with pytest.raises(ConfigError, match=r"accounts\[0\]\.account_id: malformed"):
+        load(write(tmp_path, text), env={"ACC": "a"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expanded"),
+    [
+        ("pa$$word", "pa$word"),  # $$ is a literal $
+        ("$${NOT_A_REFERENCE}", "${NOT_A_REFERENCE}"),
+        ("pa$ 1", "pa$ 1"),  # a $ before anything but a name or { is itself
+        ("ends with $", "ends with $"),
+        ("x-${EVOLUTION_API_KEY}-$$", "x-k-$"),
+    ],
+)
+def test_dollar_rules(tmp_path: Path, value: str, expanded: str) -> None:
+    path = write(tmp_path, f"[providers.evolution]\napi_key = '{value}'\n")
+    loaded = load(path, env={"EVOLUTION_API_KEY": "k"})
+    assert loaded.settings.providers.evolution.api_key == expanded
+
+
+def test_first_trial_simulated_accounts_belong_to_their_numbered_shopper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load(None, env={})
+    s = loaded.settings
+    assert s.shopper_for("simulated", "sim-shop-1-main") == "shop-1"
+    assert s.shopper_for("simulated", "sim-shop-2-main") == "shop-2"
+    assert s.shopper_for("simulated", "sim-shop-3-main") == "shop-3"
+    assert s.shopper_for("simulated", "sim-shop-12-main") == "shop-12"
+    assert s.shopper_for("simulated", "my-store") == "shop-1"  # default_shopper_id
+    assert s.shopper_for("cloud_api", "sim-shop-2-main") == "shop-1"  # only simulated accounts
+    assert s.known_shoppers == ["shop-1", "shop-2", "shop-3"]
+    note = " ".join(loaded.notes)
+    assert "sim-shop-N-" in note
+    assert "shop-N" in note
+    assert "every account belongs to shopper shop-1" not in note
+
+
+def test_a_config_file_keeps_simulated_accounts_to_the_listed_owners(tmp_path: Path) -> None:
+    text = 'default_shopper_id = "shop-1"\n'
+    text += "[[accounts]]\nprovider = 'simulated'\naccount_id = 'a'\nshopper_id = 'shop-9'\n"
+    s = load(write(tmp_path, text), env={}).settings
+    assert s.shopper_for("simulated", "sim-shop-2-main") == "shop-1"
+    assert s.known_shoppers == ["shop-1", "shop-9"]

@@ -2,9 +2,19 @@
 
 One settings class validates everything at start-up, so a bad file stops the server
 with a message naming the key and the problem instead of failing on the first webhook.
-``${NAME}`` references in string values are expanded from the environment; a reference
-to an unset variable leaves that secret unset (the provider then refuses webhooks) and
-is reported in the start-up lines. ``WACANON_DATABASE_URL`` overrides ``database_url``.
+``WACANON_DATABASE_URL`` overrides ``database_url``.
+
+Environment references in string values of the file:
+
+- ``${NAME}`` (``NAME`` = letters, digits and ``_``, not starting with a digit) is
+  replaced by the variable's value; a reference to an unset variable leaves that value
+  unset (a provider without its secret refuses webhooks) and the start-up lines say so.
+- ``$$`` is a literal ``$`` (``"pa$$word"`` is ``pa$word``).
+- A ``$`` followed by anything but a name character or ``{`` (a space, ``!``, the end of
+  the value) is a literal ``$``.
+- Anything else that starts like a reference — ``$NAME`` without braces, an unclosed
+  ``${NAME``, an empty ``${}``, ``${1BAD}`` — refuses to load, naming the key: a typo
+  must not silently become the literal secret.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,14 +30,22 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wacanon.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "wacanon.toml"
 DEFAULT_DATABASE_URL = "sqlite:///./wacanon.db"
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Every ``$`` and what follows it: ``$$``, ``${...}`` (closed or not), ``$word``, or a lone ``$``.
+_DOLLAR = re.compile(r"\$(\$|\{[^}]*\}?|[A-Za-z0-9_]+)?")
+#: First trial: ``wacanon simulate``'s accounts name their shopper (sim-shop-2-main → shop-2).
+_TRIAL_SIM_ACCOUNT = re.compile(r"sim-shop-([1-9][0-9]*)-")
+TRIAL_SIMULATED_SHOPPERS = 3  # `wacanon simulate --shoppers` default
+
+log = structlog.get_logger("wacanon.config")
 
 
 class _Strict(BaseModel):
@@ -117,6 +136,9 @@ class Settings(BaseSettings):
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Set by :func:`first_trial` only (not a key of the file or the environment).
+    _first_trial: bool = PrivateAttr(default=False)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -134,8 +156,31 @@ class Settings(BaseSettings):
         return normalize_database_url(value)
 
     def shopper_for(self, provider: str, account_id: str) -> str | None:
-        """The shopper owning an account, else ``default_shopper_id``, else None."""
-        return self.account_owners.get((provider, account_id), self.default_shopper_id)
+        """The shopper owning an account, else ``default_shopper_id``, else None.
+
+        In a first trial (no configuration file) a simulated account named
+        ``sim-shop-N-…`` — what ``wacanon simulate --shoppers N`` sends — belongs to
+        shopper ``shop-N``, so a simulated stream keeps its tenants apart.
+        """
+        owner = self.account_owners.get((provider, account_id))
+        if owner is not None:
+            return owner
+        if self._first_trial and provider == "simulated":
+            match = _TRIAL_SIM_ACCOUNT.match(account_id)
+            if match:
+                return f"shop-{match.group(1)}"
+        return self.default_shopper_id
+
+    @property
+    def known_shoppers(self) -> list[str]:
+        """The shoppers this configuration names (accounts, ``default_shopper_id``; in a
+        first trial the shoppers of ``wacanon simulate``'s default stream), sorted."""
+        names = {a.shopper_id for a in self.accounts}
+        if self.default_shopper_id:
+            names.add(self.default_shopper_id)
+        if self._first_trial:
+            names.update(f"shop-{i}" for i in range(1, TRIAL_SIMULATED_SHOPPERS + 1))
+        return sorted(names)
 
     @cached_property
     def account_owners(self) -> Mapping[tuple[str, str], str]:
@@ -173,53 +218,122 @@ TRIAL_TOKEN_FILE = ".wacanon-dev-token"
 TRIAL_SHOPPER = "shop-1"
 
 
-def trial_token(env: Mapping[str, str]) -> str:
+def loose_mode(path: Path) -> str | None:
+    """A warning when an existing file or directory is open to group or others, else None."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    wanted = 0o700 if path.is_dir() else 0o600
+    return f"{path} is accessible by group/others (mode {mode:04o}); run `chmod {wanted:o} {path}`"
+
+
+def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:
     """The simulated provider's token for a first trial: from the environment, else a file
-    in the working directory (created once), so ``wacanon simulate --post`` finds it too."""
+    in the working directory (created once, mode 0600), so ``wacanon simulate --post``
+    finds it too. A group/world-readable existing file is used but reported."""
     if env.get("WACANON_SIMULATED_TOKEN"):
         return env["WACANON_SIMULATED_TOKEN"]
     path = Path(TRIAL_TOKEN_FILE)
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
     token = secrets.token_urlsafe(18)
-    path.write_text(token + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        problem = loose_mode(path)
+        if problem:
+            log.warning(f"the simulated provider's token file {problem}")
+            if notes is not None:
+                notes.append(f"WARNING: {problem}")
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
+        handle.write(token + "\n")
     return token
 
 
 def first_trial(env: Mapping[str, str]) -> LoadedConfig:
     """No configuration at all: SQLite in the working directory, the simulated provider
-    open with a token, real providers refusing until configured, every account → shop-1."""
+    open with a token, real providers refusing until configured, simulated accounts
+    ``sim-shop-N-…`` → shop-N and every other account → shop-1."""
+    warnings: list[str] = []
     raw: dict[str, Any] = {
         "default_shopper_id": TRIAL_SHOPPER,
-        "providers": {"simulated": {"token": trial_token(env)}},
+        "providers": {"simulated": {"token": trial_token(env, warnings)}},
     }
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, None)) from None
+    settings._first_trial = True
     notes = [
         f"no {DEFAULT_CONFIG_NAME} found: first-trial mode (`wacanon init` writes one)",
         f"simulated provider open with token {settings.providers.simulated.token} "
-        f"(saved in {TRIAL_TOKEN_FILE}); every account belongs to shopper {TRIAL_SHOPPER}",
+        f"(saved in {TRIAL_TOKEN_FILE})",
+        "simulated accounts sim-shop-N-... belong to shopper shop-N (as `wacanon simulate "
+        f"--shoppers N` sends them); every other account to shopper {TRIAL_SHOPPER}",
         "cloud_api, evolution and baileys refuse webhooks until configured",
+        *warnings,
     ]
     return LoadedConfig(settings=settings, source=None, notes=notes, first_trial=True)
 
 
-def expand(value: Any, env: Mapping[str, str], path: str, notes: list[str]) -> Any:
-    """Expand ``${NAME}`` in every string; an unset name leaves the value unset (None)."""
+def expand(
+    value: Any, env: Mapping[str, str], path: str, notes: list[str], problems: list[str]
+) -> Any:
+    """Expand ``${NAME}`` and ``$$`` in every string (the rules are in the module's
+    docstring); an unset name leaves the value unset (None) and adds a note, a malformed
+    reference adds a problem naming the key."""
     if isinstance(value, dict):
-        return {k: expand(v, env, f"{path}.{k}" if path else k, notes) for k, v in value.items()}
+        return {
+            k: expand(v, env, f"{path}.{k}" if path else k, notes, problems)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [expand(v, env, f"{path}[{i}]", notes) for i, v in enumerate(value)]
+        return [expand(v, env, f"{path}[{i}]", notes, problems) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
-    missing = [name for name in _REFERENCE.findall(value) if name not in env]
+    missing: list[str] = []
+    bad: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        what = match.group(1)
+        if what is None:  # a $ before a space, punctuation or the end: itself
+            return "$"
+        if what == "$":
+            return "$"
+        if not what.startswith("{"):
+            hint = f"${{{what}}}" if _NAME.fullmatch(what) else "${NAME}"
+            bad.append(
+                f"malformed environment reference '${what}' (write {hint}, or $$ for a literal $)"
+            )
+            return ""
+        name = what[1:-1] if what.endswith("}") else what[1:]
+        if not what.endswith("}"):
+            hint = f"${{{name}}}" if _NAME.fullmatch(name) else "${NAME}"
+            bad.append(f"unclosed environment reference '${what}' (write {hint})")
+        elif not name:
+            bad.append("empty environment reference '${}' (write ${NAME}, or $${} for '${}')")
+        elif not _NAME.fullmatch(name):
+            bad.append(
+                f"'${what}' is not a valid environment variable name (letters, digits and _, "
+                "not starting with a digit; $$ for a literal $)"
+            )
+        elif name not in env:
+            missing.append(name)
+        else:
+            return env[name]
+        return ""
+
+    expanded = _DOLLAR.sub(replace, value)
+    if bad:
+        problems.extend(f"{path}: {problem}" for problem in bad)
+        return None
     if missing:
         notes.append(f"{path}: ${{{missing[0]}}} is not set in the environment; left unset")
         return None
-    return _REFERENCE.sub(lambda m: env[m.group(1)], value)
+    return expanded
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -239,7 +353,10 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         raise ConfigError(f"config file {chosen} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
-    raw = expand(raw, env, "", notes)
+    problems: list[str] = []
+    raw = expand(raw, env, "", notes, problems)
+    if problems:
+        raise ConfigError(f"{chosen}: " + "; ".join(problems))
     try:
         settings = Settings(**raw)
     except ValidationError as exc:
@@ -260,6 +377,8 @@ def _describe(exc: ValidationError, source: Path | None) -> str:
 EXAMPLE = """\
 # wacanon configuration. Every key is optional; values shown are the defaults or examples.
 # ${NAME} is replaced by the environment variable NAME (unset: the value stays unset).
+# $$ is a literal $ ("pa$$word" is pa$word). $NAME without braces, an unclosed ${NAME,
+# ${} or ${1BAD} refuse to load, naming the key; any other $ is itself.
 
 database_url = "sqlite:///./wacanon.db"    # WACANON_DATABASE_URL overrides
                                            # PostgreSQL: "postgresql+psycopg://user@host/db"

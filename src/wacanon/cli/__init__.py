@@ -5,6 +5,9 @@ Exit codes are part of the interface: 0 done (also when a payload yields no even
 read are still printed), 2 the command could not run at all (bad arguments, unreadable
 file, invalid JSON, unknown provider, invalid configuration). Errors are single lines on
 stderr, never tracebacks.
+
+Commands print only what a person reads: library loggers stay at WARNING, one readable
+line each (``wacanon serve`` switches to its JSON logs when it starts the service).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def main() -> None:
     """Console entry point: a broken pipe or an internal bug is one line, not a traceback."""
     from wacanon import logging as wlogging
 
-    wlogging.configure("INFO")  # JSON on stderr, no personal data at this level
+    wlogging.configure_cli()  # warnings only, readable; `serve` switches to JSON logs
     try:
         app()
     except BrokenPipeError:  # `wacanon simulate | head`: the reader left, nothing is wrong

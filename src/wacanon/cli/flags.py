@@ -1,21 +1,26 @@
 """``wacanon flags``: runtime overrides a running server picks up within seconds.
 
-An override for one shopper beats a global one, which beats the environment. ``explain``
-evaluates with this shell's environment plus the stored overrides: run it with the
-server's environment to see exactly what the server does.
+An override for one shopper beats a global one, which beats the environment. ``list``
+and ``explain`` evaluate with this shell's environment plus the stored overrides: run
+them with the server's environment to see exactly what the server does. Without
+``--shopper`` they cover every known shopper: those the configuration names (accounts,
+``default_shopper_id``; in a first trial shop-1 to shop-3, ``wacanon simulate``'s) and
+those with an override of their own.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
 from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, store_at_head
+from wacanon.config import LoadedConfig
 from wacanon.errors import ConfigError
-from wacanon.flags import GLOBAL, FlagSnapshot, validate
+from wacanon.flags import GLOBAL, FlagSnapshot, FlagValue, validate
 from wacanon.store.repository import flag_override_rows, flag_overrides_map, set_flag, unset_flag
 
 flags_app = typer.Typer(help="Rollout flags: set, unset, list, explain.", no_args_is_help=True)
@@ -54,32 +59,106 @@ def unset_command(name: str, shopper: ShopperOption = None, config: ConfigOption
     typer.echo(f"removed {name} override" if removed else f"no {name} override to remove")
 
 
+def _known_shoppers(loaded: LoadedConfig, overrides: Mapping[tuple[str, str], str]) -> list[str]:
+    named = set(loaded.settings.known_shoppers)
+    named.update(shopper for shopper, _ in overrides if shopper != GLOBAL)
+    return sorted(named)
+
+
+def _word(flag: FlagValue) -> str:
+    return str(flag.value).lower() if isinstance(flag.value, bool) else str(flag.value)
+
+
+def _explain(snapshot: FlagSnapshot, shopper: str | None) -> list[FlagValue]:
+    try:
+        return snapshot.explain(shopper)
+    except ConfigError as exc:
+        raise fail(f"invalid flag: {exc}") from None
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 @flags_app.command("list")
-def list_command(config: ConfigOption = None) -> None:
-    """Every stored override."""
-    _, engine = store_at_head(config)
+def list_command(
+    overrides: Annotated[
+        bool, typer.Option("--overrides", help="The stored override rows instead.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Each known shopper's effective flag values (--overrides: the stored overrides)."""
+    loaded, engine = store_at_head(config)
     with engine.connect() as connection:
         rows = flag_override_rows(connection)
-    if not rows:
-        typer.echo("no overrides (environment and defaults apply)")
-    for row in rows:
-        scope = "every shopper" if row.shopper_id == GLOBAL else f"shopper {row.shopper_id}"
-        typer.echo(f"{row.name} = {row.value} for {scope} (set {row.updated_at:%Y-%m-%d %H:%M:%S})")
+        stored = flag_overrides_map(connection)
+    if overrides:
+        if not rows:
+            typer.echo("no overrides (environment and defaults apply)")
+        for row in rows:
+            scope = "every shopper" if row.shopper_id == GLOBAL else f"shopper {row.shopper_id}"
+            typer.echo(
+                f"{row.name} = {row.value} for {scope} (set {row.updated_at:%Y-%m-%d %H:%M:%S})"
+            )
+        return
+    snapshot = FlagSnapshot(env=dict(os.environ), overrides=stored)
+    shoppers = _known_shoppers(loaded, stored)
+    if not shoppers:
+        typer.echo(
+            "no shopper configured (accounts, default_shopper_id); "
+            "the switches before per-shopper narrowing:"
+        )
+        for flag in _explain(snapshot, None):
+            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+    else:
+        typer.echo("effective values per shopper (flag names without WHATSAPP_):")
+        values = {shopper: _explain(snapshot, shopper) for shopper in shoppers}
+        names = [flag.name for flag in values[shoppers[0]]]
+        table = [["shopper", *(name.removeprefix("WHATSAPP_") for name in names)]]
+        table += [[shopper, *(_word(f) for f in values[shopper])] for shopper in shoppers]
+        for line in _columns(table):
+            typer.echo(line)
+    typer.echo(
+        f"{len(rows)} stored override(s) (`wacanon flags list --overrides`); "
+        "why each value: `wacanon flags explain [--shopper ID]`"
+        if rows
+        else "no stored overrides; why each value: `wacanon flags explain [--shopper ID]`"
+    )
 
 
 @flags_app.command("explain")
 def explain_command(
-    shopper: Annotated[str, typer.Option("--shopper", help="The shopper to explain.")],
+    shopper: Annotated[
+        str | None,
+        typer.Option("--shopper", help="The shopper to explain (default: every known shopper)."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Each flag's effective value for a shopper, and why."""
-    _, engine = store_at_head(config)
+    """Each flag's effective value for a shopper (or every known shopper), and why."""
+    loaded, engine = store_at_head(config)
     with engine.connect() as connection:
-        snapshot = FlagSnapshot(env=dict(os.environ), overrides=flag_overrides_map(connection))
-    try:
-        values = snapshot.explain(shopper)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    for flag in values:
-        value = str(flag.value).lower() if isinstance(flag.value, bool) else flag.value
-        typer.echo(f"{flag.name} = {value}  ({flag.reason})")
+        stored = flag_overrides_map(connection)
+    snapshot = FlagSnapshot(env=dict(os.environ), overrides=stored)
+    if shopper is not None:
+        for flag in _explain(snapshot, shopper):
+            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+        return
+    shoppers = _known_shoppers(loaded, stored)
+    if not shoppers:
+        typer.echo(
+            "no shopper configured (accounts, default_shopper_id): the switches before "
+            "per-shopper narrowing (`--shopper ID` for one shopper):"
+        )
+        for flag in _explain(snapshot, None):
+            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+        return
+    for index, name in enumerate(shoppers):
+        if index:
+            typer.echo("")
+        typer.echo(f"shopper {name}:")
+        for flag in _explain(snapshot, name):
+            typer.echo(f"  {flag.name} = {_word(flag)}  ({flag.reason})")

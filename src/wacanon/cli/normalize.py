@@ -1,9 +1,18 @@
-"""``wacanon normalize``: one provider webhook body in, canonical events out."""
+"""``wacanon normalize``: one provider webhook body in, canonical events out.
+
+With ``--received-at`` the output is reproducible byte for byte: unless
+``--correlation-id`` names one, the correlation id is derived from the input,
+``uuid5(NAMESPACE_URL, "wacanon:normalize:<sha256 hex of the body>:<received_at>")``
+with ``received_at`` in UTC as ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``. Without either, each
+run gets a random correlation id, as a received webhook does.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import sys
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +42,14 @@ def parse_time(text: str | None) -> datetime | None:
         raise fail(f"--received-at: not an ISO 8601 time: {text!r}") from None
 
 
+def derived_correlation_id(body: bytes, received_at: datetime) -> str:
+    """The documented, deterministic correlation id of ``--received-at`` runs."""
+    when = received_at.replace(tzinfo=UTC) if received_at.tzinfo is None else received_at
+    stamp = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    digest = hashlib.sha256(body).hexdigest()
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"wacanon:normalize:{digest}:{stamp}"))
+
+
 @app.command("normalize")
 def normalize_command(
     provider: Annotated[
@@ -53,13 +70,27 @@ def normalize_command(
             help="ISO 8601 time of receipt (default: now), for reproducible output.",
         ),
     ] = None,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            "--correlation-id",
+            help="trace.correlation_id of the events (default: derived from the body and "
+            "--received-at when it is given, else random).",
+        ),
+    ] = None,
 ) -> None:
     """Print the canonical events of one provider webhook body, one JSON object per line."""
     if provider not in PROVIDERS:
         raise fail(str(UnknownProviderError(provider, tuple(PROVIDERS))))
     when = parse_time(received_at)
     body = read_input(source)
-    result = normalize(provider, body, account=account, received_at=when)
+    if correlation_id is not None and not correlation_id.strip():
+        raise fail("--correlation-id: must not be empty")
+    if correlation_id is None and when is not None:
+        correlation_id = derived_correlation_id(body, when)
+    result = normalize(
+        provider, body, account=account, received_at=when, correlation_id=correlation_id
+    )
     invalid = [e for e in result.errors if e.code == "invalid_json"]
     if invalid:
         raise fail(invalid[0].message)

@@ -58,23 +58,31 @@ class Spool:
         self._file: IO[bytes] | None = None
         self._path = self.directory / f"spool-{os.getpid()}.jsonl"
         self._checked = False
+        if self.directory.is_dir():  # at start-up, not only at the first outage
+            self._check_mode()
+
+    def _check_mode(self) -> None:
+        """Report, once, an existing directory open to group or others."""
+        if self._checked:
+            return
+        self._checked = True
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(self.directory.stat().st_mode)
+            if mode & 0o077:
+                log.warning(
+                    f"the spool directory {self.directory} is accessible by group/others "
+                    f"(mode {mode:04o}); run `chmod 700 {self.directory}`"
+                )
 
     def _ensure_directory(self) -> None:
-        """The directory, created 0700 whatever the umask (spooled bodies are personal
-        data); an existing one open to group or others is reported once."""
+        """The directory, created 0700 whatever the umask (spooled bodies are personal data)."""
         try:
             self.directory.mkdir(parents=True, mode=0o700)
         except FileExistsError:
-            if not self._checked:
-                mode = stat.S_IMODE(self.directory.stat().st_mode)
-                if mode & 0o077:
-                    log.warning(
-                        f"the spool directory {self.directory} is accessible by group/others "
-                        f"(mode {mode:04o}); run `chmod 700 {self.directory}`"
-                    )
+            self._check_mode()
         else:
             self.directory.chmod(0o700)
-        self._checked = True
+            self._checked = True
 
     def append(self, records: Sequence[SpoolRecord]) -> None:
         """Append and fsync; raises OSError when the spool cannot be written (→ 503)."""
