@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     providers: ProvidersConfig = ProvidersConfig()
     accounts: list[AccountConfig] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Slow and greedy clients (see wacanon.api.limits and docs/operations.md, "Limits").
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_inflight_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
+    keep_alive_timeout_seconds: int = Field(default=5, gt=0)
     spool_path: str = "./wacanon-spool"
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -386,6 +392,15 @@ default_shopper_id = "shop-1"              # optional: shopper for unlisted acco
 
 # Largest webhook body accepted, in bytes (413 above it).
 max_body_bytes = 1048576
+# Slow and greedy clients: request headers and a body must arrive within these (408),
+# the bodies being received at once may declare this many bytes together (503 above),
+# and this many connections are served at once (503 above); idle keep-alive connections
+# close after keep_alive_timeout_seconds.
+header_read_timeout_seconds = 10.0
+body_read_timeout_seconds = 10.0
+max_inflight_body_bytes = 67108864
+max_connections = 1000
+keep_alive_timeout_seconds = 5
 # Where webhooks go while the database is unreachable (replayed when it is back).
 spool_path = "./wacanon-spool"
 

@@ -74,6 +74,7 @@ def serve_command(
     import uvicorn
 
     from wacanon import logging as wlogging
+    from wacanon.api.limits import uvicorn_options
 
     loaded = load_or_fail(config)
     if workers > 1 and loaded.settings.database_url.startswith("sqlite"):
@@ -103,6 +104,8 @@ def serve_command(
         workers=workers,
         log_level="warning",
         access_log=False,
+        # Header timeout and size, connection cap, keep-alive timeout (docs: "Limits").
+        **uvicorn_options(loaded.settings),
     )
 
 

@@ -102,6 +102,11 @@ class Metrics:
             ["signal"],
             registry=r,
         )
+        self.client_disconnects = Counter(
+            "wacanon_client_disconnects_total",
+            "Clients that went away before their webhook body had arrived.",
+            registry=r,
+        )
         self.spool_depth = Gauge(
             "wacanon_spool_depth", "Webhooks waiting in the spool for the database.", registry=r
         )

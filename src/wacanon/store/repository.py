@@ -54,6 +54,10 @@ class WebhookWrite:
     journal: JournalRow
     events: list[dict[str, Any]] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
+    #: The last part of a webhook written over several transactions (see
+    #: ``GroupCommitWriter``): the keys its earlier parts stored, and how many rows they had.
+    stored_before: set[str] = field(default_factory=set)
+    rows_before: int = 0
 
 
 @dataclass(slots=True)
@@ -182,6 +186,12 @@ def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> li
     return results
 
 
+def write_events(connection: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Only event rows (part of one large webhook), in the caller's transaction; the keys
+    newly stored. The webhook's journal row comes with its last part (``stored_before``)."""
+    return _insert_events(connection, connection.dialect.name, rows)
+
+
 def _insert_events(connection: sa.Connection, dialect: str, rows: list[dict[str, Any]]) -> set[str]:
     if not rows:
         return set()
@@ -197,7 +207,7 @@ def _attribute(writes: Sequence[WebhookWrite], new_keys: set[str]) -> list[Write
     unclaimed = set(new_keys)
     results = []
     for write in writes:
-        mine = set()
+        mine = set(write.stored_before)
         for row in write.events:
             key = row["idempotency_key"]
             if key in unclaimed:
@@ -230,7 +240,7 @@ def _insert_journal(
                 "account_id": j.account_id,
                 "shopper_id": j.shopper_id,
                 "events_new": len(result.new_keys),
-                "duplicates": len(w.events) - len(result.new_keys),
+                "duplicates": w.rows_before + len(w.events) - len(result.new_keys),
                 "ignored": j.ignored,
                 "errors": j.errors,
             }

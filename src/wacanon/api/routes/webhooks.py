@@ -9,6 +9,7 @@ retries).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import re
@@ -20,9 +21,18 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
 from wacanon.api.deps import ServiceDep, get_service
+from wacanon.api.limits import (
+    RETRY_AFTER_SECONDS,
+    BodyReadTimeout,
+    Overloaded,
+    RequestLimits,
+    plan_off_loop,
+    refusal,
+)
 from wacanon.api.service import Arrival, Service
 from wacanon.errors import VerificationError
 from wacanon.ingest.masking import mask_secrets
@@ -43,17 +53,35 @@ class BodyTooLarge(Exception):
     """The body passed ``max_body_bytes``."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, limits: RequestLimits) -> bytes:
+    """The whole body, within ``limit`` bytes and ``limits.body_timeout`` seconds, while the
+    bodies in flight stay within ``max_inflight_body_bytes`` (a declared length is
+    reserved before a byte is read; a body without one is counted as it arrives).
+
+    Raises BodyTooLarge, Overloaded, BodyReadTimeout, or ClientDisconnect."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    reserved = int(declared) if declared is not None and declared.isdigit() else 0
+    if reserved > limit:
         raise BodyTooLarge
+    if not limits.gate.take(reserved):
+        raise Overloaded
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                if size > reserved:
+                    if not limits.gate.take(size - reserved):
+                        raise Overloaded
+                    reserved = size
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyReadTimeout from None
+    finally:
+        limits.gate.give_back(reserved)
     return b"".join(chunks)
 
 
@@ -126,8 +154,26 @@ async def _receive(
     path_event: str | None,
 ) -> Response:
     settings = service.settings
+    limits = RequestLimits.of(request, service)
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, limits)
+    except ClientDisconnect:  # nobody to answer; one line per 10 s at most, no traceback
+        service.metrics.client_disconnects.inc()
+        limits.disconnected("client disconnected before its webhook body arrived")
+        return Response(status_code=400)
+    except Overloaded:
+        service.metrics.webhooks.labels(provider, "overloaded").inc()
+        limits.refused("too many webhook bodies in flight; answering 503", status=503)
+        return refusal(
+            503,
+            correlation_id,
+            "too many webhook bodies in flight; retry later",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+    except BodyReadTimeout:
+        service.metrics.webhooks.labels(provider, "body_timeout").inc()
+        limits.refused("webhook body not received in time; answering 408", status=408)
+        return refusal(408, correlation_id, f"body not received within {limits.body_timeout:g} s")
     except BodyTooLarge:
         service.metrics.webhooks.labels(provider, "too_large").inc()
         log.warning("webhook body over the limit", limit=settings.max_body_bytes)
@@ -165,7 +211,7 @@ async def _receive(
 
 async def _persist(service: Service, received: Received, arrival: Arrival) -> Response:
     provider, correlation_id = received.provider, received.correlation_id
-    plan = service.pipeline.plan(received)
+    plan = await plan_off_loop(service.pipeline, received)
     outcome = await service.persist(plan, received, arrival)
     if isinstance(outcome, Failed):
         service.metrics.webhooks.labels(provider, "unavailable").inc()

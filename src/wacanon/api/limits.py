@@ -1,0 +1,240 @@
+"""What slow, greedy or vanishing clients and huge webhooks may cost the server: bounded.
+
+Two layers:
+
+- The HTTP protocol (:class:`GuardedHttpToolsProtocol`, given to uvicorn by
+  :func:`uvicorn_options`): uvicorn's httptools protocol has no header timeout and no
+  bound on header size, so a client sending its headers a byte at a time (slowloris), or
+  forever, would hold a connection as long as it liked. Headers must be complete within
+  ``header_read_timeout_seconds`` (408, or a silent close when not even a request line
+  came) and within :data:`MAX_HEADER_BYTES` (431). uvicorn itself caps connections
+  (``limit_concurrency`` ← ``max_connections``: 503 above it) and idle keep-alive
+  connections (``timeout_keep_alive`` ← ``keep_alive_timeout_seconds``).
+- The webhook route (:class:`RequestLimits`, one per app; :func:`plan_off_loop`): a
+  body must finish arriving within ``body_read_timeout_seconds`` (408); the bodies being
+  received at any moment may declare ``max_inflight_body_bytes`` together at most (503
+  with ``Retry-After``, answered at once, nothing read); a client that goes away
+  mid-body costs one counter increment and at most one log line per
+  :data:`DISCONNECT_LOG_SECONDS`; a body larger than :data:`THREAD_PLAN_BYTES` is
+  normalized in a worker thread so the event loop keeps answering everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from wacanon.api.service import Service
+from wacanon.config import Settings
+from wacanon.ingest.pipeline import Pipeline, Plan, Received
+
+log = structlog.get_logger("wacanon.limits")
+
+#: Bodies above this are normalized in a worker thread (smaller ones cost less than the hop).
+THREAD_PLAN_BYTES = 64 * 1024
+#: Worker threads normalizing large bodies at once (more would only fight over the GIL).
+PLAN_THREADS = 2
+#: Request line plus headers, at most (431 above).
+MAX_HEADER_BYTES = 64 * 1024
+#: At most one "client disconnected" line per this many seconds (with a count of the rest).
+DISCONNECT_LOG_SECONDS = 10.0
+#: What a 503 for too many bodies in flight tells the client to wait.
+RETRY_AFTER_SECONDS = 5
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` / ``uvicorn.Config`` that bound connections."""
+    protocol = functools.partial(
+        GuardedHttpToolsProtocol, header_timeout=settings.header_read_timeout_seconds
+    )
+    return {
+        # A partial of a module-level class: picklable, so ``--workers N`` gets it too.
+        "http": cast(type[asyncio.Protocol], protocol),
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+    }
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a deadline and a size bound on request headers.
+
+    The deadline starts when the connection opens (for its first request) or when the
+    first byte of a later request arrives (idle keep-alive connections are uvicorn's
+    ``timeout_keep_alive``), and ends when the headers are complete.
+    """
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._reading_headers = True
+        self._request_started = False
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._reading_headers
+            and self._header_bytes > MAX_HEADER_BYTES
+            and not self.transport.is_closing()
+        ):
+            self._refuse(431, b"request headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_headers = True
+        self._request_started = True
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        self._reading_headers = False
+        self._request_started = False
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._header_timeout, self._headers_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._reading_headers:
+            return
+        if self._request_started:
+            self._refuse(408, b"request headers not received in time")
+        else:  # not a byte of a request: nothing to answer
+            self.transport.close()
+
+    def _refuse(self, status: int, message: bytes) -> None:
+        self._cancel_header_timer()
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(message)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n\r\n",
+                message,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+class Overloaded(Exception):
+    """Bodies in flight already declare ``max_inflight_body_bytes``: 503, read nothing."""
+
+
+class BodyReadTimeout(Exception):
+    """The body did not finish arriving within ``body_read_timeout_seconds``: 408."""
+
+
+class BodyGate:
+    """The bytes of the bodies being received right now (declared, or counted as they come)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inflight = 0
+
+    def take(self, size: int) -> bool:
+        if self.inflight + size > self.limit:
+            return False
+        self.inflight += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.inflight -= size
+
+
+class RateLimitedLine:
+    """One log line per ``seconds`` at most; the next one says how many were left out."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, message: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._seconds
+        log.warning(message, suppressed=self._suppressed, **fields)
+        self._suppressed = 0
+
+
+class RequestLimits:
+    """The webhook route's limits: one per app, shared by its requests (all on one loop)."""
+
+    def __init__(self, service: Service) -> None:
+        settings = service.settings
+        self.body_timeout = settings.body_read_timeout_seconds
+        self.gate = BodyGate(settings.max_inflight_body_bytes)
+        self.disconnected = RateLimitedLine(DISCONNECT_LOG_SECONDS)
+        self.refused = RateLimitedLine(DISCONNECT_LOG_SECONDS)
+
+    @classmethod
+    def of(cls, request: Request, service: Service) -> RequestLimits:
+        """The app's instance (made on its first webhook, on the event loop)."""
+        state = request.app.state
+        limits: RequestLimits | None = getattr(state, "wacanon_limits", None)
+        if limits is None:
+            limits = cls(service)
+            state.wacanon_limits = limits
+        return limits
+
+
+_planners: ThreadPoolExecutor | None = None
+
+
+async def plan_off_loop(pipeline: Pipeline, received: Received) -> Plan:
+    """Normalize: inline for a small body, in a worker thread for a large one (a
+    10,000-message batch takes 0.6 s of CPU, which the event loop must not spend)."""
+    if len(received.body) <= THREAD_PLAN_BYTES:
+        return pipeline.plan(received)
+    global _planners
+    if _planners is None:  # per process, shared by its apps: the threads hold no state
+        _planners = ThreadPoolExecutor(PLAN_THREADS, thread_name_prefix="wacanon-plan")
+    context = contextvars.copy_context()  # the log lines keep their correlation id
+    return await asyncio.get_running_loop().run_in_executor(
+        _planners, functools.partial(context.run, pipeline.plan, received)
+    )
+
+
+def refusal(
+    status: int, correlation_id: str, error: str, retry_after: int | None = None
+) -> Response:
+    """A JSON refusal that also closes the connection (the rest of the body is not read)."""
+    headers = {"Connection": "close"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    body = orjson.dumps({"correlation_id": correlation_id, "error": error})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
