@@ -1,13 +1,26 @@
 """How fast ``wacanon serve`` ingests: the real server over loopback, durable, for a fixed time.
 
-Starts ``wacanon serve`` as a subprocess on SQLite and on PostgreSQL, drives it with the
-simulated generator (10 % exact redeliveries, shadow mode off so every event is
-stored), and prints webhooks/s, events/s and p50/p95/p99 latency — beside the same
-figures for a trivial endpoint (``GET /health``) of the same server, so wacanon's own
-cost is a ratio in one run. The load generator is a small keep-alive HTTP/1.1 client on
-raw asyncio streams (an HTTP library would cost more CPU than the server on 2 cores).
+Default mode (``compare``, issue #6 section 5): in one run, three servers started the same
+way — uvicorn, 1 worker, ``log_level="warning"``, no access log, uvicorn's automatic
+loop choice (uvloop when installed) and its httptools protocol (``wacanon serve`` adds its
+limits on top of it, see ``wacanon.api.limits``) — are driven in turn with distinct
+unsigned Cloud API text webhooks (``POST /webhooks/cloud_api``):
 
-    python benchmarks/ingest.py [--seconds 10] [--connections 32] [--backends sqlite,postgresql]
+* a bare Starlette app that reads the body, parses it with orjson and answers a small JSON;
+* ``wacanon serve`` on SQLite and on PostgreSQL (``allow_unsigned = true`` for cloud_api,
+  the account mapped to a shopper, ``WHATSAPP_CANONICAL_SHADOW_MODE=false`` so every event
+  is durably stored before the reply).
+
+The load is wrk (``-t1 -c16 -d10s --latency``, a Lua script putting a counter in each
+message id) when ``wrk`` is on PATH (Debian: ``apt-get install wrk``), else the raw-socket
+generator below. It prints webhooks/s and p50/p99 per target, medians of ``--runs``
+rounds (the three targets alternate within a round), and the ratio wacanon/bare.
+
+``--mode health`` keeps the earlier measurement: the simulated generator (10 % exact
+redeliveries) against ``GET /health`` of the same server.
+
+    python benchmarks/ingest.py [--duration 10] [--runs 3] [--backends sqlite,postgresql]
+    python benchmarks/ingest.py --mode health [--duration 10] [--connections 32]
 
 PostgreSQL: ``--postgres-url`` (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
 a scratch database is created and dropped.
@@ -17,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +50,37 @@ import sqlalchemy as sa
 from wacanon.simulate import SimulationOptions, generate
 
 TOKEN = "bench-token"
+HOST = "127.0.0.1"
+CLOUD_PATH = "/webhooks/cloud_api"
+CLOUD_ACCOUNT = "106540352242922"
+#: A Cloud API text webhook (tests/fixtures/cloud_api/text_single.json); ``{id}`` makes
+#: each one distinct.
+CLOUD_TEXT = (
+    '{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":'
+    '[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":'
+    f'"5511940028922","phone_number_id":"{CLOUD_ACCOUNT}"}},"contacts":[{{"profile":'
+    '{"name":"Ana Souza"},"wa_id":"5511987654321"}],"messages":[{"from":"5511987654321",'
+    '"id":"wamid.bench-{id}","timestamp":"1772366400","type":"text","text":{"body":'
+    '"Oi! Vocês têm esse tênis no tamanho 38? 👟"}}]},"field":"messages"}]}]}'
+)
+WRK_SCRIPT = """
+local head, tail = [==[HEAD]==], [==[TAIL]==]
+local prefix, counter, threads = "", 0, 0
+local headers = {["Content-Type"] = "application/json"}
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+function init(args) prefix = args[1] .. tid .. "-" end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "PATH", headers, head .. prefix .. counter .. tail)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
 
 
 @dataclass
@@ -58,12 +104,29 @@ class Run:
             f"p99 {self.pct(0.99):6.2f} ms  errors {self.errors}"
         )
 
+    def figures(self) -> Figures:
+        rate = self.requests / self.seconds
+        return Figures(rate, self.pct(0.5), self.pct(0.99), self.errors, self.requests)
 
-def post_request(host: str, port: int, body: bytes) -> bytes:
+
+@dataclass
+class Figures:
+    """One timed run of one target: the numbers compare mode prints."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def post_request(
+    host: str, port: int, body: bytes, path: str = "/webhooks/simulated", token: str = TOKEN
+) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     head = (
-        f"POST /webhooks/simulated HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -121,18 +184,52 @@ def health_requests(host: str, port: int) -> Iterator[bytes]:
         yield request
 
 
+def cloud_requests(host: str, port: int, prefix: str) -> Iterator[bytes]:
+    counter = 0
+    while True:
+        counter += 1
+        body = CLOUD_TEXT.replace("{id}", f"{prefix}{counter}").encode()
+        yield post_request(host, port, body, CLOUD_PATH, token="")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
-def start_server(workdir: Path, url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def wait_listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.2):
+                time.sleep(0.5)
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"the server on port {port} did not start")
+
+
+def server_config(workdir: Path, url: str, mode: str) -> Path:
     config = workdir / "wacanon.toml"
-    config.write_text(
-        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\nlog_level = "WARNING"\n'
-        f'spool_path = "{workdir / "spool"}"\n[providers.simulated]\ntoken = "{TOKEN}"\n'
-    )
+    text = f'database_url = "{url}"\nlog_level = "WARNING"\nspool_path = "{workdir / "spool"}"\n'
+    if mode == "health":
+        text += f'default_shopper_id = "shop-1"\n[providers.simulated]\ntoken = "{TOKEN}"\n'
+    else:
+        text += (
+            "[providers.cloud_api]\nallow_unsigned = true\n"
+            f'[[accounts]]\nprovider = "cloud_api"\naccount_id = "{CLOUD_ACCOUNT}"\n'
+            'shopper_id = "shop-1"\n'
+        )
+    config.write_text(text)
+    return config
+
+
+def start_server(
+    workdir: Path, url: str, port: int, workers: int, mode: str = "health"
+) -> subprocess.Popen[bytes]:
+    config = server_config(workdir, url, mode)
     env = {**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false"}
     command = [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
                "--port", str(port), "--workers", str(workers)]  # fmt: skip
@@ -142,16 +239,31 @@ def start_server(workdir: Path, url: str, port: int, workers: int) -> subprocess
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                time.sleep(0.5)
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the server did not start")
+    return wait_listening(process, port)
+
+
+def start_bare(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, __file__, "--serve-bare", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_listening(process, port)
+
+
+def serve_bare(port: int) -> None:
+    """The yardstick: a Starlette app doing only what any JSON webhook endpoint must."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def webhook(request: Request) -> Response:
+        payload = orjson.loads(await request.body())
+        answer = {"received": True, "entries": len(payload.get("entry", ()))}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    app = Starlette(routes=[Route(CLOUD_PATH, webhook, methods=["POST"])])
+    # As ``wacanon serve`` runs uvicorn (see wacanon.cli.serve).
+    uvicorn.run(app, host=HOST, port=port, workers=1, log_level="warning", access_log=False)
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -161,28 +273,21 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def bench_backend(name: str, url: str, args: argparse.Namespace) -> None:
+    """``--mode health``: simulated webhooks beside ``GET /health`` of the same server."""
     workdir = Path(tempfile.mkdtemp(prefix=f"wacanon-bench-{name}-"))
     port = free_port()
     server = start_server(workdir, url, port, args.workers)
     trivial: list[Run] = []
     webhooks: list[Run] = []
-    stream = simulated_requests("127.0.0.1", port, 1)
+    stream = simulated_requests(HOST, port, 1)
     try:
-        asyncio.run(drive("127.0.0.1", port, health_requests("127.0.0.1", port), 1.0, 8))
+        asyncio.run(drive(HOST, port, health_requests(HOST, port), 1.0, 8))
         for _ in range(args.runs):
-            trivial.append(
-                asyncio.run(
-                    drive(
-                        "127.0.0.1",
-                        port,
-                        health_requests("127.0.0.1", port),
-                        args.seconds,
-                        args.connections,
-                    )
-                )
-            )
+            trivial.append(asyncio.run(
+                drive(HOST, port, health_requests(HOST, port), args.duration, args.connections)
+            ))  # fmt: skip
             webhooks.append(asyncio.run(
-                drive("127.0.0.1", port, stream, args.seconds, args.connections)
+                drive(HOST, port, stream, args.duration, args.connections)
             ))  # fmt: skip
     finally:
         server.terminate()
@@ -190,13 +295,136 @@ def bench_backend(name: str, url: str, args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     t, w = median_run(trivial), median_run(webhooks)
     print(f"{name}: {args.workers} worker(s), {args.connections} connections, "
-          f"median of {args.runs} runs of {args.seconds:.0f} s")  # fmt: skip
+          f"median of {args.runs} runs of {args.duration:g} s")  # fmt: skip
     for run in webhooks:
         print(f"    run: {run.requests / run.seconds:,.0f} webhooks/s, p99 {run.pct(0.99):.2f} ms")
     print(t.line("trivial GET /health"))
     print(w.line("POST /webhooks/simulated"))
     ratio = (w.requests / w.seconds) / (t.requests / t.seconds)
     print(f"  webhook rate / trivial rate: {ratio:.2f}; duplicates answered {w.duplicates}")
+
+
+# -- compare mode ---------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    label: str
+    port: int
+    process: subprocess.Popen[bytes]
+    url: str | None = None  # wacanon's database, to count what it stored
+    runs: list[Figures] = field(default_factory=list)
+    answered: int = 0  # every 200 counted by the load generator, warm-up included
+
+    def load(self, prefix: str, seconds: float, args: argparse.Namespace) -> Figures:
+        figures = load(self, prefix, seconds, args)
+        self.answered += figures.requests - figures.errors
+        return figures
+
+
+def wrk_script(workdir: Path) -> Path:
+    head, tail = CLOUD_TEXT.split("{id}")
+    text = WRK_SCRIPT.replace("HEAD", head).replace("TAIL", tail).replace("PATH", CLOUD_PATH)
+    path = workdir / "cloud_text.lua"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(target: Target, prefix: str, seconds: float, args: argparse.Namespace) -> Figures:
+    """One timed run against one target: wrk if available, else the Python generator."""
+    if not args.wrk:
+        stream = cloud_requests(HOST, target.port, prefix)
+        return asyncio.run(drive(HOST, target.port, stream, seconds, args.connections)).figures()
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s",
+               "--latency", "-s", str(args.wrk), f"http://{HOST}:{target.port}", "--",
+               prefix]  # fmt: skip
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
+    requests, duration_us, p50_us, p99_us, errors = map(int, line.split()[1:])
+    return Figures(requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, errors, requests)
+
+
+def stored_events(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text("SELECT count(*) FROM events")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def median_figures(runs: list[Figures]) -> Figures:
+    """Each figure's median over the runs (the rate's and each percentile's on its own)."""
+    return Figures(
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+        sum(r.requests for r in runs),
+    )
+
+
+def uvicorn_choice() -> str:
+    """What uvicorn's ``loop="auto"``/``http="auto"`` pick in this environment."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"loop={loop} http={http}"
+
+
+def compare(args: argparse.Namespace, databases: dict[str, str]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="wacanon-bench-"))
+    args.wrk = wrk_script(workdir) if args.load != "python" and shutil.which("wrk") else None
+    if args.load == "wrk" and not args.wrk:
+        raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
+    targets: list[Target] = []
+    try:
+        port = free_port()
+        targets.append(Target("bare Starlette + orjson", port, start_bare(port)))
+        for name, url in databases.items():
+            (workdir / name).mkdir()
+            port = free_port()
+            server = start_server(workdir / name, url, port, args.workers, mode="compare")
+            targets.append(Target(f"wacanon {name}", port, server, url))
+        for target in targets:  # warm up: imports, caches, first connections
+            target.load("warm-", 1.0, args)
+        for round_ in range(args.runs):  # the targets alternate, so drift hits them alike
+            for i, target in enumerate(targets):
+                target.runs.append(target.load(f"r{round_}t{i}-", args.duration, args))
+        stored = {t.label: stored_events(t.url) for t in targets if t.url}
+    finally:
+        for target in targets:
+            target.process.terminate()
+            target.process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(args, targets, stored)
+
+
+def report(args: argparse.Namespace, targets: list[Target], stored: dict[str, int]) -> None:
+    generator = (
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency"
+        if args.wrk
+        else f"Python raw-socket generator, {args.connections} connections, {args.duration:g} s"
+    )
+    print(f"distinct unsigned Cloud API text webhooks, POST {CLOUD_PATH}; load: {generator}")
+    print(f"uvicorn {uvicorn_choice()}, {args.workers} worker(s); wacanon durable "
+          f"(shadow mode off); median of {args.runs} run(s)")  # fmt: skip
+    print(f"  {'target':<26}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  runs")
+    medians = {}
+    for t in targets:
+        m = medians[t.label] = median_figures(t.runs)
+        rates = " ".join(f"{r.rate:,.0f}" for r in t.runs)
+        print(f"  {t.label:<26}{m.rate:>11,.0f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.errors:>8}"
+              f"  [{rates}]")  # fmt: skip
+    bare = medians[targets[0].label]
+    for t in targets[1:]:
+        m = medians[t.label]
+        verdict = "meets" if m.rate / bare.rate >= 0.35 and m.p99_ms <= 20 else "misses"
+        print(f"  ratio {t.label} / bare: {m.rate / bare.rate:.2f}  ({verdict} the target "
+              f"of >= 0.35 with p99 <= 20 ms); events stored {stored[t.label]:,}, "
+              f"webhooks answered 200 {t.answered:,}")  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------
 
 
 def scratch_postgres(admin_url: str) -> tuple[str, sa.Engine, str]:
@@ -209,27 +437,47 @@ def scratch_postgres(admin_url: str) -> tuple[str, sa.Engine, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--mode", choices=["compare", "health"], default="compare")
+    parser.add_argument("--duration", "--seconds", type=float, default=10.0,
+                        help="seconds per timed run")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, help="default 16 (compare), 32 (health)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (compare)")
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto",
+                        help="compare mode's load generator (auto: wrk if on PATH)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for backend in args.backends.split(","):
-        if backend == "sqlite":
-            directory = Path(tempfile.mkdtemp(prefix="wacanon-bench-db-"))
-            bench_backend("SQLite", f"sqlite:///{directory / 'bench.db'}", args)
-            shutil.rmtree(directory, ignore_errors=True)
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return
+    if args.connections is None:
+        args.connections = 16 if args.mode == "compare" else 32
+    scratch: list[tuple[sa.Engine, str]] = []
+    databases: dict[str, str] = {}
+    directory = Path(tempfile.mkdtemp(prefix="wacanon-bench-db-"))
+    try:
+        for backend in args.backends.split(","):
+            if backend == "sqlite":
+                databases["SQLite"] = f"sqlite:///{directory / 'bench.db'}"
+            else:
+                url, admin, name = scratch_postgres(args.postgres_url)
+                scratch.append((admin, name))
+                databases["PostgreSQL"] = url
+        if args.mode == "compare":
+            compare(args, databases)
         else:
-            url, admin, name = scratch_postgres(args.postgres_url)
-            try:
-                bench_backend("PostgreSQL", url, args)
-            finally:
-                with admin.connect() as connection:
-                    connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for name, url in databases.items():
+                bench_backend(name, url, args)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        for admin, name in scratch:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
