@@ -1,9 +1,9 @@
 """``create_app(settings)``: the application, built from settings, with no globals.
 
-The webhook POST routes sit on a bare Starlette app in front, and everything else
-(subscription challenge, health, readiness, metrics) on FastAPI mounted behind it: the
-webhook path runs thousands of times a second, and FastAPI's middleware stack and
-dependency solving cost more there than the handler's own work.
+Webhook POSTs go straight from a small dispatcher to their handler, and everything else
+(subscription challenge, health, readiness, metrics) to FastAPI mounted behind a
+Starlette app: the webhook path runs thousands of times a second, and a framework's
+middleware stack and routing cost more there than the handler's own work.
 """
 
 from __future__ import annotations
@@ -11,17 +11,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from wacanon.api.routes import health, webhooks
 from wacanon.api.service import Service
 from wacanon.config import Settings
 
+log = structlog.get_logger("wacanon.api")
 
-def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Starlette:
+
+def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> WebhookFront:
     service = Service.build(settings, env)
 
     @asynccontextmanager
@@ -38,10 +43,39 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
     api.include_router(health.router)
     app = Starlette(routes=[*webhooks.post_routes, Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
-    return app
+    return WebhookFront(app)
 
 
-def app_from_environment() -> Starlette:
+class WebhookFront:
+    """``POST /webhooks/<provider>`` and ``POST /webhooks/evolution/<event>`` straight to
+    their handlers; everything else (and lifespan) to the Starlette app behind.
+
+    The same handlers are mounted on the app as routes too, so a request that does not
+    take this shortcut is still served the same way.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = webhooks.match_post(scope["path"])
+            if route is not None:
+                handler, params = route
+                scope["app"] = self.app
+                scope["path_params"] = params
+                try:
+                    response = await handler(Request(scope, receive))
+                except Exception:
+                    log.exception("webhook handler failed")
+                    response = webhooks.reply(500, {"error": "internal error"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def app_from_environment() -> WebhookFront:
     """uvicorn's factory for ``wacanon serve`` workers: config from ``WACANON_CONFIG``."""
     from wacanon import logging as wlogging
     from wacanon.config import load

@@ -14,6 +14,7 @@ import hmac
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +127,25 @@ async def webhook(request: Request) -> Response:
     return await receive(get_service(request), provider, request)
 
 
-#: Mounted on the bare Starlette app in front of FastAPI (see ``wacanon.api.app``).
+def match_post(
+    path: str,
+) -> tuple[Callable[[Request], Awaitable[Response]], dict[str, str]] | None:
+    """The handler and path parameters of a webhook POST path, as :data:`post_routes`
+    would match it (a parameter never spans a ``/``); None for any other path."""
+    if not path.startswith("/webhooks/"):
+        return None
+    rest = path[10:]
+    if not rest:
+        return None
+    if "/" not in rest:
+        return webhook, {"provider": rest}
+    provider, _, event = rest.partition("/")
+    if provider == "evolution" and event and "/" not in event:
+        return evolution_by_event, {"event": event}
+    return None
+
+
+#: Mounted on the Starlette app in front of FastAPI (see ``wacanon.api.app``).
 post_routes = [
     Route("/webhooks/evolution/{event}", evolution_by_event, methods=["POST"]),
     Route("/webhooks/{provider}", webhook, methods=["POST"]),
