@@ -8,6 +8,7 @@ p95 > 500 ms, duplication > 0.1 %) are written against these names in ``docs/ope
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -41,6 +42,7 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.webhooks = Counter(
             "wacanon_webhooks_total",
@@ -142,6 +144,16 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the hot path asks for the same few
+        children thousands of times a second, and each ``labels()`` call takes a lock
+        and builds a key."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

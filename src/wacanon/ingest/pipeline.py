@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -164,15 +165,17 @@ class Pipeline:
 
     def plan(self, received: Received) -> Plan:
         provider = received.provider
-        with self._metrics.normalize_latency.labels(provider).time():
-            result = normalize(
-                provider,
-                received.body,
-                received_at=received.received_at,
-                correlation_id=received.correlation_id,
-                signature_valid=received.signature_valid,
-                shopper_of=lambda account: self._settings.shopper_for(provider, account),
-            )
+        started = time.perf_counter()
+        result = normalize(
+            provider,
+            received.body,
+            received_at=received.received_at,
+            correlation_id=received.correlation_id,
+            signature_valid=received.signature_valid,
+            shopper_of=lambda account: self._settings.shopper_for(provider, account),
+        )
+        m = self._metrics
+        m.child(m.normalize_latency, provider).observe(time.perf_counter() - started)
         journal = JournalRow(
             correlation_id=received.correlation_id,
             received_at=received.received_at,
@@ -248,7 +251,7 @@ class Pipeline:
                 )
             return
         outcome = "store_error" if result.refused is not None else plan.outcome
-        m.webhooks.labels(provider, outcome).inc()
+        m.child(m.webhooks, provider, outcome).inc()
         if plan.result.ignored:
             m.ignored.labels(provider).inc(plan.result.ignored)
         if plan.unknown_account_events:  # also when a batch mixes owned and unowned accounts
@@ -280,10 +283,10 @@ class Pipeline:
             return
         for event in plan.to_store:
             if event.idempotency_key in result.new_keys:
-                m.events.labels(provider, event.event_type, "stored").inc()
+                m.child(m.events, provider, event.event_type, "stored").inc()
                 self._send(signals.event_stored, provider, event=event)
             else:
-                m.duplicates.labels(provider).inc()
+                m.child(m.duplicates, provider).inc()
                 self._send(signals.duplicate_received, provider, event=event)
         self._send(
             signals.webhook_journaled,

@@ -161,7 +161,8 @@ async def receive(
     try:
         return await _receive(service, provider, request, correlation_id, path_event)
     finally:
-        service.metrics.latency.labels(provider).observe(time.perf_counter() - started)
+        metrics = service.metrics
+        metrics.child(metrics.latency, provider).observe(time.perf_counter() - started)
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
 
