@@ -173,3 +173,10 @@ def test_a_config_file_keeps_simulated_accounts_to_the_listed_owners(tmp_path: P
     s = load(write(tmp_path, text), env={}).settings
     assert s.shopper_for("simulated", "sim-shop-2-main") == "shop-1"
     assert s.known_shoppers == ["shop-1", "shop-9"]
+
+
+def test_the_in_flight_bound_must_hold_one_whole_body(tmp_path: Path) -> None:
+    config = tmp_path / "wacanon.toml"
+    config.write_text("max_body_bytes = 2000000\nmax_inflight_body_bytes = 1000000\n")
+    with pytest.raises(ConfigError, match="max_inflight_body_bytes"):
+        load(config, env={})

@@ -295,7 +295,9 @@ def test_bodies_held_open_beyond_the_inflight_bound_get_503_at_once(
     serve: Any, database_url: str
 ) -> None:
     sqlite_only(database_url)
-    server = serve(max_inflight_body_bytes=1_000_000, body_read_timeout_seconds=10)
+    server = serve(
+        max_body_bytes=500_000, max_inflight_body_bytes=1_000_000, body_read_timeout_seconds=10
+    )
     held: list[socket.socket] = []
     try:
         for _ in range(2):  # 2 x 400 kB declared: within the bound, held open

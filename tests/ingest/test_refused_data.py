@@ -351,3 +351,54 @@ def test_serve_restarted_during_an_outage_spools_then_drains(
     finally:
         proxy.cut()
     assert "spooled until it answers" in log.read_text()
+
+
+def test_a_database_that_refuses_every_write_keeps_the_spool(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """Read-only after a failover (not the data's fault): nothing is set aside, the spool
+    waits, and drains once the database takes writes again."""
+    clean(postgres_server)
+    name = sa.engine.make_url(postgres_server).database
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    service = Service.build(make_settings(postgres_server, tmp_path), env=PERSIST)
+    spool = Spool(tmp_path / "spool")
+    spool.append(
+        [
+            Received(
+                "simulated", sim_body(sim_message(f"RO-{i}")), f"ro-{i}", datetime.now(UTC), True
+            ).spool_record()
+            for i in range(20)
+        ]
+    )
+    spool._rotate()
+    engine = create_engine(postgres_server)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+        )
+    writer = GroupCommitWriter(
+        engine, Spool(tmp_path / "spool"), service.pipeline.replan, service.pipeline.drained
+    )
+    writer.start()
+    try:
+        time.sleep(3)
+        assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()
+        assert spool.depth() == 20
+        assert scalar(postgres_server, COUNT_EVENTS) == 0
+        with admin.connect() as connection:
+            connection.exec_driver_sql(
+                f'ALTER DATABASE "{name}" RESET default_transaction_read_only'
+            )
+        engine.dispose()  # pooled connections keep the setting they were opened with
+        assert wait_for(postgres_server, COUNT_EVENTS, 20) == 20
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(
+                f'ALTER DATABASE "{name}" RESET default_transaction_read_only'
+            )
+        writer.stop()
+        engine.dispose()
+        admin.dispose()
+        service.engine.dispose()
+    assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()

@@ -4,14 +4,24 @@ Evolution API puts its API key in every webhook body (``"apikey": "…"``). The 
 done its work once the webhook is verified; journal rows, dead letters and spool files
 outlive that moment and are read by people and tools, so they keep the body with the
 value replaced by ``"***"``. Nothing downstream needs it: replay does not verify again.
+
+Masking never changes what a webhook says: only string values are replaced, never keys
+or numbers — a body that is JSON stays the same JSON apart from the masked values.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import msgspec
-import orjson
 
 MASK = "***"
+#: Minimum length of a configured secret masked wherever it appears: a short one could
+#: equal ordinary words of a payload.
+MIN_SECRET = 8
+#: ``"apikey": "<value>"`` at any depth; the value as JSON writes it (escapes included).
+_API_KEY_FIELD = re.compile(rb'("apikey"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 class _ApiKey(msgspec.Struct, forbid_unknown_fields=False):
@@ -32,22 +42,29 @@ def body_api_key(body: bytes) -> str | None:
 def mask_secrets(provider: str, body: bytes, secret: str | None) -> tuple[bytes, bool]:
     """The body to keep, and whether anything was masked in it.
 
-    The provider's configured ``secret`` is masked wherever it appears (a body that is
-    not JSON at all still must not keep it); for Evolution, so is the body's own
-    ``apikey`` value, which may be an instance token other than the configured key.
+    Evolution's ``apikey`` values are masked (they may be instance tokens other than the
+    configured key); the provider's configured ``secret`` is masked wherever it still
+    appears: inside string values of a JSON body, anywhere in a body that is not JSON.
     """
     masked = False
-    if secret and secret.encode() in body:
-        body, masked = body.replace(secret.encode(), MASK.encode()), True
-    if provider != "evolution" or b"apikey" not in body:
+    if provider == "evolution" and b'"apikey"' in body:
+        body, count = _API_KEY_FIELD.subn(rb'\1"***"', body)
+        masked = count > 0
+    if not secret or len(secret) < MIN_SECRET or secret.encode() not in body:
         return body, masked
-    value = body_api_key(body)
-    if not value or value == MASK:
-        return body, masked
-    encoded = orjson.dumps(value)  # the value as JSON writes it, quotes included
-    if encoded in body:
-        return body.replace(encoded, orjson.dumps(MASK)), True
-    # Written with escapes (``\u0041…``): rewrite the document with the value masked.
-    document = msgspec.json.decode(body)
-    document["apikey"] = MASK
-    return msgspec.json.encode(document), True
+    try:
+        document = msgspec.json.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return body.replace(secret.encode(), MASK.encode()), True  # not JSON: bytes only
+    return msgspec.json.encode(_without(document, secret)), True
+
+
+def _without(value: Any, secret: str) -> Any:
+    """``value`` with ``secret`` replaced inside every string value (keys untouched)."""
+    if isinstance(value, str):
+        return value.replace(secret, MASK)
+    if isinstance(value, list):
+        return [_without(v, secret) for v in value]
+    if isinstance(value, dict):
+        return {k: _without(v, secret) for k, v in value.items()}
+    return value

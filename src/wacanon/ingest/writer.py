@@ -60,9 +60,13 @@ class Spooled:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """Neither the database nor the spool took the webhook: answer 503 so the provider retries."""
+    """Neither the database nor the spool took the webhook: answer 503 so the provider retries.
+
+    ``data`` is true when the database refused the webhook's own data, even as a dead
+    letter — the one failure the spool drain sets aside instead of retrying."""
 
     reason: str
+    data: bool = False
 
 
 Outcome = WriteResult | Spooled | Failed
@@ -100,6 +104,21 @@ Replan = Callable[[SpoolRecord], tuple[WebhookWrite, object]]
 OnDrained = Callable[[Sequence[tuple[object, WriteResult]]], None]
 
 _STOP = object()
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """The database (or its driver) refused this data — as opposed to being unusable
+    right now (unreachable, read-only, out of connections, a permission or schema
+    problem), where the webhook must wait in the spool rather than become a dead letter.
+    """
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError | NotWritable):
+        return False
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    # Values the driver cannot bind (text it cannot encode, a wrong type, a missing column).
+    return isinstance(exc, ValueError | TypeError | KeyError)
 
 
 def _unreachable(exc: sa.exc.DBAPIError) -> bool:
@@ -145,6 +164,7 @@ class GroupCommitWriter:
         self._draining: tuple[Path, list[SpoolRecord], int] | None = None
         self._spool_pending = True  # check at start-up; set again whenever we spool
         self._next_spool_check = 0.0
+        self._drain_not_before = 0.0
 
     def start(self, *, database_up: bool = True) -> None:
         """Start the thread; ``database_up=False`` when the database did not answer at
@@ -300,8 +320,8 @@ class GroupCommitWriter:
             self._mark_down(exc)
             self._to_spool([job])
             return
-        except Exception as exc:  # noqa: BLE001 - as in _commit: the data is the suspect
-            if isinstance(exc, sa.exc.DBAPIError) and _unreachable(exc):
+        except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
+            if not _refused_data(exc):
                 self._mark_down(exc)
                 self._to_spool([job])
                 return
@@ -339,16 +359,11 @@ class GroupCommitWriter:
             self._mark_down(exc)
             self._to_spool(jobs)
             return
-        except sa.exc.DBAPIError as exc:
-            if _unreachable(exc):
+        except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
+            if not _refused_data(exc):  # the database, not the data: spool, retry later
                 self._mark_down(exc)
                 self._to_spool(jobs)
                 return
-            log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
-            for job in jobs:
-                self._commit_alone(job)
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. text the driver cannot encode
             log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
             for job in jobs:
                 self._commit_alone(job)
@@ -373,8 +388,8 @@ class GroupCommitWriter:
             self._mark_down(exc)
             self._to_spool([job])
             return
-        except Exception as exc:  # noqa: BLE001 - whatever it is, the data is the suspect
-            if isinstance(exc, sa.exc.DBAPIError) and _unreachable(exc):
+        except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
+            if not _refused_data(exc):
                 self._mark_down(exc)
                 self._to_spool([job])
                 return
@@ -390,12 +405,12 @@ class GroupCommitWriter:
                 self._mark_down(again)
                 self._to_spool([job])
                 return
-            except sa.exc.DBAPIError as again:
-                if _unreachable(again):
+            except Exception as again:  # noqa: BLE001 - sorted by _refused_data
+                if not _refused_data(again):
                     self._mark_down(again)
                     self._to_spool([job])
                     return
-                job.finish(Failed(f"refused by the database: {_brief(again)}"))
+                job.finish(Failed(f"refused by the database: {_brief(again)}", data=True))
                 return
             result.refused = reason
         job.finish(result)
@@ -474,7 +489,7 @@ class GroupCommitWriter:
     def _drain_due(self) -> bool:
         """Spooled webhooks wait and the database is not known to be down."""
         now = time.monotonic()
-        if now < self._down_until:
+        if now < self._down_until or now < self._drain_not_before:
             return False
         if self._draining is not None or self._spool_pending:
             return True
@@ -513,16 +528,20 @@ class GroupCommitWriter:
         self._guarded(self._commit, jobs)
         stored: list[tuple[object, WriteResult]] = []
         refused: list[tuple[SpoolRecord, str]] = []
+        retry_later = False
         for index, ((_, context), record) in enumerate(planned):
             outcome = outcomes.get(index)
             if isinstance(outcome, WriteResult):
                 stored.append((context, outcome))
-            elif not isinstance(outcome, Spooled):  # moved back to the spool: nothing lost
-                refused.append((record, outcome.reason if outcome else "no outcome"))
+            elif isinstance(outcome, Failed) and outcome.data:
+                refused.append((record, outcome.reason))
+            elif not isinstance(outcome, Spooled):  # Spooled: moved back, nothing lost
+                retry_later = True
         if stored:
             self._on_drained(stored)
-        if refused and not self.database_up:  # not the data: keep the file for later
+        if retry_later or (refused and not self.database_up):  # not the data: keep the file
             self._close_claims()
+            self._drain_not_before = time.monotonic() + RETRY_SECONDS
             return
         for record, reason in refused:
             self._spool.reject(record, reason)

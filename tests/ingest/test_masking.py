@@ -1,0 +1,50 @@
+"""Masking secrets never changes what a webhook says."""
+
+from __future__ import annotations
+
+import orjson
+
+from wacanon.ingest.masking import mask_secrets
+
+KEY = "B6D711FCDE4D4FD5936544120E713976"
+
+
+def test_evolution_api_key_values_are_masked_at_any_depth() -> None:
+    body = orjson.dumps({"apikey": "instance-token-1", "data": {"apikey": KEY, "n": 1}})
+    kept, masked = mask_secrets("evolution", body, KEY)
+    assert masked
+    assert orjson.loads(kept) == {"apikey": "***", "data": {"apikey": "***", "n": 1}}
+
+
+def test_a_secret_inside_a_number_or_a_key_is_left_alone() -> None:
+    secret = "17001230"
+    body = b'{"apikey":"x","ts":1700123000,"17001230":{"data":1},"note":"id 17001230 here"}'
+    kept, masked = mask_secrets("cloud_api", body, secret)
+    assert masked
+    assert orjson.loads(kept) == {
+        "apikey": "x",
+        "ts": 1700123000,
+        "17001230": {"data": 1},
+        "note": "id *** here",
+    }
+
+
+def test_a_short_secret_is_not_hunted_for() -> None:
+    body = b'{"data":"data"}'
+    assert mask_secrets("simulated", body, "data") == (body, False)
+
+
+def test_bodies_the_decoder_refuses_do_not_crash_and_lose_the_secret() -> None:
+    body = b'{"apikey":"\\u0041BC","x":1e400,"t":"' + KEY.encode() + b'"}'
+    kept, masked = mask_secrets("evolution", body, KEY)
+    assert masked
+    assert KEY.encode() not in kept
+    broken = b'{"apikey": "' + KEY.encode() + b'", "data": '
+    kept, masked = mask_secrets("evolution", broken, KEY)
+    assert masked
+    assert KEY.encode() not in kept
+
+
+def test_nothing_to_mask_returns_the_same_bytes() -> None:
+    body = b'{"object":"whatsapp_business_account","entry":[]}'
+    assert mask_secrets("cloud_api", body, "meta-app-secret-xyz") == (body, False)
