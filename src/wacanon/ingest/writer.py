@@ -316,10 +316,6 @@ class GroupCommitWriter:
             return
         try:
             large.new_keys |= self._write_events(rows[large.done : end])
-        except NotWritable as exc:
-            self._mark_down(exc)
-            self._to_spool([job])
-            return
         except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
             if not _refused_data(exc):
                 self._mark_down(exc)
@@ -355,10 +351,6 @@ class GroupCommitWriter:
             return
         try:
             results = self._write([job.write for job in jobs])
-        except NotWritable as exc:
-            self._mark_down(exc)
-            self._to_spool(jobs)
-            return
         except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
             if not _refused_data(exc):  # the database, not the data: spool, retry later
                 self._mark_down(exc)
@@ -384,10 +376,6 @@ class GroupCommitWriter:
         """
         try:
             (result,) = self._write([job.write])
-        except NotWritable as exc:
-            self._mark_down(exc)
-            self._to_spool([job])
-            return
         except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
             if not _refused_data(exc):
                 self._mark_down(exc)
@@ -401,10 +389,6 @@ class GroupCommitWriter:
             )
             try:
                 (result,) = self._write([_dead_letter_only(job.write, reason)])
-            except NotWritable as again:
-                self._mark_down(again)
-                self._to_spool([job])
-                return
             except Exception as again:  # noqa: BLE001 - sorted by _refused_data
                 if not _refused_data(again):
                     self._mark_down(again)
