@@ -402,3 +402,38 @@ def test_a_database_that_refuses_every_write_keeps_the_spool(
         admin.dispose()
         service.engine.dispose()
     assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()
+
+
+def test_two_servers_started_during_an_outage_spool_and_drain_once(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """Two `wacanon serve` processes, one spool directory, PostgreSQL away at start-up:
+    both accept, and when it answers every webhook is stored exactly once."""
+    clean(postgres_server)
+    proxy, url = via_proxy(postgres_server)  # not opened: refused from the start
+    config = tmp_path / "wacanon.toml"
+    config.write_text(
+        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
+        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
+    )
+    ports = [_free_port(), _free_port()]
+    servers = [_start_server(config, port, tmp_path / f"server-{port}.log") for port in ports]
+    try:
+        for n, port in enumerate(ports):
+            bodies = [sim_body(sim_message(f"TWO-{n}-{i:02d}")) for i in range(30)]
+            bodies += [sim_body(sim_message(f"TWO-BOTH-{i:02d}")) for i in range(10)]
+            answers = asyncio.run(post_many(f"http://127.0.0.1:{port}", bodies, concurrency=4))
+            assert {a.status_code for a in answers} == {200}
+            assert all(a.json().get("spooled") for a in answers)
+        proxy.open()
+        assert wait_for(postgres_server, COUNT_EVENTS, 70, seconds=40) == 70
+        time.sleep(1.5)  # any second replay would show up now
+        assert scalar(postgres_server, COUNT_EVENTS) == 70
+        assert scalar(postgres_server, COUNT_JOURNAL) == 80
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+        proxy.cut()
+    assert not any((tmp_path / "spool").glob("*.draining"))
+    assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()
