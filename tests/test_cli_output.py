@@ -3,9 +3,6 @@ JSON log records) on their streams. Real subprocesses against a real server and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,21 +10,9 @@ import orjson
 import pytest
 
 from tests.api.conftest import SIM_TOKEN, LiveServer, make_settings
+from tests.test_cli_service import wacanon
 from wacanon.api.app import create_app
 from wacanon.store.database import create_engine, upgrade
-
-
-def wacanon(
-    cwd: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wacanon", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def json_lines(text: str) -> list[str]:

@@ -52,8 +52,11 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
 class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread of the test process."""
 
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    def __init__(self, app: Any, **options: Any) -> None:
+        """``options`` are more ``uvicorn.Config`` arguments (e.g. ``wacanon serve``'s limits)."""
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", **options
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -65,8 +68,8 @@ class LiveServer:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.02)
         (sock,) = [s for server in self.server.servers for s in server.sockets][:1]
-        host, port = sock.getsockname()[:2]
-        return f"http://{host}:{port}"
+        self.host, self.port = sock.getsockname()[:2]
+        return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
         self.server.should_exit = True

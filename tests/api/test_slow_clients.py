@@ -20,9 +20,16 @@ import orjson
 import pytest
 import sqlalchemy as sa
 import structlog
-import uvicorn
 
-from tests.api.conftest import PERSIST, bearer, hub_signature, make_settings, sim_body, sim_message
+from tests.api.conftest import (
+    PERSIST,
+    LiveServer,
+    bearer,
+    hub_signature,
+    make_settings,
+    sim_body,
+    sim_message,
+)
 from wacanon import logging as wlogging
 from wacanon.api import limits
 from wacanon.api.app import create_app
@@ -30,40 +37,18 @@ from wacanon.store.database import create_engine
 from wacanon.store.tables import events, webhook_journal
 
 
-class Server:
+class Server(LiveServer):
     """A live wacanon server with the production uvicorn options (limits included)."""
 
     def __init__(self, database_url: str, tmp_path: Path, **overrides: Any) -> None:
         settings = make_settings(database_url, tmp_path, **overrides)
-        options = limits.uvicorn_options(settings)
-        config = uvicorn.Config(
-            create_app(settings, env=PERSIST),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-            **options,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        sock = next(s for server in self.server.servers for s in server.sockets)
-        self.host, self.port = sock.getsockname()[:2]
-        self.url = f"http://{self.host}:{self.port}"
+        super().__init__(create_app(settings, env=PERSIST), **limits.uvicorn_options(settings))
+        self.url = self.start()
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
 
 
 @pytest.fixture

@@ -136,6 +136,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_config(tmp_path: Path, url: str) -> Path:
+    """A ``wacanon.toml`` for a ``wacanon serve`` subprocess: the simulated provider, every
+    account owned by shop-1, the spool under ``tmp_path``."""
+    config = tmp_path / "wacanon.toml"
+    config.write_text(
+        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
+        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
+    )
+    return config
+
+
 def _start_server(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **PERSIST}
     with log.open("ab") as stderr:
@@ -179,11 +190,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_webhook(
             connection.execute(events.delete())
             connection.execute(webhook_journal.delete())
         engine.dispose()
-    config = tmp_path / "wacanon.toml"
-    config.write_text(
-        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
-        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
-    )
+    config = serve_config(tmp_path, url)
     port = _free_port()
     log = tmp_path / "server.log"
     process = _start_server(config, port, log)

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from tests.api.conftest import (
     EVOLUTION_KEY,
     PERSIST,
-    SIM_TOKEN,
     LiveServer,
     bearer,
     bridge_signature,
@@ -26,8 +25,15 @@ from tests.api.conftest import (
     sim_body,
     sim_message,
 )
+from tests.golden import FIXTURES
 from tests.ingest.proxy import CuttableProxy
-from tests.ingest.test_durability import _free_port, _start_server, post_many, scalar
+from tests.ingest.test_durability import (
+    _free_port,
+    _start_server,
+    post_many,
+    scalar,
+    serve_config,
+)
 from wacanon.api.app import create_app
 from wacanon.api.service import Service
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
@@ -56,40 +62,12 @@ def via_proxy(url: str) -> tuple[CuttableProxy, str]:
 
 
 def cloud_text(phone_number_id: str, message_id: str) -> bytes:
-    return orjson.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "102290129340398",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": phone_number_id,
-                                },
-                                "contacts": [
-                                    {"profile": {"name": "Ana"}, "wa_id": "5511987654321"}
-                                ],
-                                "messages": [
-                                    {
-                                        "from": "5511987654321",
-                                        "id": message_id,
-                                        "timestamp": "1772366400",
-                                        "type": "text",
-                                        "text": {"body": "Oi"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    )
+    """The Cloud API text fixture, for another phone number id and message id."""
+    payload = orjson.loads((FIXTURES / "cloud_api" / "text_single.json").read_bytes())
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = phone_number_id
+    value["messages"][0]["id"] = message_id
+    return orjson.dumps(payload)
 
 
 def wait_for(url: str, query: Any, expected: int, seconds: float = 30) -> int:
@@ -319,11 +297,7 @@ def test_serve_restarted_during_an_outage_spools_then_drains(
     clean(postgres_server)
     proxy, url = via_proxy(postgres_server)
     proxy.open()
-    config = tmp_path / "wacanon.toml"
-    config.write_text(
-        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
-        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
-    )
+    config = serve_config(tmp_path, url)
     port = _free_port()
     log = tmp_path / "server.log"
     first = _start_server(config, port, log)
@@ -411,11 +385,7 @@ def test_two_servers_started_during_an_outage_spool_and_drain_once(
     both accept, and when it answers every webhook is stored exactly once."""
     clean(postgres_server)
     proxy, url = via_proxy(postgres_server)  # not opened: refused from the start
-    config = tmp_path / "wacanon.toml"
-    config.write_text(
-        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
-        f'spool_path = "{tmp_path / "spool"}"\n[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
-    )
+    config = serve_config(tmp_path, url)
     ports = [_free_port(), _free_port()]
     servers = [_start_server(config, port, tmp_path / f"server-{port}.log") for port in ports]
     try:

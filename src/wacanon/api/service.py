@@ -233,10 +233,6 @@ class Arrival:
         self._open = True
         writer.expect()
 
-    def submit(self, job: Job) -> None:
-        self._open = False
-        self._writer.submit(job)
-
     def submit_to(
         self, handover: Handover, write: WebhookWrite, source: Received
     ) -> asyncio.Future[Outcome]:

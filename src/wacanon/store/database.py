@@ -13,6 +13,7 @@ import contextlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+@lru_cache(maxsize=8)
 def head_revision(url: str) -> str | None:
+    """The newest migration shipped with this version (read from the package once: the
+    writer asks on every new connection)."""
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
