@@ -76,6 +76,12 @@ def _explain(snapshot: FlagSnapshot, shopper: str | None) -> list[FlagValue]:
         raise fail(f"invalid flag: {exc}") from None
 
 
+def _echo_explained(snapshot: FlagSnapshot, shopper: str | None, indent: str = "") -> None:
+    """One line per flag: its effective value for ``shopper`` and why."""
+    for flag in _explain(snapshot, shopper):
+        typer.echo(f"{indent}{flag.name} = {_word(flag)}  ({flag.reason})")
+
+
 def _columns(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
@@ -112,8 +118,7 @@ def list_command(
             "no shopper configured (accounts, default_shopper_id); "
             "the switches before per-shopper narrowing:"
         )
-        for flag in _explain(snapshot, None):
-            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+        _echo_explained(snapshot, None)
     else:
         typer.echo("effective values per shopper (flag names without WHATSAPP_):")
         values = {shopper: _explain(snapshot, shopper) for shopper in shoppers}
@@ -144,8 +149,7 @@ def explain_command(
         stored = flag_overrides_map(connection)
     snapshot = FlagSnapshot(env=dict(os.environ), overrides=stored)
     if shopper is not None:
-        for flag in _explain(snapshot, shopper):
-            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+        _echo_explained(snapshot, shopper)
         return
     shoppers = _known_shoppers(loaded, stored)
     if not shoppers:
@@ -153,12 +157,10 @@ def explain_command(
             "no shopper configured (accounts, default_shopper_id): the switches before "
             "per-shopper narrowing (`--shopper ID` for one shopper):"
         )
-        for flag in _explain(snapshot, None):
-            typer.echo(f"{flag.name} = {_word(flag)}  ({flag.reason})")
+        _echo_explained(snapshot, None)
         return
     for index, name in enumerate(shoppers):
         if index:
             typer.echo("")
         typer.echo(f"shopper {name}:")
-        for flag in _explain(snapshot, name):
-            typer.echo(f"  {flag.name} = {_word(flag)}  ({flag.reason})")
+        _echo_explained(snapshot, name, indent="  ")
