@@ -164,8 +164,8 @@ def _insert_many_returning(
 def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> list[WriteResult]:
     """Write many webhooks in the caller's transaction; the caller commits."""
     dialect = connection.dialect.name
-    new_keys = _insert_events(connection, dialect, [row for w in writes for row in w.events])
-    results = _attribute(writes, new_keys)
+    stored = _insert_events(connection, dialect, [row for w in writes for row in w.events])
+    results = _attribute(writes, stored)
     journaled = _insert_journal(connection, dialect, writes, results)
     letters = [
         {
@@ -189,30 +189,70 @@ def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> li
 def write_events(connection: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Only event rows (part of one large webhook), in the caller's transaction; the keys
     newly stored. The webhook's journal row comes with its last part (``stored_before``)."""
-    return _insert_events(connection, connection.dialect.name, rows)
+    return {key for key, _ in _insert_events(connection, connection.dialect.name, rows)}
 
 
-def _insert_events(connection: sa.Connection, dialect: str, rows: list[dict[str, Any]]) -> set[str]:
+def _insert_events(
+    connection: sa.Connection, dialect: str, rows: list[dict[str, Any]]
+) -> set[tuple[str, str]]:
+    """Insert event rows; ``(idempotency_key, correlation_id)`` of each row stored for
+    the webhook it belongs to.
+
+    That is the keys inserted now, plus those an earlier, interrupted attempt of the same
+    delivery stored (same ``correlation_id``): a large webhook is written in parts, and
+    when the database goes away between parts the whole webhook is spooled and written
+    again — its earlier parts are its own events, not duplicates.
+    """
     if not rows:
         return set()
-    return _insert_many_returning(connection, "events", EVENT_COLUMNS, "idempotency_key", rows)
+    inserted = _insert_many_returning(connection, "events", EVENT_COLUMNS, "idempotency_key", rows)
+    stored: set[tuple[str, str]] = set()
+    for row in rows:  # a key inserted now was inserted from its first row in the batch
+        key = row["idempotency_key"]
+        if key in inserted:
+            inserted.discard(key)
+            stored.add((key, row["correlation_id"]))
+    if len(stored) < len(rows):
+        stored |= _stored_by_same_delivery(connection, rows, {key for key, _ in stored})
+    return stored
 
 
-def _attribute(writes: Sequence[WebhookWrite], new_keys: set[str]) -> list[WriteResult]:
-    """Give each newly stored key to the first webhook of the batch that carried it.
+def _stored_by_same_delivery(
+    connection: sa.Connection, rows: list[dict[str, Any]], inserted: set[str]
+) -> set[tuple[str, str]]:
+    """Of rows whose key was stored before this statement, those stored under the row's
+    own correlation id (read only when a batch had conflicts: redeliveries, replays)."""
+    wanted = {
+        (row["idempotency_key"], row["correlation_id"])
+        for row in rows
+        if row["idempotency_key"] not in inserted
+    }
+    keys = sorted({key for key, _ in wanted})
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), 10_000):
+        chunk = keys[start : start + 10_000]
+        query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
+            events.c.idempotency_key.in_(chunk)
+        )
+        found.update((k, c) for k, c in connection.execute(query) if (k, c) in wanted)
+    return found
 
-    Two redeliveries of one fact in the same batch insert one row; the later one is a
-    duplicate, exactly as if it had come in the next batch.
+
+def _attribute(writes: Sequence[WebhookWrite], stored: set[tuple[str, str]]) -> list[WriteResult]:
+    """Give each stored key to the webhook that stored it (see :func:`_insert_events`).
+
+    Two redeliveries of one fact in the same batch insert one row, from the first; the
+    later one is a duplicate, exactly as if it had come in the next batch.
     """
-    unclaimed = set(new_keys)
+    unclaimed = set(stored)
     results = []
     for write in writes:
         mine = set(write.stored_before)
         for row in write.events:
-            key = row["idempotency_key"]
-            if key in unclaimed:
-                unclaimed.discard(key)
-                mine.add(key)
+            pair = (row["idempotency_key"], row["correlation_id"])
+            if pair in unclaimed:
+                unclaimed.discard(pair)
+                mine.add(pair[0])
         results.append(WriteResult(new_keys=mine, journaled=False))
     return results
 
