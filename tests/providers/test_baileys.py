@@ -7,7 +7,7 @@ import hmac
 import json
 import shutil
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +469,21 @@ def test_delivery_update_of_our_group_message_without_a_reader_is_the_systems() 
     assert event.event_type == "whatsapp.message.status.delivered"
     assert event.actor.role == "system"
     assert event.actor.wa_id is None
+
+
+@pytest.mark.parametrize("sent_at", [-5, 99_999_999_999_999, 10**20, "soon"])
+def test_an_implausible_sent_at_never_puts_the_time_of_receipt_in_identities(
+    sent_at: Any,
+) -> None:
+    """Events without ids of their own are identified by the bridge's ``sent_at``; when
+    that is not a plausible time it stands in for nothing in the key (the event keeps the
+    time of receipt as ``occurred_at``, flagged), so a redelivery is still a duplicate."""
+    close = {"connection": "close", "lastDisconnect": {"error": {"output": {"statusCode": 428}}}}
+    raw = body("connection.update", close, sent_at=sent_at)
+    first = baileys.normalize(raw, NormalizeContext(received_at=RECEIVED, correlation_id="a"))
+    later = RECEIVED + timedelta(minutes=3)
+    again = baileys.normalize(raw, NormalizeContext(received_at=later, correlation_id="b"))
+    (one,), (two,) = first.events, again.events
+    assert one.idempotency_key == two.idempotency_key
+    assert one.occurred_at == RECEIVED
+    assert "timestamp_out_of_range" in one.security.risk_flags

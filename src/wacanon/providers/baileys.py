@@ -48,6 +48,7 @@ from wacanon.providers.common import (
     NormalizeContext,
     NormalizeError,
     NormalizeResult,
+    StandIn,
     actor_dict,
     content_digest,
     convert,
@@ -56,6 +57,7 @@ from wacanon.providers.common import (
     group_chat,
     iso_time,
     private_chat,
+    stand_in,
     unix_time,
 )
 from wacanon.providers.wa_web import (
@@ -363,9 +365,16 @@ class _Mapper:
         self.builder = builder
         self.account = account
         self.event = envelope.event
-        sent_at = _number(envelope.sent_at)
-        self.sent_at = unix_time(sent_at, builder.ctx.received_at) if sent_at else None
-        self.fallback = self.sent_at or builder.ctx.received_at
+        received_at = builder.ctx.received_at
+        number = _number(envelope.sent_at)
+        sent = unix_time(number, received_at) if number else None
+        if sent is None and envelope.sent_at not in (None, "", 0):  # sent, but not a time
+            sent = stand_in(received_at)
+        #: The bridge's time, for identities; never the time of receipt standing in for an
+        #: implausible one, or a redelivery would get another key.
+        self.sent_at = None if isinstance(sent, StandIn) else sent
+        #: ``occurred_at`` of events without a time of their own (a stand-in is flagged).
+        self.fallback = sent or received_at
 
     def time(self, value: LongLike) -> datetime:
         """The provider's time; none → the bridge's ``sent_at``; none → received_at."""
@@ -373,7 +382,7 @@ class _Mapper:
 
     def stamp(self, own: datetime | None = None) -> str | None:
         """The time that goes into identities of events without ids: never received_at."""
-        when = own or self.sent_at
+        when = own if own is not None and not isinstance(own, StandIn) else self.sent_at
         return when.isoformat() if when is not None else None
 
     def build(self, **fields: Any) -> CanonicalEvent:
