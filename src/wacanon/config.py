@@ -266,10 +266,10 @@ def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         problem = loose_mode(path)
-        if problem:
+        if problem and notes is not None:  # the caller prints its notes: say it once, there
+            notes.append(f"WARNING: the simulated provider's token file {problem}")
+        elif problem:
             log.warning(f"the simulated provider's token file {problem}")
-            if notes is not None:
-                notes.append(f"WARNING: {problem}")
         return path.read_text(encoding="utf-8").strip()
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
