@@ -85,3 +85,23 @@ def test_in_one_batch_the_replayed_delivery_claims_its_rows_not_a_redelivery_bef
         assert second.new_keys == {keys[0]}
     finally:
         engine.dispose()
+
+
+def test_a_webhook_already_journaled_finds_its_rows_as_duplicates(database_url: str) -> None:
+    """``wacanon replay`` writes a stored webhook again under its own correlation id:
+    nothing new is stored, and it says so."""
+    settings = Settings(database_url=database_url, default_shopper_id="shop-1")
+    pipeline = Pipeline(settings, lambda _: STORE, Metrics())
+    stored = pipeline.plan(received(sim_body(sim_message("m-1"))))
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            (first,) = write_batch(connection, [stored.write])
+        with engine.begin() as connection:
+            (again,) = write_batch(connection, [stored.write])
+        assert len(first.new_keys) == 1
+        assert first.journaled
+        assert again.new_keys == set()
+        assert not again.journaled
+    finally:
+        engine.dispose()

@@ -199,9 +199,9 @@ def _insert_events(
     the webhook it belongs to.
 
     That is the keys inserted now, plus those an earlier, interrupted attempt of the same
-    delivery stored (same ``correlation_id``): a large webhook is written in parts, and
-    when the database goes away between parts the whole webhook is spooled and written
-    again — its earlier parts are its own events, not duplicates.
+    delivery stored (see :func:`_stored_by_same_delivery`): a large webhook is written in
+    parts, and when the database goes away between parts the whole webhook is spooled
+    and written again — its earlier parts are its own events, not duplicates.
     """
     if not rows:
         return set()
@@ -220,8 +220,11 @@ def _insert_events(
 def _stored_by_same_delivery(
     connection: sa.Connection, rows: list[dict[str, Any]], inserted: set[str]
 ) -> set[tuple[str, str]]:
-    """Of rows whose key was stored before this statement, those stored under the row's
-    own correlation id (read only when a batch had conflicts: redeliveries, replays)."""
+    """Of rows whose key was stored before this statement, those an unfinished write of
+    the same webhook stored: under the row's own correlation id, with no journal row yet
+    (a webhook's journal row comes with its last part). A webhook already journaled —
+    ``wacanon replay`` of a stored one — finds its rows as duplicates. Read only when a
+    batch had conflicts (redeliveries, replays)."""
     wanted = {
         (row["idempotency_key"], row["correlation_id"])
         for row in rows
@@ -231,8 +234,9 @@ def _stored_by_same_delivery(
     found: set[tuple[str, str]] = set()
     for start in range(0, len(keys), 10_000):
         chunk = keys[start : start + 10_000]
+        journaled = sa.exists().where(webhook_journal.c.correlation_id == events.c.correlation_id)
         query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
-            events.c.idempotency_key.in_(chunk)
+            events.c.idempotency_key.in_(chunk), ~journaled
         )
         found.update((k, c) for k, c in connection.execute(query) if (k, c) in wanted)
     return found
