@@ -1,0 +1,46 @@
+"""The service's own promises, around the writer: an answer always comes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import make_settings, sim_body, sim_message
+from wacanon.api import service as service_module
+from wacanon.api.service import Service
+from wacanon.ingest.pipeline import Received
+from wacanon.ingest.writer import Failed
+
+
+def test_a_writer_that_never_answers_means_a_503_in_time_not_a_hung_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread is never started here, so nothing ever commits: after the persist
+    timeout the request gets a failure (503), and the late answer, if any, is dropped."""
+    monkeypatch.setattr(service_module, "PERSIST_TIMEOUT_SECONDS", 0.3)
+    service = Service.build(make_settings(f"sqlite:///{tmp_path / 'w.db'}", tmp_path))
+    received = Received(
+        "simulated",
+        sim_body(sim_message("m-1")),
+        os.urandom(16).hex(),
+        datetime.now(UTC),
+        True,
+    )
+    plan = service.pipeline.plan(received)
+
+    async def persist() -> tuple[object, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with service.arrival() as arrival:
+            outcome = await service.persist(plan, received, arrival)
+        return outcome, loop.time() - started
+
+    outcome, waited = asyncio.run(persist())
+    service.engine.dispose()
+    assert isinstance(outcome, Failed)
+    assert outcome.reason == "no durable outcome within 0.3 s"
+    assert 0.25 < waited < 5
