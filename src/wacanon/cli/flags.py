@@ -114,11 +114,7 @@ def list_command(
     snapshot = FlagSnapshot(env=dict(os.environ), overrides=stored)
     shoppers = _known_shoppers(loaded, stored)
     if not shoppers:
-        typer.echo(
-            "no shopper configured (accounts, default_shopper_id); "
-            "the switches before per-shopper narrowing:"
-        )
-        _echo_explained(snapshot, None)
+        _echo_unnarrowed(snapshot)
     else:
         typer.echo("effective values per shopper (flag names without WHATSAPP_):")
         values = {shopper: _explain(snapshot, shopper) for shopper in shoppers}
@@ -133,6 +129,15 @@ def list_command(
         if rows
         else "no stored overrides; why each value: `wacanon flags explain [--shopper ID]`"
     )
+
+
+def _echo_unnarrowed(snapshot: FlagSnapshot) -> None:
+    """With no shopper configured: the global switches, each explained."""
+    typer.echo(
+        "no shopper configured (accounts, default_shopper_id): the switches before "
+        "per-shopper narrowing (`--shopper ID` for one shopper):"
+    )
+    _echo_explained(snapshot, None)
 
 
 @flags_app.command("explain")
@@ -153,11 +158,7 @@ def explain_command(
         return
     shoppers = _known_shoppers(loaded, stored)
     if not shoppers:
-        typer.echo(
-            "no shopper configured (accounts, default_shopper_id): the switches before "
-            "per-shopper narrowing (`--shopper ID` for one shopper):"
-        )
-        _echo_explained(snapshot, None)
+        _echo_unnarrowed(snapshot)
         return
     for index, name in enumerate(shoppers):
         if index:

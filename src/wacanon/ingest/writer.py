@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -104,6 +104,7 @@ Replan = Callable[[SpoolRecord], tuple[WebhookWrite, object]]
 OnDrained = Callable[[Sequence[tuple[object, WriteResult]]], None]
 
 _STOP = object()
+_T = TypeVar("_T")
 
 
 def _refused_data(exc: BaseException) -> bool:
@@ -328,21 +329,8 @@ class GroupCommitWriter:
         large.done = end
 
     def _write_events(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Event rows only, in one transaction; the connection handling of :meth:`_write`."""
-        reused = self._connection is not None
-        while True:
-            if self._connection is None:
-                self._connection = self._connect()
-            connection = self._connection
-            try:
-                with connection.begin():
-                    return write_events(connection, rows)
-            except sa.exc.DBAPIError as exc:
-                self._connection = None
-                connection.close()
-                if not (reused and _unreachable(exc)):
-                    raise
-                reused = False
+        """Event rows only (one part of a large webhook), in one transaction."""
+        return self._in_transaction(partial(write_events, rows=rows))
 
     def _commit(self, jobs: list[Job]) -> None:
         started = time.perf_counter()
@@ -400,19 +388,32 @@ class GroupCommitWriter:
         job.finish(result)
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
-        """One transaction on the writer's own connection, kept open between commits (a pool
-        checkout with its liveness ping would add a database round trip to every commit).
+        """Many webhooks in one transaction."""
+        return self._in_transaction(partial(write_batch, writes=writes))
+
+    def _in_transaction(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """``work`` in one transaction on the writer's own connection, kept open between
+        commits (a pool checkout with its liveness ping would add a database round trip
+        to every commit).
 
         A kept connection that the server dropped (a restart) is retried once on a fresh
-        one before the database is declared unreachable.
+        one before the database is declared unreachable; a connection that failed is
+        never used again.
         """
         reused = self._connection is not None
-        try:
-            return self._transaction(writes)
-        except sa.exc.DBAPIError as exc:
-            if not (reused and _unreachable(exc)):
-                raise
-        return self._transaction(writes)
+        while True:
+            if self._connection is None:
+                self._connection = self._connect()
+            connection = self._connection
+            try:
+                with connection.begin():
+                    return work(connection)
+            except sa.exc.DBAPIError as exc:
+                self._connection = None
+                connection.close()
+                if not (reused and _unreachable(exc)):
+                    raise
+                reused = False
 
     def _connect(self) -> sa.Connection:
         """A new writer connection, checked (``on_connect``) before anything is written."""
@@ -427,18 +428,6 @@ class GroupCommitWriter:
             connection.close()
             raise NotWritable(problem)
         return connection
-
-    def _transaction(self, writes: list[WebhookWrite]) -> list[WriteResult]:
-        if self._connection is None:
-            self._connection = self._connect()
-        connection = self._connection
-        try:
-            with connection.begin():
-                return write_batch(connection, writes)
-        except sa.exc.DBAPIError:
-            self._connection = None
-            connection.close()
-            raise
 
     def _to_spool(self, jobs: list[Job]) -> None:
         try:
