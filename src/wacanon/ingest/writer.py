@@ -107,19 +107,24 @@ _STOP = object()
 _T = TypeVar("_T")
 
 
+#: Failures that say the database cannot be used right now, whatever the data: the
+#: driver's own errors (unreachable, read-only, out of connections, a permission
+#: problem), a schema not at head, no pooled connection in time.
+_DATABASE_UNUSABLE = (sa.exc.DBAPIError, NotWritable, sa.exc.TimeoutError, OSError)
+
+
 def _refused_data(exc: BaseException) -> bool:
-    """The database (or its driver) refused this data — as opposed to being unusable
-    right now (unreachable, read-only, out of connections, a permission or schema
-    problem), where the webhook must wait in the spool rather than become a dead letter.
+    """This webhook's write failed for the webhook itself — as opposed to a database that
+    is unusable right now, where the webhook must wait in the spool.
+
+    The data errors the database reports (a value out of range, a constraint) are the
+    webhook's; so is anything else raised while writing it: a value the driver cannot
+    bind, or a bug of ours. Spooling those would replay the same failure every second;
+    set aside alone, the webhook becomes a ``store_error`` dead letter and the rest goes on.
     """
     if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
         return True
-    if isinstance(exc, sa.exc.DBAPIError | NotWritable):
-        return False
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        exc = exc.orig
-    # Values the driver cannot bind (text it cannot encode, a wrong type, a missing column).
-    return isinstance(exc, ValueError | TypeError | KeyError)
+    return not isinstance(exc, _DATABASE_UNUSABLE)
 
 
 def _unreachable(exc: sa.exc.DBAPIError) -> bool:
@@ -298,7 +303,8 @@ class GroupCommitWriter:
         """One part of ``max_rows`` event rows; the last part with the journal row (and the
         dead letter), by the normal commit path. A part the database refuses sends the
         whole webhook through :meth:`_commit_alone`; an unreachable database, to the spool
-        (its replay stores the rest; the parts already stored are duplicates then)."""
+        (its replay stores the rest, and counts the parts already stored as this webhook's
+        own events, see ``repository._stored_by_same_delivery``)."""
         large = self._large[0]
         job = large.job
         rows = job.write.events
