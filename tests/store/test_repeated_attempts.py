@@ -43,8 +43,9 @@ def test_rows_of_an_interrupted_attempt_are_this_webhook_s_own(database_url: str
     try:
         with engine.begin() as connection:  # the attempt that was interrupted: one part only
             assert len(write_events(connection, first.write.events[:2])) == 2
+        drained, _ = pipeline.replan(first.received.spool_record())  # as the drain does
         with engine.begin() as connection:  # the same delivery, drained from the spool
-            (result,) = write_batch(connection, [first.write])
+            (result,) = write_batch(connection, [drained])
         assert result.new_keys == keys
         assert result.journaled
         redelivery = pipeline.plan(received(body))
@@ -77,8 +78,9 @@ def test_in_one_batch_the_replayed_delivery_claims_its_rows_not_a_redelivery_bef
     try:
         with engine.begin() as connection:
             write_events(connection, original.write.events[:1])
+        drained, _ = pipeline.replan(original.received.spool_record())
         with engine.begin() as connection:
-            first, second = write_batch(connection, [redelivery.write, original.write])
+            first, second = write_batch(connection, [redelivery.write, drained])
         keys = [row["idempotency_key"] for row in original.write.events]
         # The redelivery inserts the row nobody stored yet; the stored one is the original's.
         assert first.new_keys == {keys[1]}
@@ -88,8 +90,9 @@ def test_in_one_batch_the_replayed_delivery_claims_its_rows_not_a_redelivery_bef
 
 
 def test_a_webhook_already_journaled_finds_its_rows_as_duplicates(database_url: str) -> None:
-    """``wacanon replay`` writes a stored webhook again under its own correlation id:
-    nothing new is stored, and it says so."""
+    """A stored webhook written again under its own correlation id — drained from the
+    spool after its commit went through but its answer was lost, or ``wacanon replay`` —
+    stores nothing new, and says so."""
     settings = Settings(database_url=database_url, default_shopper_id="shop-1")
     pipeline = Pipeline(settings, lambda _: STORE, Metrics())
     stored = pipeline.plan(received(sim_body(sim_message("m-1"))))
@@ -97,11 +100,32 @@ def test_a_webhook_already_journaled_finds_its_rows_as_duplicates(database_url: 
     try:
         with engine.begin() as connection:
             (first,) = write_batch(connection, [stored.write])
+        drained, _ = pipeline.replan(stored.received.spool_record())
         with engine.begin() as connection:
-            (again,) = write_batch(connection, [stored.write])
+            (again,) = write_batch(connection, [drained])
         assert len(first.new_keys) == 1
         assert first.journaled
         assert again.new_keys == set()
         assert not again.journaled
+    finally:
+        engine.dispose()
+
+
+def test_a_live_redelivery_costs_no_lookup(database_url: str) -> None:
+    """A live webhook has a fresh correlation id, so no earlier attempt can be its own:
+    a redelivery is two INSERTs, like a first delivery, with no extra query."""
+    settings = Settings(database_url=database_url, default_shopper_id="shop-1")
+    pipeline = Pipeline(settings, lambda _: STORE, Metrics())
+    body = sim_body(sim_message("m-1"))
+    engine = create_engine(database_url)
+    statements: list[str] = []
+    try:
+        with engine.begin() as connection:
+            write_batch(connection, [pipeline.plan(received(body)).write])
+        sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        with engine.begin() as connection:
+            (again,) = write_batch(connection, [pipeline.plan(received(body)).write])
+        assert again.new_keys == set()
+        assert [s.split()[0] for s in statements] == ["INSERT", "INSERT"]
     finally:
         engine.dispose()

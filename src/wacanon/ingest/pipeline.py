@@ -233,8 +233,10 @@ class Pipeline:
             plan.write.dead_letter = DeadLetter(kind="unrecognized", error=text)
 
     def replan(self, record: SpoolRecord) -> tuple[WebhookWrite, object]:
-        """A spooled webhook planned again with today's flags (for the drain)."""
+        """A spooled webhook planned again with today's flags (for the drain); it may have
+        been partly written before it was spooled (:attr:`WebhookWrite.resumes`)."""
         plan = self.plan(Received.from_record(record))
+        plan.write.resumes = True
         return plan.write, plan
 
     def committed(self, plan: Plan, result: WriteResult | None) -> None:

@@ -329,6 +329,7 @@ class GroupCommitWriter:
                 self._to_spool([job])
                 return
             log.error("large webhook write failed; retrying it whole", error=_brief(exc))
+            job.write.resumes = True  # its earlier parts are stored: they are its own
             self._commit_alone(job)
             return
         self._mark_up()

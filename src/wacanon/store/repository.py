@@ -54,6 +54,10 @@ class WebhookWrite:
     journal: JournalRow
     events: list[dict[str, Any]] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
+    #: This webhook may have been partly written before under its correlation id (it is
+    #: replayed from the spool, or retried whole after a part of it failed): rows found
+    #: already stored under that id are its own (see ``_stored_by_same_delivery``).
+    resumes: bool = False
     #: The last part of a webhook written over several transactions (see
     #: ``GroupCommitWriter``): the keys its earlier parts stored, and how many rows they had.
     stored_before: set[str] = field(default_factory=set)
@@ -164,7 +168,9 @@ def _insert_many_returning(
 def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> list[WriteResult]:
     """Write many webhooks in the caller's transaction; the caller commits."""
     dialect = connection.dialect.name
-    stored = _insert_events(connection, dialect, [row for w in writes for row in w.events])
+    rows = [row for w in writes for row in w.events]
+    resuming = {w.journal.correlation_id for w in writes if w.resumes}
+    stored = _insert_events(connection, dialect, rows, resuming)
     results = _attribute(writes, stored)
     journaled = _insert_journal(connection, dialect, writes, results)
     letters = [
@@ -189,19 +195,21 @@ def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> li
 def write_events(connection: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Only event rows (part of one large webhook), in the caller's transaction; the keys
     newly stored. The webhook's journal row comes with its last part (``stored_before``)."""
-    return {key for key, _ in _insert_events(connection, connection.dialect.name, rows)}
+    return {key for key, _ in _insert_events(connection, connection.dialect.name, rows, set())}
 
 
 def _insert_events(
-    connection: sa.Connection, dialect: str, rows: list[dict[str, Any]]
+    connection: sa.Connection, dialect: str, rows: list[dict[str, Any]], resuming: set[str]
 ) -> set[tuple[str, str]]:
     """Insert event rows; ``(idempotency_key, correlation_id)`` of each row stored for
     the webhook it belongs to.
 
-    That is the keys inserted now, plus those an earlier, interrupted attempt of the same
-    delivery stored (see :func:`_stored_by_same_delivery`): a large webhook is written in
-    parts, and when the database goes away between parts the whole webhook is spooled
-    and written again — its earlier parts are its own events, not duplicates.
+    That is the keys inserted now, plus, for the webhooks in ``resuming`` (correlation
+    ids of writes marked :attr:`WebhookWrite.resumes`), those an earlier, interrupted
+    attempt of the same delivery stored (see :func:`_stored_by_same_delivery`): a large
+    webhook is written in parts, and when the database goes away between parts the whole
+    webhook is spooled and written again — its earlier parts are its own events, not
+    duplicates. A live webhook has a fresh correlation id: nothing to look up.
     """
     if not rows:
         return set()
@@ -212,29 +220,32 @@ def _insert_events(
         if key in inserted:
             inserted.discard(key)
             stored.add((key, row["correlation_id"]))
-    if len(stored) < len(rows):
-        stored |= _stored_by_same_delivery(connection, rows, {key for key, _ in stored})
+    if resuming and len(stored) < len(rows):
+        inserted_now = {key for key, _ in stored}
+        stored |= _stored_by_same_delivery(
+            connection,
+            {
+                (row["idempotency_key"], row["correlation_id"])
+                for row in rows
+                if row["correlation_id"] in resuming and row["idempotency_key"] not in inserted_now
+            },
+        )
     return stored
 
 
 def _stored_by_same_delivery(
-    connection: sa.Connection, rows: list[dict[str, Any]], inserted: set[str]
+    connection: sa.Connection, wanted: set[tuple[str, str]]
 ) -> set[tuple[str, str]]:
-    """Of rows whose key was stored before this statement, those an unfinished write of
-    the same webhook stored: under the row's own correlation id, with no journal row yet
-    (a webhook's journal row comes with its last part). A webhook already journaled —
-    ``wacanon replay`` of a stored one — finds its rows as duplicates. Read only when a
-    batch had conflicts (redeliveries, replays)."""
-    wanted = {
-        (row["idempotency_key"], row["correlation_id"])
-        for row in rows
-        if row["idempotency_key"] not in inserted
-    }
-    keys = sorted({key for key, _ in wanted})
+    """Of ``(key, correlation id)`` pairs whose key was already stored, those an
+    unfinished write of the same webhook stored: under that correlation id, with no
+    journal row yet (a webhook's journal row comes with its last part). A webhook already
+    journaled — a spooled one whose commit went through before its connection dropped —
+    finds its rows as duplicates."""
+    keys = list({key for key, _ in wanted})
+    journaled = sa.exists().where(webhook_journal.c.correlation_id == events.c.correlation_id)
     found: set[tuple[str, str]] = set()
     for start in range(0, len(keys), 10_000):
         chunk = keys[start : start + 10_000]
-        journaled = sa.exists().where(webhook_journal.c.correlation_id == events.c.correlation_id)
         query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
             events.c.idempotency_key.in_(chunk), ~journaled
         )
