@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wacanon.errors import ConfigError
+from wacanon.files import loose_mode
 
 DEFAULT_CONFIG_NAME = "wacanon.toml"
 DEFAULT_DATABASE_URL = "sqlite:///./wacanon.db"
@@ -240,18 +240,6 @@ class LoadedConfig:
 
 TRIAL_TOKEN_FILE = ".wacanon-dev-token"
 TRIAL_SHOPPER = "shop-1"
-
-
-def loose_mode(path: Path) -> str | None:
-    """A warning when an existing file or directory is open to group or others, else None."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return None
-    if not mode & 0o077:
-        return None
-    wanted = 0o700 if path.is_dir() else 0o600
-    return f"{path} is accessible by group/others (mode {mode:04o}); run `chmod {wanted:o} {path}`"
 
 
 def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import fcntl
 import os
-import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import IO
 
 import msgspec
 import structlog
+
+from wacanon.files import loose_mode
 
 log = structlog.get_logger("wacanon.spool")
 
@@ -66,13 +67,9 @@ class Spool:
         if self._checked:
             return
         self._checked = True
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(self.directory.stat().st_mode)
-            if mode & 0o077:
-                log.warning(
-                    f"the spool directory {self.directory} is accessible by group/others "
-                    f"(mode {mode:04o}); run `chmod 700 {self.directory}`"
-                )
+        problem = loose_mode(self.directory)
+        if problem:
+            log.warning(f"the spool directory {problem}")
 
     def _ensure_directory(self) -> None:
         """The directory, created 0700 whatever the umask (spooled bodies are personal data)."""

@@ -9,9 +9,7 @@ any database behind head is refused with the command that fixes it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -26,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from wacanon.errors import DatabaseUnreachable, StoreError
+from wacanon.files import loose_mode
 
 WAL_CHECKPOINT_PAGES = 4000
 
@@ -69,13 +68,9 @@ def _private_sqlite_file(url: sa.engine.URL) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077:
-                log.warning(
-                    f"the database file {path} is accessible by group/others "
-                    f"(mode {mode:04o}); run `chmod 600 {path}`"
-                )
+        problem = loose_mode(path)
+        if problem:
+            log.warning(f"the database file {problem}")
         return
     except OSError:
         return  # e.g. a missing directory: SQLite reports it when it connects
