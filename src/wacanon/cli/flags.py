@@ -101,7 +101,7 @@ def list_command(
     loaded, engine = store_at_head(config)
     with engine.connect() as connection:
         rows = flag_override_rows(connection)
-        stored = flag_overrides_map(connection)
+    stored = {(row.shopper_id, row.name): row.value for row in rows}
     if overrides:
         if not rows:
             typer.echo("no overrides (environment and defaults apply)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,23 +103,20 @@ def prepare_writer(connection: sa.Connection) -> None:
         connection.commit()
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic's configuration: the migrations shipped in the package, and the database."""
     config = Config()
     config.set_main_option("script_location", str(resources.files("wacanon.store") / "migrations"))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-@lru_cache(maxsize=8)
-def head_revision(url: str) -> str | None:
+@cache
+def head_revision() -> str | None:
     """The newest migration shipped with this version (read from the package once: the
-    writer asks on every new connection)."""
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-
-
-def current_revision(engine: sa.Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    writer asks on every new connection). It depends on the package, not the database."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def upgrade(engine: sa.Engine) -> None:
@@ -149,7 +146,7 @@ def schema_state(engine: sa.Engine) -> SchemaState:
             empty = not sa.inspect(connection).get_table_names()
     except sa.exc.OperationalError as exc:
         raise DatabaseUnreachable(f"cannot reach the database: {_first_line(exc)}") from exc
-    head = head_revision(engine.url.render_as_string(hide_password=False))
+    head = head_revision()
     return SchemaState(current=current, head=head, empty=empty)
 
 
@@ -161,7 +158,7 @@ def schema_problem(connection: sa.Connection) -> str | None:
     """
     current = MigrationContext.configure(connection).get_current_revision()
     connection.rollback()
-    head = head_revision(connection.engine.url.render_as_string(hide_password=False))
+    head = head_revision()
     if current == head:
         return None
     return (
