@@ -50,6 +50,9 @@ def test_simulate_post_prints_no_http_request_lines(server: str, tmp_path: Path)
     assert "HTTP Request" not in done.stderr
     assert json_lines(done.stderr) == []
     assert "20" in done.stdout  # the summary
+    (summary,) = done.stdout.splitlines()  # the summary alone: progress goes to stderr
+    assert summary.startswith("posted 20 webhooks in "), summary
+    assert "; HTTP 200: 20; " in summary, summary  # every one answered 200, no other code
 
 
 def test_replay_prints_no_json_log_lines(server: str, tmp_path: Path, sqlite_url: str) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +16,8 @@ from tests.api.conftest import make_settings, sim_body, sim_message
 from wacanon.api import service as service_module
 from wacanon.api.service import Service
 from wacanon.ingest.pipeline import Received
-from wacanon.ingest.writer import Failed
+from wacanon.ingest.writer import Failed, Job
+from wacanon.store.repository import WriteResult
 
 
 def test_a_writer_that_never_answers_means_a_503_in_time_not_a_hung_request(
@@ -32,15 +36,42 @@ def test_a_writer_that_never_answers_means_a_503_in_time_not_a_hung_request(
     )
     plan = service.pipeline.plan(received)
 
+    errors: list[dict[str, Any]] = []
+    late: list[Job] = []
+
     async def persist() -> tuple[object, float]:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: errors.append(context))
         started = loop.time()
         with service.arrival() as arrival:
             outcome = await service.persist(plan, received, arrival)
-        return outcome, loop.time() - started
+        waited = loop.time() - started
+        # The writer answers late: the job the request handed over, answered from a thread
+        # (as the writer thread would) once the request has already been told it failed.
+        assert isinstance(outcome, Failed)
+        while True:
+            try:
+                item = service.writer._queue.get_nowait()
+            except queue.Empty:
+                break
+            late.extend(item if isinstance(item, list) else [item])
+
+        def answer() -> None:
+            for job in late:
+                job.finish(WriteResult(new_keys=set(), journaled=True))
+
+        answering = threading.Thread(target=answer)
+        answering.start()
+        answering.join(5)
+        await asyncio.sleep(0.2)  # the loop delivers (and must drop) the late answer
+        return outcome, waited
 
     outcome, waited = asyncio.run(persist())
     service.engine.dispose()
     assert isinstance(outcome, Failed)
     assert outcome.reason == "no durable outcome within 0.3 s"
     assert 0.25 < waited < 5
+    (job,) = late
+    assert job.write is plan.write
+    assert job.finished
+    assert errors == []  # no "Future already done" (InvalidStateError) or any other error

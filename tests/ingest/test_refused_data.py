@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import (
     EVOLUTION_KEY,
@@ -25,6 +26,8 @@ from tests.api.conftest import (
     sim_body,
     sim_message,
 )
+from tests.api.test_webhooks import rows
+from tests.conftest import _clean
 from tests.golden import FIXTURES
 from tests.ingest.proxy import CuttableProxy
 from tests.ingest.test_durability import (
@@ -45,14 +48,6 @@ from wacanon.store.tables import dead_letters, events, webhook_journal
 
 COUNT_EVENTS = sa.select(sa.func.count()).select_from(events)
 COUNT_JOURNAL = sa.select(sa.func.count()).select_from(webhook_journal)
-
-
-def clean(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        for table in (dead_letters, events, webhook_journal):
-            connection.execute(table.delete())
-    engine.dispose()
 
 
 def via_proxy(url: str) -> tuple[CuttableProxy, str]:
@@ -83,7 +78,7 @@ def test_nul_characters_among_spooled_webhooks_drain_with_the_rest(
     postgres_server: str, tmp_path: Path
 ) -> None:
     """The reported outage: a NUL in an account id and in a message id, among 300 spooled."""
-    clean(postgres_server)
+    _clean(postgres_server)
     proxy, url = via_proxy(postgres_server)
     proxy.open()
     server = LiveServer(create_app(make_settings(url, tmp_path), env=PERSIST))
@@ -138,7 +133,7 @@ def test_a_nul_in_a_message_id_is_stored_not_a_duplicate(
     assert (first["events"], first["duplicates"]) == (1, 0)
     assert (again["events"], again["duplicates"]) == (0, 1)
     assert scalar(database_url, COUNT_EVENTS) == 1
-    outcomes = {r[0] for r in _journal_outcomes(database_url)}
+    outcomes = {r.outcome for r in rows(database_url, webhook_journal)}
     assert outcomes == {"stored"}
 
 
@@ -188,21 +183,13 @@ def test_nul_in_evolution_instance_and_baileys_session_is_stored(
     assert scalar(database_url, COUNT_EVENTS) == 2
 
 
-def _journal_outcomes(url: str) -> list[Any]:
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        found = list(connection.execute(sa.select(webhook_journal.c.outcome)))
-    engine.dispose()
-    return found
-
-
 def test_a_spooled_record_the_database_refuses_becomes_a_dead_letter(
     postgres_server: str, tmp_path: Path
 ) -> None:
     """300 spooled webhooks, one of which PostgreSQL refuses for its data (a value too long
     for its column, and a journal value no driver can encode): 299 events, 300 journal rows,
     1 store_error dead letter, spool empty."""
-    clean(postgres_server)
+    _clean(postgres_server)
     settings = make_settings(postgres_server, tmp_path)
     service = Service.build(settings, env=PERSIST)
     pipeline: Pipeline = service.pipeline
@@ -254,7 +241,7 @@ def test_a_spooled_record_the_database_refuses_becomes_a_dead_letter(
 def test_a_live_webhook_the_database_refuses_is_a_dead_letter_not_a_duplicate(
     postgres_server: str, tmp_path: Path
 ) -> None:
-    clean(postgres_server)
+    _clean(postgres_server)
     service = Service.build(make_settings(postgres_server, tmp_path), env=PERSIST)
     service.start()
     try:
@@ -287,14 +274,14 @@ def test_a_live_webhook_the_database_refuses_is_a_dead_letter_not_a_duplicate(
         assert service.metrics.store_errors.labels("simulated")._value.get() == 1
     finally:
         service.stop()
-    assert [tuple(r) for r in _journal_outcomes(postgres_server)] == [("store_error",)]
+    assert [(r.outcome,) for r in rows(postgres_server, webhook_journal)] == [("store_error",)]
 
 
 def test_serve_restarted_during_an_outage_spools_then_drains(
     postgres_server: str, tmp_path: Path
 ) -> None:
     """`wacanon serve` crashed while PostgreSQL was away: it starts anyway and spools."""
-    clean(postgres_server)
+    _clean(postgres_server)
     proxy, url = via_proxy(postgres_server)
     proxy.open()
     config = serve_config(tmp_path, url)
@@ -332,7 +319,7 @@ def test_a_database_that_refuses_every_write_keeps_the_spool(
 ) -> None:
     """Read-only after a failover (not the data's fault): nothing is set aside, the spool
     waits, and drains once the database takes writes again."""
-    clean(postgres_server)
+    _clean(postgres_server)
     name = sa.engine.make_url(postgres_server).database
     admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     service = Service.build(make_settings(postgres_server, tmp_path), env=PERSIST)
@@ -378,12 +365,29 @@ def test_a_database_that_refuses_every_write_keeps_the_spool(
     assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()
 
 
+def stored_counts(ports: list[int]) -> list[float]:
+    """Each server's ``wacanon_webhooks_total{provider="simulated",outcome="stored"}``."""
+    found = []
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        found.append(
+            sum(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "wacanon_webhooks_total"
+                and sample.labels == {"provider": "simulated", "outcome": "stored"}
+            )
+        )
+    return found
+
+
 def test_two_servers_started_during_an_outage_spool_and_drain_once(
     postgres_server: str, tmp_path: Path
 ) -> None:
     """Two `wacanon serve` processes, one spool directory, PostgreSQL away at start-up:
     both accept, and when it answers every webhook is stored exactly once."""
-    clean(postgres_server)
+    _clean(postgres_server)
     proxy, url = via_proxy(postgres_server)  # not opened: refused from the start
     config = serve_config(tmp_path, url)
     ports = [_free_port(), _free_port()]
@@ -400,6 +404,18 @@ def test_two_servers_started_during_an_outage_spool_and_drain_once(
         time.sleep(1.5)  # any second replay would show up now
         assert scalar(postgres_server, COUNT_EVENTS) == 70
         assert scalar(postgres_server, COUNT_JOURNAL) == 80
+        stored_webhooks = sum(
+            1 for r in rows(postgres_server, webhook_journal) if r.outcome == "stored"
+        )
+        assert stored_webhooks == 80
+        # A second replay adds no row (unique keys), but the drain counts what it stores:
+        # both servers together must have counted each stored webhook exactly once.
+        counted = stored_counts(ports)
+        deadline = time.monotonic() + 5
+        while sum(counted) < stored_webhooks and time.monotonic() < deadline:
+            time.sleep(0.2)
+            counted = stored_counts(ports)
+        assert sum(counted) == stored_webhooks, counted
     finally:
         for server in servers:
             server.terminate()
