@@ -41,7 +41,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
     api.state.service = service
     api.include_router(webhooks.router)
     api.include_router(health.router)
-    app = Starlette(routes=[*webhooks.post_routes, Mount("/", app=api)], lifespan=lifespan)
+    app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
     return WebhookFront(app)
 
@@ -50,13 +50,13 @@ class WebhookFront:
     """``POST /webhooks/<provider>`` and ``POST /webhooks/evolution/<event>`` straight to
     their handlers; everything else (and lifespan) to the Starlette app behind.
 
-    The same handlers are mounted on the app as routes too, so a request that does not
-    take this shortcut is still served the same way.
+    :func:`~wacanon.api.routes.webhooks.match_post` is the only place these paths are
+    matched; other methods on them reach FastAPI (the Cloud API subscription challenge
+    is ``GET /webhooks/cloud_api``).
     """
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

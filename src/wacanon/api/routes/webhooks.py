@@ -1,10 +1,13 @@
 """``/webhooks/<provider>``: verify, journal, normalize, persist — and only then acknowledge.
 
-Replies are ``{"correlation_id", "events", "duplicates", "ignored"}``: 200 once the
-webhook is durably stored (or spooled while the database is away), 400 for a body that
-is not JSON (kept in the dead letter), 401 for a failed verification, 404 for an unknown
-provider, 413 for a body over the limit, 503 when nothing could be stored (the provider
-retries).
+Replies are ``{"correlation_id", "events", "duplicates", "ignored"}`` plus the flags of
+:meth:`~wacanon.ingest.pipeline.Plan.reply` (``spooled``, ``shadow``, ``unknown_account``,
+``dead_letter``): 200 once the webhook is durably stored (or spooled while the database
+is away, or kept as a dead letter when the database refused its data), 400 for a body
+that is not JSON (kept in the dead letter) or a client that left mid-body (nobody reads
+it), 401 for a failed verification, 404 for an unknown provider, 408 for a body not
+received in time, 413 for a body over the limit, 503 when too many bodies are in flight
+(with ``Retry-After``) or nothing could be stored (the provider retries).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route
 
 from wacanon.api.deps import ServiceDep, get_service
 from wacanon.api.limits import (
@@ -102,9 +104,10 @@ async def cloud_api_challenge(request: Request, service: ServiceDep) -> Response
     return PlainTextResponse("verify token mismatch", status_code=403)
 
 
-# The POST routes are plain Starlette routes: FastAPI's middleware and dependency solving
-# cost more per request than the rest of the handler, and these run thousands of times a
-# second.
+# The POST handlers take a Starlette request, not FastAPI's dependencies: they run
+# thousands of times a second, reached through ``WebhookFront`` (see ``wacanon.api.app``)
+# by :func:`match_post`, where FastAPI's routing and dependency solving would cost more
+# than the handler's own work.
 
 
 #: Evolution's event names as its "webhook by events" URLs spell them (``messages-upsert``,
@@ -130,8 +133,9 @@ async def webhook(request: Request) -> Response:
 def match_post(
     path: str,
 ) -> tuple[Callable[[Request], Awaitable[Response]], dict[str, str]] | None:
-    """The handler and path parameters of a webhook POST path, as :data:`post_routes`
-    would match it (a parameter never spans a ``/``); None for any other path."""
+    """The handler and path parameters of a webhook POST path — ``/webhooks/{provider}``
+    or ``/webhooks/evolution/{event}``, a parameter never spanning a ``/`` — or None for
+    any other path (served by the app behind ``WebhookFront``)."""
     if not path.startswith("/webhooks/"):
         return None
     rest = path[10:]
@@ -143,13 +147,6 @@ def match_post(
     if provider == "evolution" and event and "/" not in event:
         return evolution_by_event, {"event": event}
     return None
-
-
-#: Mounted on the Starlette app in front of FastAPI (see ``wacanon.api.app``).
-post_routes = [
-    Route("/webhooks/evolution/{event}", evolution_by_event, methods=["POST"]),
-    Route("/webhooks/{provider}", webhook, methods=["POST"]),
-]
 
 
 async def receive(
