@@ -36,8 +36,6 @@ def store_at_head(config: Path | None) -> tuple[LoadedConfig, sa.Engine]:
         state = schema_state(engine)
     except StoreError as exc:
         raise fail(str(exc)) from None
-    if not state.at_head:
-        raise fail(
-            f"the database schema is at {state.current or 'nothing'}: run `wacanon db upgrade`"
-        )
+    if state.problem is not None:
+        raise fail(state.problem)
     return loaded, engine

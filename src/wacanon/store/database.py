@@ -137,6 +137,16 @@ class SchemaState:
     def at_head(self) -> bool:
         return self.current == self.head
 
+    @property
+    def problem(self) -> str | None:
+        """Why this version cannot use the database (schema not at head), or None."""
+        if self.at_head:
+            return None
+        return (
+            f"the database schema is at {self.current or 'nothing'}, this version needs "
+            f"{self.head}: run `wacanon db upgrade` (same --config / WACANON_DATABASE_URL)"
+        )
+
 
 def schema_state(engine: sa.Engine) -> SchemaState:
     """Where the database stands relative to the migrations shipped with this version."""
@@ -158,13 +168,7 @@ def schema_problem(connection: sa.Connection) -> str | None:
     """
     current = MigrationContext.configure(connection).get_current_revision()
     connection.rollback()
-    head = head_revision()
-    if current == head:
-        return None
-    return (
-        f"the database schema is at {current or 'nothing'}, this version needs {head}: "
-        "run `wacanon db upgrade`"
-    )
+    return SchemaState(current=current, head=head_revision(), empty=False).problem
 
 
 def ensure_schema(engine: sa.Engine) -> str:
@@ -175,10 +179,7 @@ def ensure_schema(engine: sa.Engine) -> str:
     if state.empty and engine.dialect.name == "sqlite":
         upgrade(engine)
         return "created a new SQLite database at head"
-    raise StoreError(
-        f"the database schema is at {state.current or 'nothing'}, this version needs "
-        f"{state.head}: run `wacanon db upgrade` (same --config / WACANON_DATABASE_URL)"
-    )
+    raise StoreError(str(state.problem))
 
 
 def _first_line(exc: BaseException) -> str:
