@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
+from wacanon.api.replies import reply
 from wacanon.api.routes import health, webhooks
 from wacanon.api.service import Service
 from wacanon.config import Settings
@@ -69,7 +70,7 @@ class WebhookFront:
                     response = await handler(Request(scope, receive))
                 except Exception:
                     log.exception("webhook handler failed")
-                    response = webhooks.reply(500, {"error": "internal error"})
+                    response = reply(500, {"error": "internal error"})
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -28,12 +28,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-import orjson
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from wacanon.api.replies import reply
 from wacanon.api.service import Service
 from wacanon.config import Settings
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
@@ -236,5 +236,4 @@ def refusal(
     headers = {"Connection": "close"}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    body = orjson.dumps({"correlation_id": correlation_id, "error": error})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return reply(status, {"correlation_id": correlation_id, "error": error}, headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +20,7 @@ import typer
 
 from wacanon.cli import app, fail
 from wacanon.errors import UnknownProviderError
-from wacanon.providers.registry import PROVIDERS, normalize
+from wacanon.providers.registry import PROVIDERS, as_utc, normalize
 
 
 def read_input(source: str) -> bytes:
@@ -44,8 +44,7 @@ def parse_time(text: str | None) -> datetime | None:
 
 def derived_correlation_id(body: bytes, received_at: datetime) -> str:
     """The documented, deterministic correlation id of ``--received-at`` runs."""
-    when = received_at.replace(tzinfo=UTC) if received_at.tzinfo is None else received_at
-    stamp = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    stamp = as_utc(received_at).isoformat().replace("+00:00", "Z")
     digest = hashlib.sha256(body).hexdigest()
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"wacanon:normalize:{digest}:{stamp}"))
 

@@ -120,7 +120,7 @@ class Spool:
         """Why the spool could not take a webhook now, or None: found at start-up and by
         ``/ready``, not during the outage the spool exists for."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._ensure_directory()
             fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.directory)
             os.close(fd)
             os.unlink(probe)

@@ -45,7 +45,7 @@ def normalize(
     if normalizer is None:
         raise UnknownProviderError(provider, tuple(PROVIDERS))
     ctx = NormalizeContext(
-        received_at=_as_utc(received_at or datetime.now(UTC)),
+        received_at=as_utc(received_at or datetime.now(UTC)),
         correlation_id=correlation_id or str(uuid.uuid4()),
         account=account,
         shopper_id=shopper_id,
@@ -61,7 +61,8 @@ def normalize(
         return NormalizeResult(errors=[NormalizeError("$", message, code="internal")])
 
 
-def _as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive time is taken as UTC."""
     if value.tzinfo is UTC:
         return value
     if value.tzinfo is None:

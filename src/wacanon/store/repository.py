@@ -112,22 +112,15 @@ def _params(dialect: str, columns: tuple[str, ...], rows: Sequence[dict[str, Any
     database refuse a row.
     """
     flat: list[Any] = []
-    if dialect == "sqlite":
-        for row in rows:
-            for c in columns:
-                value = row[c]
-                if c in _TIME_COLUMNS:
-                    value = _sqlite_time(value)
-                elif value.__class__ is str and "\x00" in value:
-                    value = storable(value)
-                flat.append(value)
-    else:
-        for row in rows:
-            for c in columns:
-                value = row[c]
-                if value.__class__ is str and "\x00" in value:
-                    value = storable(value)
-                flat.append(value)
+    times = _TIME_COLUMNS if dialect == "sqlite" else frozenset()
+    for row in rows:
+        for c in columns:
+            value = row[c]
+            if c in times:
+                value = _sqlite_time(value)
+            elif value.__class__ is str and "\x00" in value:
+                value = storable(value)
+            flat.append(value)
     return flat
 
 

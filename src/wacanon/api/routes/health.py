@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from wacanon.api.deps import ServiceDep
-from wacanon.api.routes.webhooks import reply
+from wacanon.api.replies import reply
 
 router = APIRouter()
 log = structlog.get_logger("wacanon.health")

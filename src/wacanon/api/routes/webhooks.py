@@ -19,9 +19,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
-import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -36,6 +34,7 @@ from wacanon.api.limits import (
     plan_off_loop,
     refusal,
 )
+from wacanon.api.replies import reply
 from wacanon.api.service import Arrival, Service
 from wacanon.errors import VerificationError
 from wacanon.ingest.masking import mask_secrets
@@ -46,10 +45,6 @@ from wacanon.providers.registry import PROVIDERS
 
 router = APIRouter()
 log = structlog.get_logger("wacanon.webhooks")
-
-
-def reply(status: int, body: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 class BodyTooLarge(Exception):
