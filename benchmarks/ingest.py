@@ -20,6 +20,11 @@ rounds (the three targets alternate within a round), and the ratio wacanon/bare.
 redeliveries) against ``GET /health`` of the same server.
 
     python benchmarks/ingest.py [--duration 10] [--runs 3] [--backends sqlite,postgresql]
+        [--workers N] [--switch-intervals 0.00005,0.0005]
+
+``--workers N`` gives the bare app N workers too. ``--switch-intervals`` adds, per
+backend, a wacanon target with each GIL switch interval (``gil_switch_interval_seconds``),
+each on its own database, in the same rounds.
     python benchmarks/ingest.py --mode health [--duration 10] [--connections 32]
 
 PostgreSQL: ``--postgres-url`` (default postgresql+psycopg://postgres@127.0.0.1:5432/test);
@@ -43,6 +48,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -211,9 +217,11 @@ def wait_listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Po
     raise SystemExit(f"the server on port {port} did not start")
 
 
-def server_config(workdir: Path, url: str, mode: str) -> Path:
+def server_config(workdir: Path, url: str, mode: str, switch_interval: float | None = None) -> Path:
     config = workdir / "wacanon.toml"
     text = f'database_url = "{url}"\nlog_level = "WARNING"\nspool_path = "{workdir / "spool"}"\n'
+    if switch_interval is not None:
+        text += f"gil_switch_interval_seconds = {switch_interval!r}\n"
     if mode == "health":
         text += f'default_shopper_id = "shop-1"\n[providers.simulated]\ntoken = "{TOKEN}"\n'
     else:
@@ -227,9 +235,14 @@ def server_config(workdir: Path, url: str, mode: str) -> Path:
 
 
 def start_server(
-    workdir: Path, url: str, port: int, workers: int, mode: str = "health"
+    workdir: Path,
+    url: str,
+    port: int,
+    workers: int,
+    mode: str = "health",
+    switch_interval: float | None = None,
 ) -> subprocess.Popen[bytes]:
-    config = server_config(workdir, url, mode)
+    config = server_config(workdir, url, mode, switch_interval)
     env = {**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false"}
     command = [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
                "--port", str(port), "--workers", str(workers)]  # fmt: skip
@@ -242,15 +255,14 @@ def start_server(
     return wait_listening(process, port)
 
 
-def start_bare(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, __file__, "--serve-bare", str(port)]
+def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, __file__, "--serve-bare", str(port), "--workers", str(workers)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return wait_listening(process, port)
 
 
-def serve_bare(port: int) -> None:
+def bare_app() -> Any:
     """The yardstick: a Starlette app doing only what any JSON webhook endpoint must."""
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -261,9 +273,24 @@ def serve_bare(port: int) -> None:
         answer = {"received": True, "entries": len(payload.get("entry", ()))}
         return Response(orjson.dumps(answer), media_type="application/json")
 
-    app = Starlette(routes=[Route(CLOUD_PATH, webhook, methods=["POST"])])
-    # As ``wacanon serve`` runs uvicorn (see wacanon.cli.serve).
-    uvicorn.run(app, host=HOST, port=port, workers=1, log_level="warning", access_log=False)
+    return Starlette(routes=[Route(CLOUD_PATH, webhook, methods=["POST"])])
+
+
+def serve_bare(port: int, workers: int = 1) -> None:
+    """The bare app with as many workers as wacanon gets (an import string, so uvicorn's
+    worker processes can import it); otherwise as ``wacanon serve`` runs uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        "ingest:bare_app",
+        factory=True,
+        app_dir=str(Path(__file__).parent),
+        host=HOST,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -371,7 +398,8 @@ def uvicorn_choice() -> str:
     return f"loop={loop} http={http}"
 
 
-def compare(args: argparse.Namespace, databases: dict[str, str]) -> None:
+def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None]]) -> None:
+    """Each ``(label, database URL, GIL switch interval or None)`` against the bare app."""
     workdir = Path(tempfile.mkdtemp(prefix="wacanon-bench-"))
     args.wrk = wrk_script(workdir) if args.load != "python" and shutil.which("wrk") else None
     if args.load == "wrk" and not args.wrk:
@@ -379,11 +407,13 @@ def compare(args: argparse.Namespace, databases: dict[str, str]) -> None:
     targets: list[Target] = []
     try:
         port = free_port()
-        targets.append(Target("bare Starlette + orjson", port, start_bare(port)))
-        for name, url in databases.items():
-            (workdir / name).mkdir()
+        targets.append(Target("bare Starlette + orjson", port, start_bare(port, args.workers)))
+        for index, (name, url, interval) in enumerate(databases):
+            (workdir / str(index)).mkdir()
             port = free_port()
-            server = start_server(workdir / name, url, port, args.workers, mode="compare")
+            server = start_server(
+                workdir / str(index), url, port, args.workers, "compare", interval
+            )
             targets.append(Target(f"wacanon {name}", port, server, url))
         for target in targets:  # warm up: imports, caches, first connections
             target.load("warm-", 1.0, args)
@@ -408,12 +438,12 @@ def report(args: argparse.Namespace, targets: list[Target], stored: dict[str, in
     print(f"distinct unsigned Cloud API text webhooks, POST {CLOUD_PATH}; load: {generator}")
     print(f"uvicorn {uvicorn_choice()}, {args.workers} worker(s); wacanon durable "
           f"(shadow mode off); median of {args.runs} run(s)")  # fmt: skip
-    print(f"  {'target':<26}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  runs")
+    print(f"  {'target':<36}{'webhooks/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  runs")
     medians = {}
     for t in targets:
         m = medians[t.label] = median_figures(t.runs)
         rates = " ".join(f"{r.rate:,.0f}" for r in t.runs)
-        print(f"  {t.label:<26}{m.rate:>11,.0f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.errors:>8}"
+        print(f"  {t.label:<36}{m.rate:>11,.0f}{m.p50_ms:>9.2f}{m.p99_ms:>9.2f}{m.errors:>8}"
               f"  [{rates}]")  # fmt: skip
     bare = medians[targets[0].label]
     for t in targets[1:]:
@@ -448,30 +478,43 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument(
+        "--switch-intervals",
+        default="",
+        help="compare mode: also run each backend with these GIL switch intervals "
+        "(seconds, comma-separated, e.g. 0.00005,0.0005), each on its own database",
+    )
+    parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        serve_bare(args.serve_bare)
+        serve_bare(args.serve_bare, args.workers)
         return
     if args.connections is None:
         args.connections = 16 if args.mode == "compare" else 32
     scratch: list[tuple[sa.Engine, str]] = []
-    databases: dict[str, str] = {}
+    databases: list[tuple[str, str, float | None]] = []
     directory = Path(tempfile.mkdtemp(prefix="wacanon-bench-db-"))
+    intervals: list[float | None] = [None]
+    if args.mode == "compare" and args.switch_intervals:
+        intervals += [float(x) for x in args.switch_intervals.split(",")]
     try:
         for backend in args.backends.split(","):
-            if backend == "sqlite":
-                databases["SQLite"] = f"sqlite:///{directory / 'bench.db'}"
-            else:
-                url, admin, name = scratch_postgres(args.postgres_url)
-                scratch.append((admin, name))
-                databases["PostgreSQL"] = url
+            for interval in intervals:
+                label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+                if interval is not None:
+                    label += f" (switch {interval * 1e6:g} µs)"
+                if backend == "sqlite":
+                    url = f"sqlite:///{directory / f'bench-{len(databases)}.db'}"
+                else:
+                    url, admin, name = scratch_postgres(args.postgres_url)
+                    scratch.append((admin, name))
+                databases.append((label, url, interval))
         if args.mode == "compare":
             compare(args, databases)
         else:
-            for name, url in databases.items():
+            for name, url, _ in databases:
                 bench_backend(name, url, args)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

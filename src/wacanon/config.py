@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     max_inflight_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_connections: int = Field(default=1000, gt=0)
     keep_alive_timeout_seconds: int = Field(default=5, gt=0)
+    #: Python's GIL switch interval; None: chosen by database (see ``Service.start``).
+    gil_switch_interval_seconds: float | None = Field(default=None, gt=0, le=0.1)
     spool_path: str = "./wacanon-spool"
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +45,6 @@ class Service:
     pipeline: Pipeline
     spool: Spool
     writer: GroupCommitWriter
-    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
@@ -93,23 +92,26 @@ class Service:
         5 ms switch interval, a busy event loop makes it wait up to 5 ms to get the GIL
         back each time, and commits (hence every reply) slow down several-fold. SQLite's
         calls are short CPU work in the writer's own thread: a 50 µs interval gives
-        12 % more webhooks/s than 0.5 ms there (3,650 vs 3,270, wrk -c16, same machine).
-        PostgreSQL's calls are network round trips, where the shorter interval only adds
-        switches (about 5 % fewer webhooks/s): 0.5 ms.
+        13–17 % more webhooks/s than 0.5 ms there (docs/operations.md, "Capacity").
+        PostgreSQL's calls are network round trips, where the shorter interval made no
+        difference beyond noise: 0.5 ms. ``gil_switch_interval_seconds``
+        overrides it (``benchmarks/ingest.py --switch-intervals`` compares values). It is
+        set for the whole process: whatever else runs in it shares the setting.
         """
-        sys.setswitchinterval(SWITCH_INTERVAL.get(self.engine.dialect.name, 0.0005))
+        interval = self.settings.gil_switch_interval_seconds
+        if interval is None:
+            interval = SWITCH_INTERVAL.get(self.engine.dialect.name, 0.0005)
+        sys.setswitchinterval(interval)
         database_up = True
         try:
-            self.notes.append(ensure_schema(self.engine))
+            ensure_schema(self.engine)
         except DatabaseUnreachable as exc:
             # The spool exists for exactly this: accept webhooks now, drain when it answers
             # (the writer checks the schema before its first write).
             database_up = False
-            self.notes.append(f"{exc}; webhooks are spooled until it answers")
             log.error("database unreachable at start-up; spooling webhooks", error=str(exc))
         problem = self.spool.problem()
         if problem is not None:
-            self.notes.append(problem)
             log.error("spool unusable: an outage of the database will mean 503s", error=problem)
         self.metrics.spool_depth.set(self.spool.depth())
         self.flags.start()
@@ -157,8 +159,8 @@ class Service:
             state = schema_state(self.engine)
         except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
             return False, f"database unreachable: {exc}"
-        if not state.at_head:
-            return False, f"schema at {state.current}, needs {state.head}: run `wacanon db upgrade`"
+        if state.problem is not None:
+            return False, state.problem
         return True, "ready"
 
 
