@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,3 +76,36 @@ def test_a_writer_that_never_answers_means_a_503_in_time_not_a_hung_request(
     assert job.write is plan.write
     assert job.finished
     assert errors == []  # no "Future already done" (InvalidStateError) or any other error
+
+
+@pytest.mark.parametrize(
+    ("url", "configured", "expected"),
+    [("sqlite", None, 0.00005), ("sqlite", 0.002, 0.002), ("postgresql", None, 0.0005)],
+)
+def test_the_gil_switch_interval_is_chosen_by_database_unless_configured(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    url: str,
+    configured: float | None,
+    expected: float,
+) -> None:
+    database = (
+        f"sqlite:///{tmp_path / 'w.db'}"
+        if url == "sqlite"
+        else request.getfixturevalue("postgres_server")
+    )
+    before = sys.getswitchinterval()
+    settings = make_settings(database, tmp_path, gil_switch_interval_seconds=configured)
+    service = Service.build(settings)
+    service.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(expected)
+    finally:
+        service.stop()
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.5])
+def test_a_switch_interval_out_of_range_is_refused(tmp_path: Path, value: float) -> None:
+    with pytest.raises(ValueError, match="gil_switch_interval_seconds"):
+        make_settings(f"sqlite:///{tmp_path / 'w.db'}", tmp_path, gil_switch_interval_seconds=value)

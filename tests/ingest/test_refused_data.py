@@ -423,3 +423,43 @@ def test_two_servers_started_during_an_outage_spool_and_drain_once(
         proxy.cut()
     assert not any((tmp_path / "spool").glob("*.draining"))
     assert not (tmp_path / "spool" / "rejected.jsonl.rejected").exists()
+
+
+def test_over_http_a_webhook_the_database_refuses_answers_dead_letter_and_the_next_is_stored(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """End to end, with the database itself refusing real data (a CHECK constraint on the
+    scratch database): the reply says ``dead_letter``, the raw body is kept, the refusal
+    is counted, and the webhook after it is stored as usual."""
+    _clean(postgres_server)
+    engine = create_engine(postgres_server)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "ALTER TABLE events ADD CONSTRAINT t_poison "
+            "CHECK (provider_message_id IS DISTINCT FROM 'POISON-1')"
+        )
+    server = LiveServer(create_app(make_settings(postgres_server, tmp_path), env=PERSIST))
+    try:
+        with httpx.Client(base_url=server.start(), timeout=30) as client:
+            poison = sim_body(sim_message("POISON-1"))
+            refused = client.post("/webhooks/simulated", content=poison, headers=bearer())
+            fine = client.post(
+                "/webhooks/simulated", content=sim_body(sim_message("FINE-1")), headers=bearer()
+            )
+            metrics = client.get("/metrics").text
+        assert refused.status_code == 200
+        answer = refused.json()
+        assert (answer["events"], answer["duplicates"], answer["dead_letter"]) == (0, 0, True)
+        assert fine.status_code == 200
+        assert (fine.json()["events"], fine.json().get("dead_letter")) == (1, None)
+        assert 'wacanon_store_errors_total{provider="simulated"} 1.0' in metrics
+        letters = rows(postgres_server, dead_letters)
+        assert [(r.kind, r.body) for r in letters] == [("store_error", poison)]
+        outcomes = sorted(r.outcome for r in rows(postgres_server, webhook_journal))
+        assert outcomes == ["store_error", "stored"]
+        assert scalar(postgres_server, COUNT_EVENTS) == 1
+    finally:
+        server.stop()
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE events DROP CONSTRAINT IF EXISTS t_poison")
+        engine.dispose()
