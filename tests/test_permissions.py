@@ -92,7 +92,7 @@ def test_spool_files_are_0600_in_a_0700_directory(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append([record()])
     spool.reject(record(), "test")
-    spool._rotate()  # close the file held open across batches
+    spool.close()  # close the file held open across batches
     assert mode(tmp_path / "spool") == 0o700
     files = {f.name: mode(f) for f in (tmp_path / "spool").iterdir()}
     assert files == {f"spool-{os.getpid()}.jsonl": 0o600, "rejected.jsonl.rejected": 0o600}
@@ -105,7 +105,7 @@ def test_a_loose_existing_spool_directory_is_reported(tmp_path: Path) -> None:
     with capture_logs() as logs:
         spool = Spool(directory)
         spool.append([record()])
-        spool._rotate()
+        spool.close()
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert len(warnings) == 1
     assert str(directory) in warnings[0]["event"]

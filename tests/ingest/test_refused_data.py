@@ -213,7 +213,7 @@ def test_a_spooled_record_the_database_refuses_becomes_a_dead_letter(
         for i in range(300)
     ]
     spool.append(records)
-    spool._rotate()
+    spool.close()
     engine = create_engine(postgres_server)
     writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), replan, pipeline.drained)
     writer.start()
@@ -332,7 +332,7 @@ def test_a_database_that_refuses_every_write_keeps_the_spool(
             for i in range(20)
         ]
     )
-    spool._rotate()
+    spool.close()
     engine = create_engine(postgres_server)
     with admin.connect() as connection:
         connection.exec_driver_sql(

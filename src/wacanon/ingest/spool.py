@@ -100,7 +100,7 @@ class Spool:
             # line: cut the file back and start a new one for the next append.
             with contextlib.suppress(OSError):
                 self._file.truncate(start)
-            self._rotate()
+            self.close()
             raise
 
     def reject(self, record: SpoolRecord, reason: str) -> None:
@@ -144,14 +144,15 @@ class Spool:
             return []
         return sorted([*self.directory.glob("*.jsonl"), *self.directory.glob("*.draining")])
 
-    def _rotate(self) -> None:
+    def close(self) -> None:
+        """Close the file held open across appends (the next append opens it again)."""
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def claim(self) -> Iterator[tuple[Path, list[SpoolRecord]]]:
         """Each spool file's records, under an exclusive lock; delete it with :meth:`done`."""
-        self._rotate()
+        self.close()
         for path in self._files():
             claimed = path if path.suffix == ".draining" else path.with_suffix(".draining")
             handle = open(path, "rb")  # noqa: SIM115 - closed in finally
