@@ -21,7 +21,6 @@ import orjson
 EVENT_ID_NAMESPACE = uuid.NAMESPACE_URL
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
-_NON_DIGITS = re.compile(r"[^0-9]+")
 
 JidKind = Literal["pn", "lid", "group", "broadcast", "newsletter", "other"]
 
@@ -60,11 +59,55 @@ def parse_jid(text: str) -> Jid:
     return Jid(user=user, server=server.lower())
 
 
-def digits(text: str) -> str:
-    """Only the digits of a phone number written any way (``+55 (11) 98765-4321``)."""
+#: Longer than any phone number (E.164: 15 digits) or LID seen; a longer run is not an id.
+MAX_ID_DIGITS = 20
+
+#: What people write around a phone number's digits: ``+55 (11) 98765-4321``.
+_PHONE_FORMATTING = re.compile(r"[\s+\-().]+")
+
+
+def phone_digits(text: str) -> str | None:
+    """The digits of a phone number written any way (``+55 (11) 98765-4321``), or None
+    when the text is not a phone number.
+
+    Never cuts a value down to the digits it happens to contain: a masked or mistyped
+    number (``55XXXXXXXXX``, ``9176434xxxxx``) would become another, real-looking number
+    (``55``), and every message carrying it would land in one wrong conversation.
+    """
     if text.isascii() and text.isdigit():
-        return text
-    return _NON_DIGITS.sub("", text)
+        return text if len(text) <= MAX_ID_DIGITS else None
+    cleaned = _PHONE_FORMATTING.sub("", text)
+    return cleaned if _is_id_digits(cleaned) else None
+
+
+def _is_id_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS
+
+
+def id_digits(text: str) -> str | None:
+    """``text`` when it is all digits and no longer than an id can be (a LID), else None."""
+    return text if _is_id_digits(text) else None
+
+
+class MalformedId(ValueError):
+    """A JID or number that names no phone, LID or group, where the payload gives no good
+    alternative: the item is an error (with its path), never a truncated identity."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(f"not a well-formed phone number, LID or group JID: {value!r}")
+        self.value = value
+
+
+#: A group JID's user part: digits, or old-style ``<creator digits>-<time digits>``.
+_GROUP_USER = re.compile(r"[0-9]{1,40}(?:-[0-9]{1,40})?")
+
+
+def checked_group(jid: str) -> str:
+    """A group JID, as given, once its user part is known to be a group id (digits, or
+    old-style ``<digits>-<digits>``); else :class:`MalformedId`."""
+    if not _GROUP_USER.fullmatch(jid.strip().partition("@")[0]):
+        raise MalformedId(jid)
+    return jid
 
 
 def _user_part(text: str) -> tuple[str, str]:
@@ -77,20 +120,16 @@ def phone_of(text: str | None) -> str | None:
     """The phone digits a JID or number names, or None when it names no phone."""
     if not text:
         return None
-    user, server = _user_part(text)
-    if _SERVER_KINDS.get(server) != "pn":
-        return None
-    return digits(user) or None
+    kind, number = _classified(text)
+    return number if kind == "pn" else None
 
 
 def lid_of(text: str | None) -> str | None:
     """The LID digits a ``…@lid`` JID names, or None for any other JID."""
     if not text or "@" not in text:
         return None
-    user, server = _user_part(text)
-    if _SERVER_KINDS.get(server) != "lid":
-        return None
-    return digits(user) or None
+    kind, number = _classified(text)
+    return number if kind == "lid" else None
 
 
 def is_group_jid(text: str | None) -> bool:
@@ -148,33 +187,57 @@ def person_from_jids(*jids: str | None, user_id: str | None = None) -> Person:
     Providers put the alternative in fields whose meaning flips with the addressing mode
     (``remoteJidAlt`` holds the phone when ``remoteJid`` is a LID, and the LID when it is
     a phone), so each value is classified by its own server, never by the field name.
+    A malformed JID is passed over for a good alternative; when there is none, this is
+    :class:`MalformedId` — an identity is never invented from the digits of a bad one.
     """
     phone: str | None = None
     lid: str | None = None
+    bad: str | None = None
     for jid in jids:
         if not jid:
             continue
         kind, number = _classified(jid)
         if kind == "pn":
-            if phone is None:
+            if number is None:
+                bad = bad or jid
+            elif phone is None:
                 phone = number
-        elif kind == "lid" and lid is None:
-            lid = number
+        elif kind == "lid":
+            if number is None:
+                bad = bad or jid
+            elif lid is None:
+                lid = number
         if phone is not None and lid is not None:
             break
+    if bad is not None and phone is None and lid is None and not user_id:
+        raise MalformedId(bad)
     return Person(phone, lid, user_id or None)
+
+
+def lenient_person(*jids: str | None) -> Person:
+    """:func:`person_from_jids` where a missing person is an answer, not an error (a
+    mentioned JID, a receipt's reader): a malformed JID names nobody."""
+    try:
+        return person_from_jids(*jids)
+    except MalformedId:
+        return Person()
 
 
 @functools.lru_cache(maxsize=4096)
 def _classified(jid: str) -> tuple[JidKind | None, str | None]:
-    """(kind, digits) of one JID: what :func:`phone_of` / :func:`lid_of` would answer.
+    """(kind, digits) of one JID: what :func:`phone_of` / :func:`lid_of` would answer;
+    digits None for a phone or LID JID whose user part is not all digits.
 
     Pure and asked for every party of every message; a conversation repeats the same few
     JIDs, so a bounded cache answers most of them without parsing.
     """
     user, server = _user_part(jid)
     kind = _SERVER_KINDS.get(server)
-    return kind, (digits(user) or None) if kind in ("pn", "lid") else None
+    if kind not in ("pn", "lid"):
+        return kind, None
+    if "@" not in jid:  # a bare number, written any way
+        return kind, phone_digits(user)
+    return kind, user if _is_id_digits(user) else None
 
 
 def idempotency_key(provider: str, account: str, *identity: str | None) -> str:

@@ -39,7 +39,14 @@ from typing import Any
 import msgspec
 import pydantic
 
-from wacanon.canonical.ids import Person, is_group_jid, is_unroutable_jid, person_from_jids
+from wacanon.canonical.ids import (
+    MalformedId,
+    Person,
+    checked_group,
+    is_group_jid,
+    is_unroutable_jid,
+    person_from_jids,
+)
 from wacanon.canonical.schema import CanonicalEvent
 from wacanon.providers.common import (
     BUSINESS_ACTOR,
@@ -56,6 +63,7 @@ from wacanon.providers.common import (
     edit_identity,
     group_chat,
     iso_time,
+    malformed_id_error,
     private_chat,
     stand_in,
     unix_time,
@@ -295,7 +303,7 @@ def _direction(from_me: bool) -> str:
 
 def _chat(parties: KeyParties) -> dict[str, Any]:
     if parties.group_id is not None:
-        return group_chat(parties.group_id)
+        return group_chat(checked_group(parties.group_id))
     return private_chat(parties.customer)
 
 
@@ -641,7 +649,7 @@ class _Mapper:
             occurred_at=self.fallback,
             provider_message_id=None,
             actor=actor_dict(author, "customer") if author.wa_id else dict(SYSTEM_ACTOR),
-            chat=group_chat(data.id),
+            chat=group_chat(checked_group(data.id)),
             group={
                 "id": data.id,
                 "action": action,
@@ -659,7 +667,7 @@ class _Mapper:
             occurred_at=self.fallback,
             provider_message_id=None,
             actor=actor_dict(author, "customer") if author.wa_id else dict(SYSTEM_ACTOR),
-            chat=group_chat(data.id),
+            chat=group_chat(checked_group(data.id)),
             group={
                 "id": data.id,
                 "subject": data.subject,
@@ -731,7 +739,7 @@ class _Mapper:
             occurred_at=when,
             provider_message_id=None,
             actor=actor_dict(caller, "customer"),
-            chat=group_chat(group) if group else private_chat(caller),
+            chat=group_chat(checked_group(group)) if group else private_chat(caller),
             call={
                 "id": data.id,
                 "status": data.status,
@@ -771,6 +779,10 @@ def _run_item(
             result.events.append(produced)
         elif produced is not None:
             result.events.extend(produced)
+    except MalformedId as exc:
+        del result.events[before:]
+        result.errors.append(malformed_id_error(exc, item, path, mapper.event))
+        return
     except FieldError as exc:
         del result.events[before:]
         result.errors.append(NormalizeError(f"{path}.{exc.where}", str(exc), mapper.event))

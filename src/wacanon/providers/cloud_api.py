@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 import msgspec
 import pydantic
 
-from wacanon.canonical.ids import Person, digits
+from wacanon.canonical.ids import Person, phone_digits
 from wacanon.providers.cloud_api_types import (
     CardIn,
     CardName,
@@ -209,6 +209,18 @@ class _Change:
         event = provider_event or self.field
         self.result.errors.append(NormalizeError(path=path, message=message, provider_event=event))
 
+    def no_person(
+        self, at: _At, field: str, given: str | None, missing: str, event: str | None = None
+    ) -> None:
+        """The error of an item whose person could not be named: at ``field`` when it holds
+        something that is neither a phone number nor a BSUID (a masked ``55XXXXXXXXX`` is
+        never cut down to ``55``), else ``missing`` at the item."""
+        if given:
+            reason = f"not a well-formed phone number or BSUID: {given!r}"
+            self.error(f"{self.item_path(at)}.{field}", reason, event)
+        else:
+            self.error(self.item_path(at), missing, event)
+
     def items(
         self, array: str, model: type[T], provider_event: str | None = None
     ) -> Iterable[tuple[int, T]]:
@@ -293,9 +305,7 @@ def _digits(text: str | None) -> str | None:
     """Phone digits (no ``+``, spaces or dashes); Meta's ids are already bare digits."""
     if not text:
         return None
-    if text.isdigit():  # the hot path: skip the per-character filter
-        return text
-    return digits(text) or None
+    return phone_digits(text)
 
 
 def _split_id(text: str | None) -> tuple[str | None, str | None]:
@@ -663,11 +673,8 @@ def _inbound(ch: _Change, m: MessageIn, k: int) -> None:
     at = ("messages", k)
     person, contact = ch.contacts.resolve(m.from_, _sender_user_id(m))
     if person.wa_id is None:
-        ch.error(
-            ch.item_path(at),
-            "message names no sender (no from, from_user_id or contact)",
-            "messages",
-        )
+        missing = "message names no sender (no from, from_user_id or contact)"
+        ch.no_person(at, "from", m.from_, missing, "messages")
         return
     chat = group_chat(m.group_id) if m.group_id else private_chat(person)
     who = _Parties("inbound", _customer_actor(person, contact), chat, person.wa_id)
@@ -683,7 +690,7 @@ def _echo(ch: _Change, m: MessageIn, k: int) -> None:
     elif person.wa_id is not None:
         chat = private_chat(person)
     else:
-        ch.error(ch.item_path(at), "echo names no recipient (no to, to_user_id or contact)")
+        ch.no_person(at, "to", m.to, "echo names no recipient (no to, to_user_id or contact)")
         return
     actor = _business_actor(_digits(m.from_) or ch.business_phone)
     _emit_message(ch, m, _Parties("outbound", actor, chat, "business"), at, ch.field)
@@ -712,11 +719,11 @@ def _status(ch: _Change, s: StatusIn, k: int) -> None:
         person, contact = ch.contacts.resolve(s.recipient_id, s.recipient_user_id)
         chat = private_chat(person) if person.wa_id else None
     if chat is None:
-        ch.error(
-            ch.item_path(at),
-            "status names no recipient (no recipient_id or recipient_user_id)",
-            "statuses",
-        )
+        if in_group:
+            ch.error(ch.item_path(at), "group status names no group (no recipient_id)", "statuses")
+        else:
+            missing = "status names no recipient (no recipient_id or recipient_user_id)"
+            ch.no_person(at, "recipient_id", s.recipient_id, missing, "statuses")
         return
     by_system = s.status in _SYSTEM_STATUSES or person.wa_id is None
     status = {

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 import orjson
 
-from wacanon.canonical.ids import Person, event_id, idempotency_key
+from wacanon.canonical.ids import MalformedId, Person, event_id, idempotency_key
 from wacanon.canonical.schema import CanonicalEvent, ProviderName, Routing
 
 #: JSON decoding shared by all providers: bytes to plain Python values, no validation.
@@ -84,6 +84,36 @@ def convert(value: Any, model: type[T], path: str) -> T | NormalizeError:
         return msgspec.convert(value, model, strict=False)
     except msgspec.ValidationError as exc:
         return NormalizeError(path=_join_path(path, str(exc)), message=_reason(str(exc)))
+
+
+def malformed_id_error(
+    exc: MalformedId, item: Any, path: str, provider_event: str | None
+) -> NormalizeError:
+    """The error of an item naming a customer or group by a malformed id, at the path of
+    the field that holds it (looked up only now: errors are rare, items many)."""
+    where = _path_to(msgspec.to_builtins(item), exc.value)
+    return NormalizeError(path + (where or ""), str(exc), provider_event)
+
+
+def _path_to(tree: Any, value: str, depth: int = 0) -> str | None:
+    """The JSON path below ``tree`` of the first string equal to ``value``."""
+    if depth > 32:
+        return None
+    if isinstance(tree, dict):
+        for key, child in tree.items():
+            if child == value:
+                return f".{key}"
+            found = _path_to(child, value, depth + 1)
+            if found is not None:
+                return f".{key}{found}"
+    elif isinstance(tree, list):
+        for index, child in enumerate(tree):
+            if child == value:
+                return f"[{index}]"
+            found = _path_to(child, value, depth + 1)
+            if found is not None:
+                return f"[{index}]{found}"
+    return None
 
 
 def _reason(text: str) -> str:

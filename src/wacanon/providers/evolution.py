@@ -37,11 +37,14 @@ import msgspec
 import pydantic
 
 from wacanon.canonical.ids import (
+    MalformedId,
     Person,
-    digits,
+    checked_group,
     is_group_jid,
     is_unroutable_jid,
+    lenient_person,
     person_from_jids,
+    phone_digits,
     phone_of,
 )
 from wacanon.providers.common import (
@@ -58,6 +61,7 @@ from wacanon.providers.common import (
     edit_identity,
     group_chat,
     iso_time,
+    malformed_id_error,
     private_chat,
     stand_in,
     unix_time,
@@ -210,7 +214,7 @@ def _actor(p: _Payload, parties: KeyParties, from_me: bool, name: str | None) ->
 
 def _chat(parties: KeyParties) -> dict[str, Any]:
     if parties.group_id is not None:
-        return group_chat(parties.group_id)
+        return group_chat(checked_group(parties.group_id))
     return private_chat(parties.customer)
 
 
@@ -318,7 +322,7 @@ def _context_fallback(message: dict[str, Any], context: ContextInfo) -> None:
         message["forwarded"] = True
         message["frequently_forwarded"] = (context.forwardingScore or 0) >= 5
     if not message.get("mentions") and context.mentionedJid:
-        found = (person_from_jids(jid).wa_id for jid in context.mentionedJid)
+        found = (lenient_person(jid).wa_id for jid in context.mentionedJid)
         message["mentions"] = [m for m in found if m]
 
 
@@ -635,7 +639,7 @@ def _phone_jid(value: str | None, lid: str | None) -> str | None:
     """``participantsData.phoneNumber`` falls back to the bare LID digits when unresolved."""
     if not value or "@" in value:
         return value
-    return None if digits(value) == lid else value
+    return None if phone_digits(value) == lid else value
 
 
 def _member_data(data: list[MemberData] | None) -> dict[str, MemberData]:
@@ -675,7 +679,7 @@ def _on_participants(
         occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
-        chat=group_chat(data.id),
+        chat=group_chat(checked_group(data.id)),
         group={"id": data.id, "action": action, "participants": members, "author": author.wa_id},
     )
 
@@ -697,7 +701,7 @@ def _on_group_upsert(p: _Payload, g: GroupMeta, path: str, out: NormalizeResult)
         occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
-        chat=group_chat(g.id),
+        chat=group_chat(checked_group(g.id)),
         group=_group(g, "create", members, author),
     )
 
@@ -715,7 +719,7 @@ def _on_group_update(p: _Payload, g: GroupMeta, path: str, out: NormalizeResult)
         occurred_at=p.sent_at(),
         provider_message_id=None,
         actor=_person_actor(p, author),
-        chat=group_chat(g.id),
+        chat=group_chat(checked_group(g.id)),
         group=_group(g, "update", [], author),
     )
 
@@ -801,7 +805,7 @@ def _on_call(p: _Payload, c: CallItem, path: str, out: NormalizeResult) -> None:
         occurred_at=when,
         provider_message_id=None,
         actor=_person_actor(p, caller),
-        chat=group_chat(group_id) if group_id else private_chat(caller),
+        chat=group_chat(checked_group(group_id)) if group_id else private_chat(caller),
         call={"id": c.id, "status": status, "video": bool(c.isVideo), "group": bool(c.isGroup)},
     )
 
@@ -926,10 +930,21 @@ def normalize(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
     if payload is not None:
         if isinstance(data, list):
             for index, item in enumerate(data):
-                route.handle(payload, item, f"$.data[{index}]", out)
+                _handle(route, payload, item, f"$.data[{index}]", out)
         else:
-            route.handle(payload, data, "$.data", out)
+            _handle(route, payload, data, "$.data", out)
     return _finished(out)
+
+
+def _handle(route: _Route, payload: _Payload, item: Any, path: str, out: NormalizeResult) -> None:
+    """One item through its handler; an item naming its chat or author by a malformed JID
+    is an error at that JID's path, and gives no event."""
+    before = len(out.events)
+    try:
+        route.handle(payload, item, path, out)
+    except MalformedId as exc:
+        del out.events[before:]
+        out.errors.append(malformed_id_error(exc, item, path, payload.event))
 
 
 def _read_tolerant(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
@@ -960,7 +975,7 @@ def _read_tolerant(body: bytes | str, ctx: NormalizeContext) -> NormalizeResult:
         if isinstance(typed, NormalizeError):
             _typed_fail(out, payload, typed)
         else:
-            route.handle(payload, typed, path, out)
+            _handle(route, payload, typed, path, out)
     return _finished(out)
 
 

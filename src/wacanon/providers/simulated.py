@@ -23,7 +23,7 @@ from typing import Any, get_args
 import msgspec
 import pydantic
 
-from wacanon.canonical.ids import Person, digits
+from wacanon.canonical.ids import Person, id_digits, phone_digits
 from wacanon.canonical.schema import GroupAction, MessageType
 from wacanon.providers.common import (
     BUSINESS_ACTOR,
@@ -174,10 +174,10 @@ def person(text: str | None) -> Person:
     if not text:
         return Person()
     if text.startswith("lid:"):
-        return Person(lid=digits(text[4:]) or None)
+        return Person(lid=id_digits(text[4:]))
     if text.startswith("bsuid:"):
         return Person(user_id=text[6:] or None)
-    return Person(phone=digits(text) or None)
+    return Person(phone=phone_digits(text))
 
 
 class _Mapper:

@@ -19,7 +19,13 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from wacanon.canonical.ids import Person, is_group_jid, person_from_jids
+from wacanon.canonical.ids import (
+    Person,
+    checked_group,
+    is_group_jid,
+    lenient_person,
+    person_from_jids,
+)
 
 # --------------------------------------------------------------------------- scalars
 
@@ -165,7 +171,8 @@ def _parties(
     """:func:`key_parties` over the key's JIDs only (not its message id), so the answer
     is pure and immutable: a conversation's messages and receipts repeat the same JIDs,
     and a bounded cache resolves them once."""
-    if is_group_jid(remote_jid):
+    if remote_jid and is_group_jid(remote_jid):
+        checked_group(remote_jid)
         sender = person_from_jids(
             participant, participant_alt, participant_pn, participant_lid, sender_pn, sender_lid
         )
@@ -413,7 +420,7 @@ def _with_context(msg: dict[str, Any], ctx: ContextInfo | None) -> dict[str, Any
 
 
 def _mention(jid: str) -> str | None:
-    return person_from_jids(jid).wa_id
+    return lenient_person(jid).wa_id
 
 
 def _text(raw: Any) -> Content:
