@@ -19,12 +19,14 @@ Environment references in string values of the file:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -123,6 +125,25 @@ class AccountConfig(_Strict):
     shopper_id: str = Field(min_length=1)
 
 
+class ApiTokenConfig(_Strict):
+    """A bearer token of the read API (``[[api_tokens]]``): one shopper's, or ``"*"``."""
+
+    token: str = Field(min_length=16)
+    shopper_id: str = Field(min_length=1)
+
+
+DEFAULT_CLOSE_AFTER_HOURS = 24.0
+
+
+class ShopperConfig(_Strict):
+    """A shopper's own settings (``[[shoppers]]``); the assignment issue extends it."""
+
+    id: str = Field(min_length=1)
+    #: A conversation closes after this long without a message either way (the
+    #: WhatsApp service window is 24 h).
+    close_after_hours: float = Field(default=DEFAULT_CLOSE_AFTER_HOURS, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything ``wacanon serve`` needs, validated.
 
@@ -139,6 +160,8 @@ class Settings(BaseSettings):
     default_shopper_id: str | None = None
     providers: ProvidersConfig = ProvidersConfig()
     accounts: list[AccountConfig] = Field(default_factory=list)
+    shoppers: list[ShopperConfig] = Field(default_factory=list)
+    api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Slow and greedy clients (see wacanon.api.limits and docs/operations.md, "Limits").
     header_read_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -202,11 +225,19 @@ class Settings(BaseSettings):
         """The shoppers this configuration names (accounts, ``default_shopper_id``; in a
         first trial the shoppers of ``wacanon simulate``'s default stream), sorted."""
         names = {a.shopper_id for a in self.accounts}
+        names.update(s.id for s in self.shoppers)
         if self.default_shopper_id:
             names.add(self.default_shopper_id)
         if self._first_trial:
             names.update(f"shop-{i}" for i in range(1, TRIAL_SIMULATED_SHOPPERS + 1))
         return sorted(names)
+
+    def close_after(self, shopper_id: str) -> timedelta:
+        """How long a conversation of this shopper stays open without a message."""
+        for shopper in self.shoppers:
+            if shopper.id == shopper_id:
+                return timedelta(hours=shopper.close_after_hours)
+        return timedelta(hours=DEFAULT_CLOSE_AFTER_HOURS)
 
     @cached_property
     def account_owners(self) -> Mapping[tuple[str, str], str]:
@@ -267,14 +298,22 @@ def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:
     return token
 
 
+def trial_api_token(simulated_token: str) -> str:
+    """The first trial's read-API token: derived from the simulated provider's (kept in
+    ``.wacanon-dev-token``), so it is the same at every start."""
+    return hashlib.sha256(f"wacanon-read-api:{simulated_token}".encode()).hexdigest()[:32]
+
+
 def first_trial(env: Mapping[str, str]) -> LoadedConfig:
     """No configuration at all: SQLite in the working directory, the simulated provider
     open with a token, real providers refusing until configured, simulated accounts
     ``sim-shop-N-…`` → shop-N and every other account → shop-1."""
     warnings: list[str] = []
+    token = trial_token(env, warnings)
     raw: dict[str, Any] = {
         "default_shopper_id": TRIAL_SHOPPER,
-        "providers": {"simulated": {"token": trial_token(env, warnings)}},
+        "providers": {"simulated": {"token": token}},
+        "api_tokens": [{"token": trial_api_token(token), "shopper_id": "*"}],
     }
     try:
         settings = Settings(**raw)
@@ -288,6 +327,7 @@ def first_trial(env: Mapping[str, str]) -> LoadedConfig:
         "simulated accounts sim-shop-N-... belong to shopper shop-N (as `wacanon simulate "
         f"--shoppers N` sends them); every other account to shopper {TRIAL_SHOPPER}",
         "cloud_api, evolution and baileys refuse webhooks until configured",
+        f"read API (/v1) open to token {trial_api_token(token)} (every shopper)",
         *warnings,
     ]
     return LoadedConfig(settings=settings, source=None, notes=notes, first_trial=True)
@@ -431,4 +471,8 @@ provider = "cloud_api"
 # Cloud API phone_number_id / Evolution instance name / Baileys session id:
 account_id = "106540352242922"
 shopper_id = "shop-1"
+
+[[shoppers]]                               # optional: a shopper's own settings
+id = "shop-1"
+close_after_hours = 24                     # conversations close after this silence
 """

@@ -18,6 +18,9 @@ from pydantic import BaseModel
 
 from wacanon.canonical.schema import SYSTEM_EVENT_TYPES, CanonicalEvent, EventType
 from wacanon.providers.registry import normalize
+from wacanon.routing.lifecycle import lifecycle_event
+from wacanon.routing.state import Conversation, Lifecycle
+from wacanon.routing.threads import conversation_id, private_thread_key
 
 EXAMPLE_TIME = datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)
 CUSTOMER = "5511987654321"
@@ -133,7 +136,10 @@ def _examples() -> dict[str, dict[str, Any]]:
 
 
 def _system_example(event_type: str, inbound: dict[str, Any]) -> dict[str, Any]:
-    """Routing's own events describe a conversation; they carry no provider message."""
+    """Routing's own events describe a conversation; they carry no provider message.
+    The conversation events come from routing's own builder."""
+    if event_type.startswith("whatsapp.conversation."):
+        return _lifecycle_example(event_type.rsplit(".", 1)[1], inbound)
     data = {**inbound, "event_type": event_type, "message": None}
     data["routing"] = {
         "shopper_id": "shop-1",
@@ -143,6 +149,31 @@ def _system_example(event_type: str, inbound: dict[str, Any]) -> dict[str, Any]:
     }
     data["actor"] = {**data["actor"], "role": "system", "display_name": None}
     return CanonicalEvent.model_validate(data).model_dump(mode="json")
+
+
+def _lifecycle_example(kind: str, inbound: dict[str, Any]) -> dict[str, Any]:
+    chat_id = inbound["chat"]["id"]
+
+    def conversation(wa_id: str) -> Conversation:
+        key = private_thread_key(wa_id, "shop-1")
+        return Conversation(
+            id=conversation_id(key),
+            thread_key=key,
+            shopper_id="shop-1",
+            chat_type="private",
+            chat_id=wa_id,
+            customer_id=wa_id,
+            provider=inbound["source"]["provider"],
+            account_id=inbound["source"]["account_id"],
+            opened_at=EXAMPLE_TIME,
+            last_event_at=EXAMPLE_TIME,
+        )
+
+    reasons = {"opened": "first_event", "closed": "inactivity", "merged": "identity_linked"}
+    absorbed = conversation("lid:103899771998284") if kind == "merged" else None
+    item = Lifecycle(kind, conversation(chat_id), EXAMPLE_TIME, reasons[kind], 1, absorbed)
+    event = lifecycle_event(item, EXAMPLE_TIME, "routing-example")
+    return event.model_dump(mode="json")
 
 
 def _type_name(annotation: Any) -> str:

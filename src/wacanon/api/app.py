@@ -20,7 +20,7 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from wacanon.api.replies import reply
-from wacanon.api.routes import health, webhooks
+from wacanon.api.routes import conversations, health, webhooks
 from wacanon.api.service import Service
 from wacanon.config import Settings
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
     api.state.service = service
     api.include_router(webhooks.router)
     api.include_router(health.router)
+    api.include_router(conversations.router)
     app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
     return WebhookFront(app)

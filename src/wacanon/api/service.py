@@ -21,6 +21,7 @@ from wacanon.errors import DatabaseUnreachable
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
+from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
@@ -45,6 +46,7 @@ class Service:
     pipeline: Pipeline
     spool: Spool
     writer: GroupCommitWriter
+    routing: RoutingWorker
 
     def __post_init__(self) -> None:
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
@@ -75,15 +77,22 @@ class Service:
                 flags.refresh()
             return problem
 
+        router = Router(engine, settings, flags.for_shopper, pipeline.count_signal_failure)
+        routing = RoutingWorker(router)
+
+        def on_batch(webhooks: int, seconds: float) -> None:
+            metrics.observe_batch(webhooks, seconds)
+            routing.wake()
+
         writer = GroupCommitWriter(
             engine,
             spool,
             pipeline.replan,
             pipeline.drained,
-            on_batch=metrics.observe_batch,
+            on_batch=on_batch,
             on_connect=on_connect,
         )
-        return cls(settings, engine, metrics, flags, pipeline, spool, writer)
+        return cls(settings, engine, metrics, flags, pipeline, spool, writer, routing)
 
     def start(self) -> None:
         """Check the schema (creating a fresh SQLite file), then start the threads.
@@ -116,6 +125,7 @@ class Service:
         self.metrics.spool_depth.set(self.spool.depth())
         self.flags.start()
         self.writer.start(database_up=database_up)
+        self.routing.start()
         self._housekeeping.start()
         # Everything built so far (frameworks, schemas, the engine) lives as long as the
         # process: move it out of the collector's sight, or each full collection walks it
@@ -126,6 +136,7 @@ class Service:
     def stop(self) -> None:
         self._housekeeping.stop()
         self.writer.stop()
+        self.routing.stop()
         self.flags.stop()
         self.engine.dispose()
 

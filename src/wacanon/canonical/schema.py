@@ -71,12 +71,18 @@ EventType = Literal[
     "whatsapp.call.received",
     "whatsapp.conversation.opened",
     "whatsapp.conversation.closed",
+    "whatsapp.conversation.merged",
     "whatsapp.thread.assigned",
 ]
 
-#: Event types a normalizer may emit; the last three belong to the system itself.
+#: Event types only the system itself emits, never a normalizer.
 SYSTEM_EVENT_TYPES: frozenset[str] = frozenset(
-    {"whatsapp.conversation.opened", "whatsapp.conversation.closed", "whatsapp.thread.assigned"}
+    {
+        "whatsapp.conversation.opened",
+        "whatsapp.conversation.closed",
+        "whatsapp.conversation.merged",
+        "whatsapp.thread.assigned",
+    }
 )
 
 
@@ -378,6 +384,22 @@ class Call(_Model):
     group: bool = False
 
 
+class ConversationInfo(_Model):
+    """*Addition.* The conversation a lifecycle event is about (`whatsapp.conversation.*`)."""
+
+    id: str = Field(description="The conversation id (also `routing.conversation_id`).")
+    thread_key: str = Field(description="Its thread key (also `routing.thread_key`).")
+    reason: str = Field(
+        description="Why: `first_event`, `reopened` (opened); `inactivity`, `command` "
+        "(closed); `identity_linked` (merged)."
+    )
+    opening: int = Field(description="Which opening of the conversation this opens or closes.")
+    merged_id: str | None = Field(
+        default=None, description="Merged: the conversation absorbed into this one."
+    )
+    merged_thread_key: str | None = Field(default=None, description="Merged: its thread key.")
+
+
 class Security(_Model):
     """Outcome of the provider's signature / API-key check; offline normalization is unverified."""
 
@@ -425,6 +447,7 @@ class CanonicalEvent(_Model):
     contact: Contact | None = Field(default=None, description="*Addition.*")
     connection: Connection | None = Field(default=None, description="*Addition.*")
     call: Call | None = Field(default=None, description="*Addition.*")
+    conversation: ConversationInfo | None = Field(default=None, description="*Addition.*")
     security: Security
     trace: Trace
 

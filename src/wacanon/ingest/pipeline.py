@@ -123,8 +123,11 @@ class Plan:
         return body
 
 
-def event_row(event: CanonicalEvent) -> dict[str, Any]:
-    """The events-table row of one event: the spec's columns plus the full canonical JSON."""
+def event_row(event: CanonicalEvent, routed_seq: int | None = None) -> dict[str, Any]:
+    """The events-table row of one event: the spec's columns plus the full canonical JSON.
+
+    ``routed_seq`` None queues the event for routing; 0 passes it over (routing is off
+    for its shopper: turning routing on routes it then)."""
     message, status = event.message, event.status
     return {
         "idempotency_key": event.idempotency_key,
@@ -149,6 +152,7 @@ def event_row(event: CanonicalEvent) -> dict[str, Any]:
         "status_value": status.value if status is not None else None,
         "correlation_id": event.trace.correlation_id,
         "payload": event.model_dump_json(),
+        "routed_seq": routed_seq,
     }
 
 
@@ -202,6 +206,7 @@ class Pipeline:
     def _gate(self, plan: Plan) -> None:
         """Sort each event by its shopper's flags, and name the webhook's outcome."""
         unknown = disabled = 0
+        rows = plan.write.events = []
         for event in plan.result.events:
             shopper = event.routing.shopper_id
             if shopper is None:
@@ -215,6 +220,7 @@ class Pipeline:
                 plan.shadow.append(event)
             else:
                 plan.to_store.append(event)
+                rows.append(event_row(event, None if flags.routing else 0))
         journal = plan.write.journal
         journal.account_id, journal.shopper_id = _sole_owner(plan.result.events)
         if plan.to_store:
@@ -227,7 +233,6 @@ class Pipeline:
             journal.outcome = "unknown_account"
         elif plan.result.errors:
             journal.outcome = "error"
-        plan.write.events = [event_row(e) for e in plan.to_store]
         if plan.result.errors and journal.outcome not in ("disabled", "unknown_account"):
             text = "; ".join(str(e) for e in plan.result.errors)
             plan.write.dead_letter = DeadLetter(kind="unrecognized", error=text)
@@ -304,9 +309,10 @@ class Pipeline:
                 self.committed(plan, result)
 
     def _send(self, signal: Any, sender: str, **kwargs: Any) -> None:
-        signals.send(signal, sender, self._count_signal_failure, **kwargs)
+        signals.send(signal, sender, self.count_signal_failure, **kwargs)
 
-    def _count_signal_failure(self, name: str) -> None:
+    def count_signal_failure(self, name: str) -> None:
+        """A signal receiver raised (also routing's signals)."""
         self._metrics.signal_failures.labels(name).inc()
 
 

@@ -33,6 +33,12 @@ webhook_journaled = signals.signal("webhook_journaled")
 #: The database was unreachable and a webhook went to the spool (``correlation_id``).
 webhook_spooled = signals.signal("webhook_spooled")
 
+#: Routing opened, closed or merged a conversation (``event=CanonicalEvent``, the
+#: ``whatsapp.conversation.*`` event stored for it); sent after its commit.
+conversation_opened = signals.signal("conversation_opened")
+conversation_closed = signals.signal("conversation_closed")
+conversation_merged = signals.signal("conversation_merged")
+
 log = structlog.get_logger("wacanon.signals")
 
 

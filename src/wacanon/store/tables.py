@@ -70,8 +70,19 @@ events = sa.Table(
     sa.Column("status_value", sa.String(16)),
     sa.Column("correlation_id", sa.String(64), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    # Routing's progress: NULL = not routed yet, 0 = passed over (routing off for its
+    # shopper, or no shopper), n > 0 = the n-th event the projection applied.
+    sa.Column("routed_seq", sa.BigInteger),
     sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at"),
     sa.Index("ix_events_shopper_id_occurred_at", "shopper_id", "occurred_at"),
+    sa.Index("ix_events_conversation_id_occurred_at", "conversation_id", "occurred_at"),
+    # The routing queue: only the events not routed yet are in this index.
+    sa.Index(
+        "ix_events_unrouted",
+        "id",
+        sqlite_where=sa.text("routed_seq IS NULL"),
+        postgresql_where=sa.text("routed_seq IS NULL"),
+    ),
 )
 
 dead_letters = sa.Table(
@@ -94,4 +105,99 @@ flag_overrides = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", When, nullable=False),
+)
+
+# ------------------------------------------------------------------ routing (docs/routing.md)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("thread_key", sa.Text, nullable=False, unique=True),
+    sa.Column("shopper_id", sa.Text, nullable=False),
+    sa.Column("chat_type", sa.String(16), nullable=False),
+    sa.Column("chat_id", sa.Text, nullable=False),
+    # Private chats: the customer of the identity graph (``identities.customer_id``).
+    sa.Column("customer_id", sa.Text),
+    # Where it was last reached: lifecycle events name this provider and account.
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("account_id", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open | closed | merged
+    sa.Column("opened_at", When, nullable=False),
+    sa.Column("closed_at", When),
+    sa.Column("last_event_at", When, nullable=False),
+    sa.Column("last_message_at", When),
+    sa.Column("first_inbound_at", When),
+    sa.Column("last_inbound_at", When),
+    sa.Column("last_outbound_at", When),
+    sa.Column("first_response_at", When),
+    sa.Column("skm_id", sa.Text),
+    sa.Column("merged_into", sa.String(36)),
+    sa.Column("opens", sa.Integer, nullable=False, server_default="1"),
+    sa.Index("ix_conversations_shopper_id_last_event_at", "shopper_id", "last_event_at"),
+    sa.Index("ix_conversations_shopper_id_customer_id", "shopper_id", "customer_id"),
+    sa.Index("ix_conversations_status_last_message_at", "status", "last_message_at"),
+)
+
+#: The identity graph: every id a customer reached a shopper under, and who that is.
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("shopper_id", sa.Text, primary_key=True),
+    sa.Column("identity", sa.Text, primary_key=True),  # 5511…, lid:…, bsuid:…
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("first_seen_at", When, nullable=False),
+    sa.Index("ix_identities_shopper_id_customer_id", "shopper_id", "customer_id"),
+)
+
+participants = sa.Table(
+    "participants",
+    metadata,
+    sa.Column("conversation_id", sa.String(36), primary_key=True),
+    sa.Column("person_id", sa.Text, primary_key=True),  # the customer id in the graph
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("wa_id", sa.Text),
+    sa.Column("lid", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("display_name", sa.Text),
+    sa.Column("first_seen_at", When, nullable=False),
+    sa.Column("last_seen_at", When, nullable=False),
+    sa.Column("left_at", When),
+)
+
+#: The message index: a provider's message → its conversation and current status.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("conversation_id", sa.String(36)),
+    sa.Column("direction", sa.String(16)),
+    sa.Column("type", sa.Text),
+    sa.Column("occurred_at", When),
+    sa.Column("status", sa.String(16)),
+    sa.Column("status_at", When),
+    sa.Index("ix_messages_conversation_id_occurred_at", "conversation_id", "occurred_at"),
+)
+
+#: Events whose chat is not in their payload, waiting for the message they act upon.
+message_waiters = sa.Table(
+    "message_waiters",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("event_row_id", sa.BigInteger, primary_key=True),
+)
+
+#: Named counters and markers of the projection: ``routed_seq`` (the last sequence number
+#: given), whose row also serializes projection batches across processes (each batch
+#: updates it first), and ``routing_on:<shopper>`` (1 or 0: whether routing was on for
+#: that shopper when last looked at — turning it on routes its passed-over events).
+routing_state = sa.Table(
+    "routing_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
 )

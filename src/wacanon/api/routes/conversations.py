@@ -1,0 +1,248 @@
+"""The read API under ``/v1``: conversations, their events and messages, and events.
+
+Every request carries ``Authorization: Bearer <token>`` of an ``[[api_tokens]]`` entry; a
+missing or wrong token is 401. A token belongs to one shopper (or ``"*"``, all): another
+shopper's data is 404, exactly as if it did not exist — whether asked for by id or by a
+``shopper_id`` filter. Handlers are plain functions: FastAPI runs them in its thread pool,
+so their database reads never hold up the event loop (or the webhooks on it).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from wacanon.api.deps import ServiceDep
+from wacanon.api.replies import reply
+from wacanon.store import conversation_reads as reads
+
+router = APIRouter(prefix="/v1", tags=["read"])
+ALL = "*"
+
+
+class ApiError(Exception):
+    """An answer other than 200, raised from deep in a handler."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which shoppers a token may see: one, or all (``shoppers`` None)."""
+
+    shoppers: frozenset[str] | None
+
+    def sees(self, shopper_id: str) -> bool:
+        return self.shoppers is None or shopper_id in self.shoppers
+
+    def narrowed(self, shopper_id: str | None) -> frozenset[str] | None:
+        """The shoppers a query may return; another shopper's filter is 404."""
+        if shopper_id is None:
+            return self.shoppers
+        if not self.sees(shopper_id):
+            raise ApiError(404, f"no shopper {shopper_id!r}")
+        return frozenset({shopper_id})
+
+
+def token_scope(request: Request, service: ServiceDep) -> Scope:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="wacanon"'}
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
+    found: Scope | None = None
+    for entry in service.settings.api_tokens:
+        if hmac.compare_digest(entry.token.encode(), given.strip().encode()):
+            found = Scope(None if entry.shopper_id == ALL else frozenset({entry.shopper_id}))
+    if found is None:
+        raise ApiError(401, "unknown bearer token", challenge)
+    return found
+
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"since: expected an RFC 3339 time, got {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _owned(connection: sa.Connection, scope: Scope, conversation_id: str) -> Any:
+    row = reads.get_conversation(connection, conversation_id)
+    if row is None or not scope.sees(row.shopper_id):
+        raise ApiError(404, f"no conversation {conversation_id!r}")
+    return row
+
+
+def _page(page: reads.Page) -> Response:
+    return reply(200, {"items": page.items, "next_cursor": page.next_cursor})
+
+
+def _guard(call: Any) -> Response:
+    try:
+        return call()  # type: ignore[no-any-return]
+    except ApiError as exc:
+        return reply(exc.status, {"error": exc.message}, exc.headers)
+    except reads.BadCursor:
+        return reply(400, {"error": "cursor: not one this server gave out"})
+
+
+@router.get("/conversations")
+def list_conversations(
+    service: ServiceDep,
+    request: Request,
+    shopper_id: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
+    chat_type: Annotated[str | None, Query(pattern="^(private|group)$")] = None,
+    since: str | None = None,
+    cursor: str | None = None,
+    limit: Limit = 50,
+) -> Response:
+    """Conversations, newest activity first: ``{"items": [...], "next_cursor"}``."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        shoppers = scope.narrowed(shopper_id)
+        with service.engine.connect() as connection:
+            return _page(
+                reads.list_conversations(
+                    connection,
+                    shoppers=shoppers,
+                    status=status,
+                    chat_type=chat_type,
+                    since=_since(since),
+                    cursor=cursor,
+                    limit=limit,
+                )
+            )
+
+    return _guard(run)
+
+
+@router.get("/conversations/lookup")
+def lookup(service: ServiceDep, request: Request, shopper_id: str, wa_id: str) -> Response:
+    """The conversation a customer id (a phone, ``lid:…`` or ``bsuid:…``) resolves to."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        scope.narrowed(shopper_id)
+        with service.engine.connect() as connection:
+            row = reads.lookup(connection, shopper_id, wa_id)
+            if row is None:
+                raise ApiError(404, f"no conversation for {wa_id!r}")
+            return reply(200, reads.conversation_dict(connection, row))
+
+    return _guard(run)
+
+
+@router.get("/conversations/{conversation_id}")
+def get_conversation(service: ServiceDep, request: Request, conversation_id: str) -> Response:
+    """One conversation with its ``participants``."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        with service.engine.connect() as connection:
+            row = _owned(connection, scope, conversation_id)
+            item = reads.conversation_dict(connection, row)
+            item["participants"] = reads.participants_of(connection, conversation_id)
+            return reply(200, item)
+
+    return _guard(run)
+
+
+@router.get("/conversations/{conversation_id}/events")
+def conversation_events(
+    service: ServiceDep,
+    request: Request,
+    conversation_id: str,
+    cursor: str | None = None,
+    limit: Limit = 100,
+) -> Response:
+    """Its canonical events in ``occurred_at`` order, routing fields filled."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        with service.engine.connect() as connection:
+            _owned(connection, scope, conversation_id)
+            return _page(reads.events_of(connection, conversation_id, cursor, limit))
+
+    return _guard(run)
+
+
+@router.get("/conversations/{conversation_id}/messages")
+def conversation_messages(
+    service: ServiceDep,
+    request: Request,
+    conversation_id: str,
+    cursor: str | None = None,
+    limit: Limit = 100,
+) -> Response:
+    """Its messages with their current status."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        with service.engine.connect() as connection:
+            _owned(connection, scope, conversation_id)
+            return _page(reads.messages_of(connection, conversation_id, cursor, limit))
+
+    return _guard(run)
+
+
+@router.post("/conversations/{conversation_id}/close")
+def close_conversation(service: ServiceDep, request: Request, conversation_id: str) -> Response:
+    """Close it now (``whatsapp.conversation.closed``, reason ``command``)."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        with service.engine.connect() as connection:
+            _owned(connection, scope, conversation_id)
+        closed = service.routing.router.close_conversation(conversation_id)
+        with service.engine.connect() as connection:
+            row = _owned(connection, scope, conversation_id)
+            item = reads.conversation_dict(connection, row)
+        return reply(200, {**item, "closed_now": closed})
+
+    return _guard(run)
+
+
+@router.get("/events")
+def list_events(
+    service: ServiceDep,
+    request: Request,
+    shopper_id: str | None = None,
+    type: str | None = None,
+    since: str | None = None,
+    cursor: str | None = None,
+    limit: Limit = 100,
+) -> Response:
+    """Stored events, oldest first: ``{"items": [canonical event], "next_cursor"}``."""
+
+    def run() -> Response:
+        scope = token_scope(request, service)
+        shoppers = scope.narrowed(shopper_id)
+        with service.engine.connect() as connection:
+            return _page(
+                reads.list_events(
+                    connection,
+                    shoppers=shoppers,
+                    event_type=type,
+                    since=_since(since),
+                    cursor=cursor,
+                    limit=limit,
+                )
+            )
+
+    return _guard(run)

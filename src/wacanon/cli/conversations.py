@@ -1,0 +1,188 @@
+"""``wacanon conversations`` and ``wacanon identities``: read, close and rebuild what
+routing made of the events (``docs/routing.md``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from wacanon.cli import app, fail
+from wacanon.cli.options import ConfigOption, store_at_head
+from wacanon.config import Settings
+from wacanon.ingest.flag_cache import FlagCache
+from wacanon.ingest.projector import Router
+from wacanon.store import conversation_reads as reads
+
+conversations_app = typer.Typer(
+    help="Conversations routing built: list, show, close, rebuild.", no_args_is_help=True
+)
+identities_app = typer.Typer(
+    help="The identity graph: a customer's linked ids.", no_args_is_help=True
+)
+app.add_typer(conversations_app, name="conversations")
+app.add_typer(identities_app, name="identities")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+
+
+def _router(settings: Settings, engine: Any) -> Router:
+    flags = FlagCache(engine, os.environ, settings.flag_refresh_seconds)
+    flags.refresh()
+    return Router(engine, settings, flags.for_shopper)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+@conversations_app.command("list")
+def list_command(
+    shopper: Annotated[str | None, typer.Option("--shopper", help="Only this shopper's.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="open or closed.")] = None,
+    chat_type: Annotated[str | None, typer.Option("--chat-type", help="private or group.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Conversations, newest activity first."""
+    if status not in (None, "open", "closed"):
+        raise fail(f"--status must be open or closed, got {status!r}")
+    if chat_type not in (None, "private", "group"):
+        raise fail(f"--chat-type must be private or group, got {chat_type!r}")
+    _, engine = store_at_head(config)
+    with engine.connect() as connection:
+        page = reads.list_conversations(
+            connection, shopper_id=shopper, status=status, chat_type=chat_type, limit=limit
+        )
+    if as_json:
+        _print_json({"items": page.items, "next_cursor": page.next_cursor})
+        return
+    if not page.items:
+        typer.echo("no conversations" + (f" for shopper {shopper}" if shopper else ""))
+        return
+    typer.echo(f"{'ID':36}  {'SHOPPER':10} {'TYPE':7} {'STATUS':6}  {'LAST ACTIVITY':20}  CHAT")
+    for item in page.items:
+        typer.echo(
+            f"{item['id']:36}  {item['shopper_id'][:10]:10} {item['chat_type']:7} "
+            f"{item['status']:6}  {item['last_event_at']:20}  {item['chat_id']}"
+        )
+    if page.next_cursor:
+        typer.echo(f"(more: raise --limit; showing the newest {limit})")
+
+
+@conversations_app.command("show")
+def show_command(
+    conversation_id: Annotated[str, typer.Argument(help="A conversation id.")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """One conversation: its ids, participants and messages with their current status."""
+    _, engine = store_at_head(config)
+    with engine.connect() as connection:
+        row = reads.get_conversation(connection, conversation_id)
+        if row is None:
+            raise fail(f"no conversation {conversation_id}", 1)
+        item = reads.conversation_dict(connection, row)
+        item["participants"] = reads.participants_of(connection, conversation_id)
+        item["messages"] = reads.messages_of(connection, conversation_id, limit=1000).items
+    if as_json:
+        _print_json(item)
+        return
+    typer.echo(f"conversation {item['id']} ({item['status']})")
+    for name in ("thread_key", "shopper_id", "chat_type", "chat_id", "skm_id", "opened_at",
+                 "closed_at", "last_event_at", "first_response_at"):  # fmt: skip
+        typer.echo(f"  {name:18} {item[name] if item[name] is not None else '–'}")
+    if item.get("merged_into"):
+        typer.echo(f"  {'merged_into':18} {item['merged_into']}")
+    ids = item["identities"]
+    typer.echo(f"  {'identities':18} " + ", ".join(f"{k}={v}" for k, v in ids.items() if v))
+    typer.echo(f"participants ({len(item['participants'])})")
+    for p in item["participants"]:
+        left = f", left {p['left_at']}" if p["left_at"] else ""
+        name = f" {p['display_name']!r}" if p["display_name"] else ""
+        typer.echo(f"  {p['role']:8} {p['wa_id'] or 'lid:' + str(p['lid'])}{name}{left}")
+    typer.echo(f"messages ({len(item['messages'])})")
+    for m in item["messages"]:
+        typer.echo(
+            f"  {m['occurred_at'] or '(not arrived yet)':20}  {m['direction'] or '?':8} "
+            f"{m['type'] or '?':11} {m['status'] or '–':9} {m['message_id']}"
+        )
+
+
+@conversations_app.command("close")
+def close_command(
+    conversation_id: Annotated[str, typer.Argument(help="A conversation id.")],
+    config: ConfigOption = None,
+) -> None:
+    """Close a conversation now (a `whatsapp.conversation.closed` event, reason `command`)."""
+    loaded, engine = store_at_head(config)
+    try:
+        closed = _router(loaded.settings, engine).close_conversation(conversation_id)
+    except LookupError:
+        raise fail(f"no conversation {conversation_id}", 1) from None
+    typer.echo(f"closed {conversation_id}" if closed else f"{conversation_id} was not open")
+
+
+@conversations_app.command("rebuild")
+def rebuild_command(
+    shopper: Annotated[
+        str | None, typer.Option("--shopper", help="Only this shopper (default: all).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Recompute conversations from the stored events, exactly as live routing does.
+
+    Run it after turning routing on for a shopper (a running server also does it by
+    itself within seconds) or after a fix; events of shoppers with routing off stay
+    passed over.
+    """
+    loaded, engine = store_at_head(config)
+    router = _router(loaded.settings, engine)
+
+    def progress(_: str, done: int) -> None:
+        typer.echo(f"  routed {done} events…", err=True)
+
+    queued = router.rebuild(shopper, progress)
+    total = sum(queued.values())
+    with engine.connect() as connection:
+        page = reads.list_conversations(connection, shopper_id=shopper, limit=1000)
+    typer.echo(f"rebuilt {len(queued)} shopper(s) from {total} events")
+    for name, count in sorted(queued.items()):
+        typer.echo(f"  {name}: {count} events")
+    more = "+" if page.next_cursor else ""
+    typer.echo(f"{len(page.items)}{more} conversations")
+
+
+@identities_app.command("show")
+def identities_show(
+    wa_id: Annotated[str, typer.Argument(help="A phone number, lid:<digits> or bsuid:<BSUID>.")],
+    shopper: Annotated[str, typer.Option("--shopper", help="The shopper (required).")],
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """A customer's linked ids for one shopper (phone, LID, BSUID), first seen first."""
+    _, engine = store_at_head(config)
+    with engine.connect() as connection:
+        links = reads.identity_links(connection, shopper, wa_id)
+        conversation = reads.lookup(connection, shopper, wa_id) if links else None
+    if links is None:
+        raise fail(f"no identity {wa_id!r} for shopper {shopper}", 1)
+    rows = [{"identity": r.identity, "first_seen_at": reads.iso(r.first_seen_at)} for r in links]
+    if as_json:
+        _print_json(
+            {
+                "shopper_id": shopper,
+                "customer_id": links[0].customer_id,
+                "identities": rows,
+                "conversation_id": conversation.id if conversation is not None else None,
+            }
+        )
+        return
+    typer.echo(f"customer {links[0].customer_id} (shopper {shopper})")
+    for r in rows:
+        typer.echo(f"  {r['identity']:40} first seen {r['first_seen_at']}")
+    if conversation is not None:
+        typer.echo(f"conversation {conversation.id} ({conversation.status})")

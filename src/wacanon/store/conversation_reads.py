@@ -1,0 +1,316 @@
+"""Reading conversations back: the queries behind ``wacanon conversations`` and the API.
+
+Pages are keyset-paginated (no OFFSET): the cursor names the last item of a page, so a
+page stays correct while routing adds conversations.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from wacanon.routing.threads import identity_of_wa_id
+from wacanon.store.tables import conversations, events, identities, messages, participants
+
+_TIMES = (
+    "opened_at",
+    "closed_at",
+    "last_event_at",
+    "last_inbound_at",
+    "last_outbound_at",
+    "first_response_at",
+)
+
+
+class BadCursor(ValueError):
+    """A cursor this server did not give out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _encode(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
+
+
+def _decode(cursor: str, arity: int) -> list[Any]:
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadCursor(cursor) from None
+    if not isinstance(parts, list) or len(parts) != arity:
+        raise BadCursor(cursor)
+    return parts
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise BadCursor(text) from None
+
+
+def conversation_dict(connection: sa.Connection, row: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": row.id,
+        "thread_key": row.thread_key,
+        "shopper_id": row.shopper_id,
+        "chat_type": row.chat_type,
+        "chat_id": row.chat_id,
+        "status": row.status,
+        "skm_id": row.skm_id,
+    }
+    item.update({name: iso(getattr(row, name)) for name in _TIMES})
+    if row.merged_into is not None:
+        item["merged_into"] = row.merged_into
+    item["identities"] = _identities(connection, row)
+    return item
+
+
+def _identities(connection: sa.Connection, row: Any) -> dict[str, str | None]:
+    found: dict[str, str | None] = {"wa_id": None, "lid": None, "user_id": None}
+    if row.customer_id is None:
+        return found
+    for identity in customer_identity_list(connection, row.shopper_id, row.customer_id):
+        if identity.startswith("lid:"):
+            found["lid"] = found["lid"] or identity[4:]
+        elif identity.startswith("bsuid:"):
+            found["user_id"] = found["user_id"] or identity[6:]
+        else:
+            found["wa_id"] = found["wa_id"] or identity
+    if found["wa_id"] is None:  # the spec's wa_id: phone, else lid:…, else bsuid:…
+        if found["lid"]:
+            found["wa_id"] = f"lid:{found['lid']}"
+        elif found["user_id"]:
+            found["wa_id"] = f"bsuid:{found['user_id']}"
+    return found
+
+
+def customer_identity_list(connection: sa.Connection, shopper: str, customer: str) -> list[str]:
+    query = (
+        sa.select(identities.c.identity)
+        .where(identities.c.shopper_id == shopper, identities.c.customer_id == customer)
+        .order_by(identities.c.first_seen_at, identities.c.identity)
+    )
+    return [str(i) for (i,) in connection.execute(query)]
+
+
+def list_conversations(
+    connection: sa.Connection,
+    *,
+    shopper_id: str | None = None,
+    shoppers: frozenset[str] | None = None,
+    status: str | None = None,
+    chat_type: str | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page:
+    """Newest activity first; merged conversations are left out (their events moved)."""
+    c = conversations.c
+    query = sa.select(conversations).where(c.status != "merged")
+    if shopper_id is not None:
+        query = query.where(c.shopper_id == shopper_id)
+    if shoppers is not None:
+        query = query.where(c.shopper_id.in_(sorted(shoppers)))
+    if status is not None:
+        query = query.where(c.status == status)
+    if chat_type is not None:
+        query = query.where(c.chat_type == chat_type)
+    if since is not None:
+        query = query.where(c.last_event_at >= since)
+    if cursor is not None:
+        last_at, last_id = _decode(cursor, 2)
+        at = _time(last_at)
+        query = query.where(
+            sa.or_(c.last_event_at < at, sa.and_(c.last_event_at == at, c.id < last_id))
+        )
+    rows = list(
+        connection.execute(query.order_by(c.last_event_at.desc(), c.id.desc()).limit(limit + 1))
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [conversation_dict(connection, r) for r in rows]
+    next_cursor = _encode(_utc_text(rows[-1].last_event_at), rows[-1].id) if more else None
+    return Page(items, next_cursor)
+
+
+def _utc_text(value: datetime) -> str:
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat()
+
+
+def get_conversation(connection: sa.Connection, conversation_id: str) -> Any | None:
+    query = sa.select(conversations).where(conversations.c.id == conversation_id)
+    return connection.execute(query).first()
+
+
+def participants_of(connection: sa.Connection, conversation_id: str) -> list[dict[str, Any]]:
+    query = (
+        sa.select(participants)
+        .where(participants.c.conversation_id == conversation_id)
+        .order_by(participants.c.first_seen_at, participants.c.person_id)
+    )
+    return [
+        {
+            "wa_id": p.wa_id,
+            "lid": p.lid,
+            "user_id": p.user_id,
+            "role": p.role,
+            "display_name": p.display_name,
+            "first_seen_at": iso(p.first_seen_at),
+            "last_seen_at": iso(p.last_seen_at),
+            "left_at": iso(p.left_at),
+        }
+        for p in connection.execute(query)
+    ]
+
+
+def messages_of(
+    connection: sa.Connection, conversation_id: str, cursor: str | None = None, limit: int = 100
+) -> Page:
+    m = messages.c
+    query = sa.select(messages).where(m.conversation_id == conversation_id)
+    if cursor is not None:
+        last_at, last_id = _decode(cursor, 2)
+        at = _time(last_at)
+        query = query.where(
+            sa.or_(m.occurred_at > at, sa.and_(m.occurred_at == at, m.message_id > last_id))
+        )
+    ordered = query.order_by(m.occurred_at.asc().nulls_first(), m.message_id).limit(limit + 1)
+    rows = list(connection.execute(ordered))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [
+        {
+            "message_id": r.message_id,
+            "direction": r.direction,
+            "type": r.type,
+            "occurred_at": iso(r.occurred_at),
+            "status": r.status,
+        }
+        for r in rows
+    ]
+    last = rows[-1] if rows else None
+    next_cursor = (
+        _encode(_utc_text(last.occurred_at), last.message_id)
+        if more and last is not None and last.occurred_at is not None
+        else None
+    )
+    return Page(items, next_cursor)
+
+
+def event_json(row: Any) -> dict[str, Any]:
+    """A stored event as the API returns it: the canonical JSON with the routing fields
+    routing filled in afterwards (the payload keeps what normalization produced)."""
+    event: dict[str, Any] = orjson.loads(row.payload)
+    routing = event.setdefault("routing", {})
+    routing["conversation_id"] = row.conversation_id
+    routing["thread_key"] = row.thread_key
+    if row.skm_id is not None:
+        routing["skm_id"] = row.skm_id
+    return event
+
+
+def events_of(
+    connection: sa.Connection, conversation_id: str, cursor: str | None = None, limit: int = 100
+) -> Page:
+    e = events.c
+    query = sa.select(e.id, e.occurred_at, e.payload, e.conversation_id, e.thread_key, e.skm_id)
+    query = query.where(e.conversation_id == conversation_id)
+    if cursor is not None:
+        last_at, last_id = _decode(cursor, 2)
+        at = _time(last_at)
+        query = query.where(
+            sa.or_(e.occurred_at > at, sa.and_(e.occurred_at == at, e.id > last_id))
+        )
+    rows = list(connection.execute(query.order_by(e.occurred_at, e.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode(_utc_text(rows[-1].occurred_at), rows[-1].id) if more else None
+    return Page([event_json(r) for r in rows], next_cursor)
+
+
+def list_events(
+    connection: sa.Connection,
+    *,
+    shoppers: frozenset[str] | None = None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> Page:
+    """Stored events in the order they were stored (the cursor is the row id)."""
+    e = events.c
+    query = sa.select(e.id, e.payload, e.conversation_id, e.thread_key, e.skm_id)
+    if shoppers is not None:
+        query = query.where(e.shopper_id.in_(sorted(shoppers)))
+    if event_type is not None:
+        query = query.where(e.event_type == event_type)
+    if since is not None:
+        query = query.where(e.occurred_at >= since)
+    if cursor is not None:
+        (last_id,) = _decode(cursor, 1)
+        if not isinstance(last_id, int):
+            raise BadCursor(cursor)
+        query = query.where(e.id > last_id)
+    rows = list(connection.execute(query.order_by(e.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode(rows[-1].id) if more else None
+    return Page([event_json(r) for r in rows], next_cursor)
+
+
+def lookup(connection: sa.Connection, shopper_id: str, wa_id: str) -> Any | None:
+    """The conversation a customer id (phone, ``lid:…``, ``bsuid:…``) resolves to."""
+    identity = identity_of_wa_id(wa_id)
+    if identity is None:
+        return None
+    customer = connection.execute(
+        sa.select(identities.c.customer_id).where(
+            identities.c.shopper_id == shopper_id, identities.c.identity == identity
+        )
+    ).scalar()
+    if customer is None:
+        return None
+    query = sa.select(conversations).where(
+        conversations.c.shopper_id == shopper_id,
+        conversations.c.customer_id == customer,
+        conversations.c.status != "merged",
+    )
+    return connection.execute(query).first()
+
+
+def identity_links(connection: sa.Connection, shopper_id: str, wa_id: str) -> list[Any] | None:
+    """Every id linked to this one for the shopper (first seen first), or None."""
+    identity = identity_of_wa_id(wa_id)
+    if identity is None:
+        return None
+    customer = connection.execute(
+        sa.select(identities.c.customer_id).where(
+            identities.c.shopper_id == shopper_id, identities.c.identity == identity
+        )
+    ).scalar()
+    if customer is None:
+        return None
+    query = (
+        sa.select(identities)
+        .where(identities.c.shopper_id == shopper_id, identities.c.customer_id == customer)
+        .order_by(identities.c.first_seen_at, identities.c.identity)
+    )
+    return list(connection.execute(query))

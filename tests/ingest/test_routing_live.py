@@ -1,0 +1,197 @@
+"""Conversations through the live server: webhooks in, the routing worker's result in the
+database — on SQLite and PostgreSQL, and with two ``wacanon serve`` processes on one
+PostgreSQL for the races of issue #7 §2."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from tests.api.conftest import EVOLUTION_KEY, SIM_TOKEN, bearer, sim_body, sim_message
+from tests.conftest import _clean
+from tests.ingest.test_durability import _free_port, _start_server
+from tests.routing.events import LID, PHONE, status_body, text_body
+from wacanon.store.database import create_engine
+from wacanon.store.repository import set_flag
+from wacanon.store.tables import conversations, events, messages
+
+ROUTING_ON = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false", "WHATSAPP_ROUTING_ENABLED": "true"}
+PN = f"{PHONE}@s.whatsapp.net"
+LJ = f"{LID}@lid"
+
+
+def evolution(client: httpx.Client, body: dict[str, Any]) -> None:
+    response = client.post(
+        "/webhooks/evolution",
+        content=orjson.dumps(body),
+        headers={"apikey": EVOLUTION_KEY, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def wait_routed(
+    url: str, expected_events: int, timeout: float = 10.0, *, passed_over_too: bool = False
+) -> None:
+    """Until ``expected_events`` are stored and none waits for routing (nor, with
+    ``passed_over_too``, is passed over)."""
+    waiting = events.c.routed_seq.is_(None)
+    if passed_over_too:
+        waiting = sa.or_(waiting, events.c.routed_seq == 0)
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with engine.connect() as connection:
+                total = connection.execute(sa.select(sa.func.count()).select_from(events))
+                pending = connection.execute(sa.select(sa.func.count()).where(waiting))
+                done = total.scalar_one() >= expected_events and pending.scalar_one() == 0
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("events were not routed in time")
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+def fetch(url: str, query: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(query))
+    finally:
+        engine.dispose()
+
+
+def test_lid_then_phone_merge_and_a_status_before_its_message(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client(env=ROUTING_ON)
+    evolution(client, text_body("M1", LJ))  # the customer, known by a LID only
+    evolution(client, text_body("M2", PN, at=1772355700))  # the phone alone: not linked yet
+    evolution(client, status_body("M9", PN, "READ", at=1772355750))  # before its message
+    evolution(client, text_body("M9", PN, from_me=True, at=1772355740))
+    evolution(client, text_body("M3", PN, LJ, at=1772355800))  # the link: a merge
+    wait_routed(database_url, expected_events=5)
+    rows = fetch(database_url, sa.select(conversations).order_by(conversations.c.opened_at))
+    assert [(r.status, r.thread_key) for r in rows] == [
+        ("open", f"whatsapp:lid:{LID}|shopper:shop-1|group:null"),
+        ("merged", f"whatsapp:{PHONE}|shopper:shop-1|group:null"),
+    ]
+    keep = rows[0].id
+    assert rows[1].merged_into == keep
+    stored = fetch(database_url, sa.select(events.c.event_type, events.c.conversation_id))
+    assert {cid for _, cid in stored} == {keep}  # every event, lifecycle ones included
+    types = sorted(t for t, _ in stored if t.startswith("whatsapp.conversation."))
+    assert types == [
+        "whatsapp.conversation.merged",
+        "whatsapp.conversation.opened",
+        "whatsapp.conversation.opened",
+    ]
+    index = {r.message_id: r for r in fetch(database_url, sa.select(messages))}
+    assert set(index) == {"M1", "M2", "M3", "M9"}
+    assert {r.conversation_id for r in index.values()} == {keep}
+    assert (index["M9"].status, index["M9"].direction) == ("read", "outbound")
+
+
+def test_turning_routing_on_later_routes_the_past(make_client: Any, database_url: str) -> None:
+    client = make_client(env={"WHATSAPP_CANONICAL_SHADOW_MODE": "false"})  # routing off
+    evolution(client, text_body("M1", PN))
+    evolution(client, text_body("M2", PN, at=1772355700))
+    time.sleep(0.3)
+    passed = fetch(database_url, sa.select(events.c.routed_seq, events.c.conversation_id))
+    assert passed == [(0, None), (0, None)]  # stored, routing fields empty
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            set_flag(connection, "shop-1", "WHATSAPP_ROUTING_ENABLED", "true")
+    finally:
+        engine.dispose()
+    wait_routed(database_url, expected_events=2, timeout=6, passed_over_too=True)
+    (conversation,) = fetch(database_url, sa.select(conversations))
+    rows = fetch(database_url, sa.select(events.c.conversation_id))
+    assert {cid for (cid,) in rows} == {conversation.id}
+
+
+# ------------------------------------------------------------------ two processes
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "wacanon.toml"
+    config.write_text(
+        f'database_url = "{url}"\ndefault_shopper_id = "shop-1"\n'
+        f'spool_path = "{tmp_path / "spool"}"\nflag_refresh_seconds = 0.5\n'
+        f'[providers.simulated]\ntoken = "{SIM_TOKEN}"\n'
+        f'[providers.evolution]\napi_key = "{EVOLUTION_KEY}"\n'
+    )
+    return config
+
+
+async def _post_all(posts: list[tuple[str, str, bytes, dict[str, str]]]) -> list[int]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        replies = await asyncio.gather(
+            *(client.post(base + path, content=body, headers=h) for base, path, body, h in posts)
+        )
+    return [r.status_code for r in replies]
+
+
+@pytest.fixture
+def two_servers(postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    _clean(postgres_server)
+    monkeypatch.setenv("WHATSAPP_ROUTING_ENABLED", "true")
+    config = _config(tmp_path, postgres_server)
+    ports = [_free_port(), _free_port()]
+    servers = [_start_server(config, port, tmp_path / f"server-{port}.log") for port in ports]
+    yield [f"http://127.0.0.1:{port}" for port in ports]
+    for server in servers:
+        server.terminate()
+        server.wait(20)
+
+
+def test_fifty_concurrent_first_messages_over_two_servers_give_one_conversation(
+    two_servers: list[str], postgres_server: str
+) -> None:
+    posts = [
+        (
+            two_servers[i % 2],
+            "/webhooks/simulated",
+            sim_body(sim_message(f"FIRST-{i:02d}", text=f"Oi {i} 👟", sender="5511977776666")),
+            bearer(),
+        )
+        for i in range(50)
+    ]
+    assert asyncio.run(_post_all(posts)) == [200] * 50
+    wait_routed(postgres_server, expected_events=51)
+    (conversation,) = fetch(postgres_server, sa.select(conversations))
+    assert conversation.thread_key == "whatsapp:5511977776666|shopper:shop-1|group:null"
+    rows = fetch(postgres_server, sa.select(events.c.event_type, events.c.conversation_id))
+    assert {cid for _, cid in rows} == {conversation.id}
+    assert [t for t, _ in rows].count("whatsapp.conversation.opened") == 1
+
+
+def test_an_album_and_lid_phone_twins_concurrently_give_one_conversation(
+    two_servers: list[str], postgres_server: str
+) -> None:
+    headers = {"apikey": EVOLUTION_KEY, "Content-Type": "application/json"}
+    bodies = [text_body(f"ALBUM-{i}", PN, LJ, at=1772355600 + i) for i in range(10)]
+    bodies.append(text_body("TWIN-LID", LJ, at=1772355611))  # addressed by its LID only
+    bodies.append(text_body("TWIN-PN", PN, LJ, at=1772355611))  # and its phone twin
+    posts = [
+        (two_servers[i % 2], "/webhooks/evolution", orjson.dumps(b), headers)
+        for i, b in enumerate(bodies)
+    ]
+    assert asyncio.run(_post_all(posts)) == [200] * 12
+    wait_routed(postgres_server, expected_events=13)
+    live = fetch(
+        postgres_server, sa.select(conversations).where(conversations.c.status != "merged")
+    )
+    assert len(live) == 1
+    rows = fetch(postgres_server, sa.select(events.c.conversation_id))
+    assert {cid for (cid,) in rows} == {live[0].id}
