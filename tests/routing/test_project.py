@@ -3,9 +3,10 @@ order to an in-memory state (the store's part is tested live in tests/ingest).""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
+import orjson
 
 from tests.routing.events import (
     LID,
@@ -18,7 +19,8 @@ from tests.routing.events import (
     stored,
     text_body,
 )
-from wacanon.routing.facts import StoredEvent
+from wacanon import normalize
+from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.project import Projection
 from wacanon.routing.state import Conversation, RoutingState
 
@@ -189,4 +191,87 @@ def test_one_customer_through_two_accounts_of_a_shopper_is_one_conversation() ->
     second = msgspec.structs.replace(second, source=other_account)
     p = project(first, second)
     assert len(live(p)) == 1
+    assert len(set(routed_to(p).values())) == 1
+
+
+def _cloud(*bodies: dict[str, object]) -> list[StoredEvent]:
+    found = []
+    for body in bodies:
+        result = normalize(
+            "cloud_api",
+            orjson.dumps(body),
+            received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+            correlation_id="routing-test",
+            shopper_id=SHOPPER,
+        )
+        assert not result.errors, result.errors
+        found.extend(read_event(e.to_json()) for e in result.events)
+    return found
+
+
+def _cloud_change(field: str, value: dict[str, object]) -> dict[str, object]:
+    metadata = {"display_phone_number": "5511940028922", "phone_number_id": "106540352242922"}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [{"field": field, "value": {"metadata": metadata, **value}}],
+            }
+        ],
+    }
+
+
+def _cloud_text(message_id: str, **sender: str) -> dict[str, object]:
+    message = {"id": message_id, "timestamp": "1772366400", "type": "text", "text": {"body": "Oi"}}
+    return _cloud_change("messages", {"messages": [{**message, **sender}]})
+
+
+def test_a_bsuid_change_keeps_the_customer_and_its_conversation() -> None:
+    p = project(
+        *_cloud(
+            _cloud_text("wamid.A1", from_user_id="BR.1502576394655843"),
+            _cloud_change(
+                "user_id_update",
+                {
+                    "user_id_update": [
+                        {
+                            "user_id": {
+                                "previous": "BR.1502576394655843",
+                                "current": "BR.7730019284756612",
+                            },
+                            "timestamp": "1772366500",
+                        }
+                    ]
+                },
+            ),
+            _cloud_text("wamid.A2", from_user_id="BR.7730019284756612"),
+        )
+    )
+    (c,) = live(p)
+    assert c.thread_key == f"whatsapp:bsuid:BR.1502576394655843|shopper:{SHOPPER}|group:null"
+    assert len(set(routed_to(p).values())) == 1
+
+
+def test_a_changed_number_keeps_the_customer_and_its_conversation() -> None:
+    changed = {
+        "from": "5511987654321",
+        "id": "wamid.SYS1",
+        "timestamp": "1772366450",
+        "type": "system",
+        "system": {
+            "body": "Ana mudou de 5511987654321 para 5511912345678",
+            "wa_id": "5511912345678",
+            "type": "user_changed_number",
+        },
+    }
+    p = project(
+        *_cloud(
+            _cloud_text("wamid.B1", **{"from": "5511987654321"}),
+            _cloud_change("messages", {"messages": [changed]}),
+            _cloud_text("wamid.B2", **{"from": "5511912345678"}),
+        )
+    )
+    (c,) = live(p)
+    assert c.thread_key == f"whatsapp:5511987654321|shopper:{SHOPPER}|group:null"
     assert len(set(routed_to(p).values())) == 1

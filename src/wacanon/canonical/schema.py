@@ -365,6 +365,16 @@ class Contact(_Model):
     user_id: str | None = None
     display_name: str | None = None
     picture_url: str | None = None
+    previous_wa_id: str | None = Field(
+        default=None, description="The phone number the customer changed from, when given."
+    )
+    previous_user_id: str | None = Field(
+        default=None, description="The BSUID that was replaced (Cloud API `user_id_update`)."
+    )
+    parent_user_id: str | None = Field(default=None, description="The parent BSUID, when given.")
+    previous_parent_user_id: str | None = Field(
+        default=None, description="The parent BSUID that was replaced."
+    )
 
 
 class Connection(_Model):

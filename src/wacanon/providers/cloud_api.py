@@ -68,6 +68,7 @@ from wacanon.providers.cloud_api_types import (
     ErrorIn,
     GroupIn,
     GroupTextIn,
+    IdChange,
     Ident,
     InteractiveIn,
     MediaIn,
@@ -81,8 +82,10 @@ from wacanon.providers.cloud_api_types import (
     ReplyIn,
     Stamp,
     StatusIn,
+    SystemIn,
     TypedEnvelope,
     TypedValue,
+    UserIdUpdateIn,
     Value,
 )
 from wacanon.providers.common import (
@@ -258,6 +261,7 @@ class _Change:
         message: dict[str, Any] | None = None,
         status: dict[str, Any] | None = None,
         group: dict[str, Any] | None = None,
+        contact: dict[str, Any] | None = None,
     ) -> None:
         """Build one event; a value the schema refuses is an error of this item, not a crash.
 
@@ -278,6 +282,7 @@ class _Change:
                 message=message,
                 status=status,
                 group=group,
+                contact=contact,
             )
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
@@ -659,7 +664,45 @@ _KINDS: dict[str, _MessageMapper] = {"reaction": _reaction, "edit": _edit, "revo
 
 
 def _emit_message(ch: _Change, m: MessageIn, who: _Parties, at: _At, event: str) -> None:
+    if m.type == "system" and m.system is not None and m.system.type in _ID_CHANGES:
+        _identity_change(ch, m, m.system, who, at)
+        return
     _KINDS.get(m.type or "", _plain)(ch, m, who, at, event)
+
+
+#: System messages that say a customer's id changed: they update the identity graph.
+_ID_CHANGES = frozenset({"user_changed_number", "customer_changed_number", "user_changed_user_id"})
+
+
+def _identity_change(ch: _Change, m: MessageIn, s: SystemIn, who: _Parties, at: _At) -> None:
+    """ "User changed number" / "user changed BSUID" system messages: a
+    ``whatsapp.contact.updated`` with the old and the new id, so routing links them."""
+    old_phone = _digits(m.from_)
+    new_phone = _digits(s.wa_id or s.new_wa_id) or None
+    number_change = s.type != "user_changed_user_id"
+    previous_user = s.previous_user_id if not number_change else None
+    current_user = s.user_id or (m.from_user_id if number_change else None)
+    person = Person(phone=new_phone or (None if number_change else old_phone), user_id=current_user)
+    if person.wa_id is None:
+        ch.error(ch.item_path(at), "identity change names no new id (system.wa_id or user_id)")
+        return
+    contact = {
+        "wa_id": person.wa_id,
+        "user_id": person.user_id,
+        "previous_wa_id": old_phone if number_change and old_phone != new_phone else None,
+        "previous_user_id": previous_user,
+    }
+    ch.emit(
+        at,
+        "messages",
+        event_type="whatsapp.contact.updated",
+        identity=("identity_change", m.id),
+        occurred_at=unix_time(m.timestamp, ch.builder.ctx.received_at),
+        provider_message_id=m.id,
+        actor=actor_dict(person, "customer"),
+        chat=private_chat(person),
+        contact=contact,
+    )
 
 
 def _sender_user_id(m: MessageIn) -> str | None:
@@ -881,6 +924,53 @@ def _on_echoes(ch: _Change) -> None:
         _echo(ch, m, k)
 
 
+def _on_user_id_update(ch: _Change) -> None:
+    """``user_id_update``: a customer's BSUID (and parent BSUID) changed; the phone number
+    is there when Meta may share it."""
+    if not ch.value.user_id_update:
+        ch.result.ignored += 1
+        return
+    for k, item in ch.items("user_id_update", UserIdUpdateIn):
+        at = ("user_id_update", k)
+        user, parent = item.user_id or _NO_CHANGE, item.parent_user_id or _NO_CHANGE
+        phone = _digits(item.wa_id)
+        if item.wa_id and phone is None:
+            ch.no_person(at, "wa_id", item.wa_id, "")
+            continue
+        person = Person(phone=phone, user_id=user.current)
+        if person.wa_id is None:
+            ch.error(ch.item_path(at), "user_id_update names no id (no wa_id or user_id.current)")
+            continue
+        contact = {
+            "wa_id": person.wa_id,
+            "user_id": user.current,
+            "previous_user_id": user.previous,
+            "parent_user_id": parent.current,
+            "previous_parent_user_id": parent.previous,
+        }
+        ch.emit(
+            at,
+            ch.field,
+            event_type="whatsapp.contact.updated",
+            identity=(
+                "user_id_update",
+                phone,
+                user.previous,
+                user.current,
+                parent.current,
+                _stamp_key(item.timestamp),
+            ),
+            occurred_at=unix_time(item.timestamp, ch.builder.ctx.received_at),
+            provider_message_id=None,
+            actor=actor_dict(person, "customer"),
+            chat=private_chat(person),
+            contact=contact,
+        )
+
+
+_NO_CHANGE = IdChange()
+
+
 def _on_groups(ch: _Change) -> None:
     if not ch.value.groups:
         ch.result.ignored += 1
@@ -897,6 +987,7 @@ _FIELDS: dict[str, Callable[[_Change], None]] = {
     "group_participants_update": _on_groups,
     "group_settings_update": _on_groups,
     "group_status_update": _on_groups,
+    "user_id_update": _on_user_id_update,
 }
 
 

@@ -160,6 +160,22 @@ class SystemIn(msgspec.Struct):
     previous_user_id: str | None = None
 
 
+class IdChange(msgspec.Struct):
+    """``{"previous": …, "current": …}`` of a ``user_id_update`` item."""
+
+    previous: str | None = None
+    current: str | None = None
+
+
+class UserIdUpdateIn(msgspec.Struct):
+    """One item of a ``user_id_update`` change: a customer's BSUID (and parent) changed."""
+
+    wa_id: str | None = None
+    user_id: IdChange | None = None
+    parent_user_id: IdChange | None = None
+    timestamp: str | int | float | None = None
+
+
 class UnsupportedIn(msgspec.Struct):
     type: str | None = None
 
@@ -305,6 +321,7 @@ class Value(msgspec.Struct):
     errors: list[Any] | None = None
     message_echoes: list[Any] | None = None
     groups: list[Any] | None = None
+    user_id_update: list[Any] | None = None
 
 
 # ------------------------------------------------------------------ typed envelope (one pass)
@@ -320,6 +337,7 @@ class TypedValue(msgspec.Struct):
     errors: list[ErrorIn] | None = None
     message_echoes: list[MessageIn] | None = None
     groups: list[GroupIn] | None = None
+    user_id_update: list[UserIdUpdateIn] | None = None
 
 
 class TypedChange(msgspec.Struct):

@@ -62,6 +62,8 @@ class _Contact(msgspec.Struct, frozen=True):
     wa_id: str | None = None
     lid: str | None = None
     user_id: str | None = None
+    previous_wa_id: str | None = None
+    previous_user_id: str | None = None
 
 
 class _Conversation(msgspec.Struct, frozen=True):

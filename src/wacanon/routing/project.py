@@ -60,8 +60,9 @@ def customer_identities(event: StoredEvent) -> list[str]:
     if actor.role == "customer":
         _add(found, actor.wa_id, actor.lid, actor.user_id)
     if event.contact is not None and event.event_type == "whatsapp.contact.updated":
-        c = event.contact
+        c = event.contact  # a changed number or BSUID: the old id stays this customer's
         _add(found, c.wa_id, c.lid, c.user_id)
+        _add(found, c.previous_wa_id, None, c.previous_user_id)
     return found
 
 
