@@ -9,7 +9,11 @@ unsigned Cloud API text webhooks (``POST /webhooks/cloud_api``):
 * a bare Starlette app that reads the body, parses it with orjson and answers a small JSON;
 * ``wacanon serve`` on SQLite and on PostgreSQL (``allow_unsigned = true`` for cloud_api,
   the account mapped to a shopper, ``WHATSAPP_CANONICAL_SHADOW_MODE=false`` so every event
-  is durably stored before the reply).
+  is durably stored before the reply);
+* the same, with ``WHATSAPP_ROUTING_ENABLED=true`` (issue #7 §7): its rate as a ratio to the
+  routing-off server of the same backend, and the p99 of the routing lag (from receipt to
+  the event's conversation being committed, ``wacanon_routing_lag_seconds``); leave it out
+  with ``--no-routing``.
 
 The load is wrk (``-t1 -c16 -d10s --latency``, a Lua script putting a counter in each
 message id) when ``wrk`` is on PATH (Debian: ``apt-get install wrk``), else the raw-socket
@@ -241,9 +245,14 @@ def start_server(
     workers: int,
     mode: str = "health",
     switch_interval: float | None = None,
+    routing: bool = False,
 ) -> subprocess.Popen[bytes]:
     config = server_config(workdir, url, mode, switch_interval)
-    env = {**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false"}
+    env = {
+        **os.environ,
+        "WHATSAPP_CANONICAL_SHADOW_MODE": "false",
+        "WHATSAPP_ROUTING_ENABLED": "true" if routing else "false",
+    }
     command = [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
                "--port", str(port), "--workers", str(workers)]  # fmt: skip
     if url.startswith("postgresql"):
@@ -342,6 +351,9 @@ class Target:
     url: str | None = None  # wacanon's database, to count what it stored
     runs: list[Figures] = field(default_factory=list)
     answered: int = 0  # every 200 counted by the load generator, warm-up included
+    routing: bool = False
+    baseline: str | None = None  # routing on: the label of the same backend, routing off
+    lag_p99: float | None = None  # routing on: seconds from receipt to conversation
 
     def load(self, prefix: str, seconds: float, args: argparse.Namespace) -> Figures:
         figures = load(self, prefix, seconds, args)
@@ -398,8 +410,38 @@ def uvicorn_choice() -> str:
     return f"loop={loop} http={http}"
 
 
-def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None]]) -> None:
-    """Each ``(label, database URL, GIL switch interval or None)`` against the bare app."""
+def routing_lag_p99(port: int, stored: int, timeout: float = 30.0) -> float:
+    """Once every stored event is routed, the p99 of ``wacanon_routing_lag_seconds`` (the
+    upper bound of the bucket holding the 99th percentile, from the server's /metrics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.create_connection((HOST, port)) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        text = b"".join(chunks).decode()
+        buckets = []
+        routed = 0.0
+        for line in text.splitlines():
+            if line.startswith("wacanon_routing_lag_seconds_bucket"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+            elif line.startswith("wacanon_routed_events_total "):
+                routed = float(line.rsplit(" ", 1)[1])
+        if routed >= stored or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if total and count >= 0.99 * total:
+            return bound
+    return float("inf")
+
+
+def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None, bool]]) -> None:
+    """Each ``(label, database URL, GIL switch interval or None, routing)`` against the
+    bare app."""
     workdir = Path(tempfile.mkdtemp(prefix="wacanon-bench-"))
     args.wrk = wrk_script(workdir) if args.load != "python" and shutil.which("wrk") else None
     if args.load == "wrk" and not args.wrk:
@@ -408,19 +450,24 @@ def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | No
     try:
         port = free_port()
         targets.append(Target("bare Starlette + orjson", port, start_bare(port, args.workers)))
-        for index, (name, url, interval) in enumerate(databases):
+        for index, (name, url, interval, routing) in enumerate(databases):
             (workdir / str(index)).mkdir()
             port = free_port()
             server = start_server(
-                workdir / str(index), url, port, args.workers, "compare", interval
+                workdir / str(index), url, port, args.workers, "compare", interval, routing
             )
-            targets.append(Target(f"wacanon {name}", port, server, url))
+            label = f"wacanon {name}" + (" + routing" if routing else "")
+            baseline = f"wacanon {name}" if routing else None
+            targets.append(Target(label, port, server, url, routing=routing, baseline=baseline))
         for target in targets:  # warm up: imports, caches, first connections
             target.load("warm-", 1.0, args)
         for round_ in range(args.runs):  # the targets alternate, so drift hits them alike
             for i, target in enumerate(targets):
                 target.runs.append(target.load(f"r{round_}t{i}-", args.duration, args))
         stored = {t.label: stored_events(t.url) for t in targets if t.url}
+        for target in targets:
+            if target.routing:
+                target.lag_p99 = routing_lag_p99(target.port, stored[target.label])
     finally:
         for target in targets:
             target.process.terminate()
@@ -448,6 +495,14 @@ def report(args: argparse.Namespace, targets: list[Target], stored: dict[str, in
     bare = medians[targets[0].label]
     for t in targets[1:]:
         m = medians[t.label]
+        if t.baseline is not None and t.baseline in medians:
+            off = medians[t.baseline]
+            ratio = m.rate / off.rate
+            lag = f"{t.lag_p99:g} s" if t.lag_p99 is not None else "?"
+            verdict = "meets" if ratio >= 0.70 and (t.lag_p99 or 99) <= 1.0 else "misses"
+            print(f"  ratio {t.label} / {t.baseline}: {ratio:.2f}; routing lag p99 <= {lag} "
+                  f"({verdict} the target of >= 0.70 with lag p99 <= 1 s)")  # fmt: skip
+            continue
         verdict = "meets" if m.rate / bare.rate >= 0.35 and m.p99_ms <= 20 else "misses"
         print(f"  ratio {t.label} / bare: {m.rate / bare.rate:.2f}  ({verdict} the target "
               f"of >= 0.35 with p99 <= 20 ms); events stored {stored[t.label]:,}, "
@@ -486,6 +541,12 @@ def main() -> None:
     parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
+    parser.add_argument(
+        "--no-routing",
+        dest="routing",
+        action="store_false",
+        help="compare mode: leave out the routing-on target of each backend",
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -494,7 +555,7 @@ def main() -> None:
     if args.connections is None:
         args.connections = 16 if args.mode == "compare" else 32
     scratch: list[tuple[sa.Engine, str]] = []
-    databases: list[tuple[str, str, float | None]] = []
+    databases: list[tuple[str, str, float | None, bool]] = []
     directory = Path(tempfile.mkdtemp(prefix="wacanon-bench-db-"))
     intervals: list[float | None] = [None]
     if args.mode == "compare" and args.switch_intervals:
@@ -510,11 +571,18 @@ def main() -> None:
                 else:
                     url, admin, name = scratch_postgres(args.postgres_url)
                     scratch.append((admin, name))
-                databases.append((label, url, interval))
+                databases.append((label, url, interval, False))
+                if args.mode == "compare" and interval is None and args.routing:
+                    if backend == "sqlite":
+                        routed = f"sqlite:///{directory / f'bench-{len(databases)}.db'}"
+                    else:
+                        routed, admin, name = scratch_postgres(args.postgres_url)
+                        scratch.append((admin, name))
+                    databases.append((label, routed, None, True))
         if args.mode == "compare":
             compare(args, databases)
         else:
-            for name, url, _ in databases:
+            for name, url, _, _ in databases:
                 bench_backend(name, url, args)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -50,9 +50,11 @@ def test_simulate_post_prints_no_http_request_lines(server: str, tmp_path: Path)
     assert "HTTP Request" not in done.stderr
     assert json_lines(done.stderr) == []
     assert "20" in done.stdout  # the summary
-    (summary,) = done.stdout.splitlines()  # the summary alone: progress goes to stderr
+    # the summary alone (progress goes to stderr): what was posted, what routing must give
+    summary, expectation = done.stdout.splitlines()
     assert summary.startswith("posted 20 webhooks in "), summary
     assert "; HTTP 200: 20; " in summary, summary  # every one answered 200, no other code
+    assert expectation.startswith("conversations this stream must give, with routing on: ")
 
 
 def test_replay_prints_no_json_log_lines(server: str, tmp_path: Path, sqlite_url: str) -> None:

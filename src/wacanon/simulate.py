@@ -47,13 +47,43 @@ BASE_TIME = 1767225600  # 2026-01-01T00:00:00Z
 
 
 @dataclass
+class _Customer:
+    """One customer of a shopper, and how the stream names them so far.
+
+    Most are known by their phone. Some first write under a LID or a BSUID only (Meta
+    withholds the number of username users), then once with the phone beside it — the
+    pair routing links — and from then on by the phone alone: one conversation, never two.
+    """
+
+    phone: str
+    alternative: str | None = None  # lid:… or bsuid:…, for those who start without a phone
+    uses: int = 0
+
+    #: Uses under the alternative alone before the linking one.
+    SWITCH_AFTER = 3
+
+    def spelling(self) -> str:
+        self.uses += 1
+        if self.alternative is None:
+            return self.phone
+        if self.uses <= self.SWITCH_AFTER:
+            return self.alternative
+        if self.uses == self.SWITCH_AFTER + 1:
+            return f"{self.phone},{self.alternative}"
+        return self.phone
+
+
+@dataclass
 class _Account:
     account: str
     shopper: str
-    customers: list[str]
+    customers: list[_Customer]
     groups: list[str]
     sent: list[tuple[str, str]] = field(default_factory=list)  # (message id, customer)
     received: list[tuple[str, str]] = field(default_factory=list)
+    #: What the stream has put in a conversation so far: customers (by phone), groups.
+    spoken_to: set[str] = field(default_factory=set)
+    groups_used: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -84,13 +114,25 @@ class _Stream:
         ]
         return _Account(f"sim-shop-{index + 1}-main", f"shop-{index + 1}", customers, groups)
 
-    def _customer(self) -> str:
+    def _customer(self) -> _Customer:
+        phone = f"55{self.rng.randrange(11, 99)}9{self.rng.randrange(10**7, 10**8)}"
         roll = self.rng.random()
         if roll < 0.8:
-            return f"55{self.rng.randrange(11, 99)}9{self.rng.randrange(10**7, 10**8)}"
+            return _Customer(phone)
         if roll < 0.9:
-            return f"lid:{self.rng.randrange(10**14, 10**15)}"
-        return f"bsuid:BR.{self.rng.randrange(10**15, 10**16)}"
+            return _Customer(phone, f"lid:{self.rng.randrange(10**14, 10**15)}")
+        return _Customer(phone, f"bsuid:BR.{self.rng.randrange(10**15, 10**16)}")
+
+    def _private(self, acc: _Account) -> str:
+        """A customer for a private fact, named as the stream names them now."""
+        customer = self.rng.choice(acc.customers)
+        acc.spoken_to.add(customer.phone)
+        return customer.spelling()
+
+    def _group(self, acc: _Account) -> str:
+        group = self.rng.choice(acc.groups)
+        acc.groups_used.add(group)
+        return group
 
     def _id(self) -> str:
         self.serial += 1
@@ -98,6 +140,8 @@ class _Stream:
 
     def _tick(self) -> int:
         self.clock += self.rng.randrange(1, 30)
+        if self.rng.random() < 0.002:  # a day of silence: conversations close, then reopen
+            self.clock += 25 * 3600
         return self.clock
 
     def inbound(self, acc: _Account) -> dict[str, Any]:
@@ -105,7 +149,8 @@ class _Stream:
             ("text", "image", "audio", "video", "document", "sticker", "location", "interactive"),
             weights=(60, 10, 10, 3, 4, 4, 3, 6),
         )[0]
-        customer = self.rng.choice(acc.customers)
+        in_group = self.rng.random() < 0.15 and bool(acc.groups)
+        customer = self.rng.choice(acc.customers).phone if in_group else self._private(acc)
         fact: dict[str, Any] = {
             "type": "message",
             "id": self._id(),
@@ -114,8 +159,8 @@ class _Stream:
             "kind": kind,
             "timestamp": self._tick(),
         }
-        if self.rng.random() < 0.15 and acc.groups:
-            fact["group"] = self.rng.choice(acc.groups)
+        if in_group:
+            fact["group"] = self._group(acc)
         if kind == "text" or kind == "interactive":
             fact["text"] = self.rng.choice(TEXTS)
         elif kind == "location":
@@ -134,8 +179,29 @@ class _Stream:
         acc.received.append((fact["id"], customer))
         return fact
 
+    def album(self, acc: _Account) -> list[dict[str, Any]]:
+        """3 to 10 images (or forwards) from one customer at once, one webhook each, as
+        providers send an album — posted concurrently, they must give one conversation."""
+        customer = self._private(acc)
+        at = self._tick()
+        forwarded = self.rng.random() < 0.3
+        bodies = []
+        for _ in range(self.rng.randrange(3, 11)):
+            fact: dict[str, Any] = {
+                "type": "message",
+                "id": self._id(),
+                "from": customer,
+                "kind": "image",
+                "media": {"mime_type": "image/jpeg", "url": f"https://media.example/{self._id()}"},
+                "forwarded": forwarded,
+                "timestamp": at,
+            }
+            acc.received.append((fact["id"], customer))
+            bodies.append({"account": acc.account, "events": [fact]})
+        return bodies
+
     def outbound(self, acc: _Account) -> dict[str, Any]:
-        customer = self.rng.choice(acc.customers)
+        customer = self._private(acc)
         fact: dict[str, Any] = {
             "type": "message",
             "id": self._id(),
@@ -201,25 +267,28 @@ class _Stream:
             action = self.rng.choice(("add", "remove", "promote"))
             return {
                 "type": "group",
-                "group": self.rng.choice(acc.groups),
+                "group": self._group(acc),
                 "action": action,
-                "participants": [self.rng.choice(acc.customers)],
+                "participants": [self.rng.choice(acc.customers).phone],
                 "timestamp": self._tick(),
             }
         if roll < 0.95:
             return {
                 "type": "call",
                 "id": self._id(),
-                "from": self.rng.choice(acc.customers),
+                "from": self._private(acc),
                 "status": "offer",
                 "video": self.rng.random() < 0.2,
                 "timestamp": self._tick(),
             }
         return {"type": "connection", "state": "open", "timestamp": self._tick()}
 
-    def body(self) -> dict[str, Any]:
+    def bodies(self) -> list[dict[str, Any]]:
+        """The next webhook body — or, for an album, the burst of bodies sent at once."""
         acc = self.rng.choice(self.accounts)
         roll = self.rng.random()
+        if roll < 0.02:
+            return self.album(acc)
         if roll < 0.5:
             facts = [self.inbound(acc)]
         elif roll < 0.7:
@@ -228,20 +297,43 @@ class _Stream:
             facts = self.statuses(acc)
         else:
             facts = [self.other(acc)]
-        return {"account": acc.account, "events": facts}
+        return [{"account": acc.account, "events": facts}]
+
+    def expected_conversations(self) -> dict[str, int]:
+        """Per shopper, the conversations routing must give for what was generated so
+        far: one per customer written to or by (whatever ids they used), one per group."""
+        return {a.shopper: len(a.spoken_to) + len(a.groups_used) for a in self.accounts}
 
 
 def generate(options: SimulationOptions) -> Iterator[bytes]:
     """Yield ``options.count`` simulated webhook bodies (JSON bytes), redeliveries included."""
-    stream = _Stream(options)
+    yield from _generate(_Stream(options))
+
+
+def _generate(stream: _Stream) -> Iterator[bytes]:
     sent: list[bytes] = []
-    for _ in range(options.count):
-        if sent and stream.rng.random() < options.redelivery_rate:
+    pending: list[bytes] = []  # the rest of a burst
+    for _ in range(stream.options.count):
+        if pending:
+            body = pending.pop(0)
+        elif sent and stream.rng.random() < stream.options.redelivery_rate:
             body = stream.rng.choice(sent[-50:])
+            yield body
+            continue
         else:
-            body = orjson.dumps(stream.body())
-            sent.append(body)
+            first, *rest = (orjson.dumps(b) for b in stream.bodies())
+            body, pending = first, rest
+        sent.append(body)
         yield body
+
+
+def expected_conversations(options: SimulationOptions) -> dict[str, int]:
+    """Per shopper, how many conversations (not merged away) routing gives for the stream
+    ``generate(options)`` yields — the generator knows its customers and groups."""
+    stream = _Stream(options)
+    for _ in _generate(stream):
+        pass
+    return stream.expected_conversations()
 
 
 def account_shoppers(options: SimulationOptions) -> dict[str, str]:

@@ -14,13 +14,22 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import EVOLUTION_KEY, SIM_TOKEN, bearer, sim_body, sim_message
+from tests.api.conftest import (
+    EVOLUTION_KEY,
+    SIM_TOKEN,
+    bearer,
+    make_settings,
+    sim_body,
+    sim_message,
+)
 from tests.conftest import _clean
 from tests.ingest.test_durability import _free_port, _start_server
 from tests.routing.events import LID, PHONE, status_body, text_body
+from wacanon.ingest.flag_cache import FlagCache
+from wacanon.ingest.projector import Router
 from wacanon.store.database import create_engine
 from wacanon.store.repository import set_flag
-from wacanon.store.tables import conversations, events, messages
+from wacanon.store.tables import conversations, events, identities, messages, participants
 
 ROUTING_ON = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false", "WHATSAPP_ROUTING_ENABLED": "true"}
 PN = f"{PHONE}@s.whatsapp.net"
@@ -48,10 +57,13 @@ def wait_routed(
     try:
         deadline = time.monotonic() + timeout
         while True:
-            with engine.connect() as connection:
-                total = connection.execute(sa.select(sa.func.count()).select_from(events))
-                pending = connection.execute(sa.select(sa.func.count()).where(waiting))
-                done = total.scalar_one() >= expected_events and pending.scalar_one() == 0
+            with engine.connect() as connection:  # each result read whole at once: a
+                # half-read SQLite cursor would keep its snapshot for the next poll
+                total = connection.execute(
+                    sa.select(sa.func.count()).select_from(events)
+                ).scalar_one()
+                pending = connection.execute(sa.select(sa.func.count()).where(waiting)).scalar_one()
+                done = total >= expected_events and pending == 0
             if done:
                 return
             if time.monotonic() > deadline:
@@ -59,6 +71,43 @@ def wait_routed(
             time.sleep(0.05)
     finally:
         engine.dispose()
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """Everything routing derives, without what differs by construction between runs
+    (the order numbers and row ids it gave, the lifecycle events' receipt time)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as c:
+            return {
+                "conversations": sorted(tuple(r) for r in c.execute(sa.select(conversations))),
+                "participants": sorted(tuple(r) for r in c.execute(sa.select(participants))),
+                "messages": sorted(tuple(r) for r in c.execute(sa.select(messages))),
+                "identities": sorted(tuple(r) for r in c.execute(sa.select(identities))),
+                "events": sorted(
+                    tuple(r)
+                    for r in c.execute(
+                        sa.select(
+                            events.c.idempotency_key,
+                            events.c.event_type,
+                            events.c.occurred_at,
+                            events.c.conversation_id,
+                            events.c.thread_key,
+                        )
+                    )
+                ),
+            }
+    finally:
+        engine.dispose()
+
+
+def router_of(url: str, tmp_path: Path) -> tuple[Router, sa.Engine]:
+    """A :class:`Router` as ``wacanon conversations`` builds one (routing on); dispose
+    of the engine after use."""
+    engine = create_engine(url)
+    flags = FlagCache(engine, ROUTING_ON, 1.0)
+    flags.refresh()
+    return Router(engine, make_settings(url, tmp_path), flags.for_shopper), engine
 
 
 def fetch(url: str, query: Any) -> list[Any]:
@@ -71,7 +120,7 @@ def fetch(url: str, query: Any) -> list[Any]:
 
 
 def test_lid_then_phone_merge_and_a_status_before_its_message(
-    make_client: Any, database_url: str
+    make_client: Any, database_url: str, tmp_path: Path
 ) -> None:
     client = make_client(env=ROUTING_ON)
     evolution(client, text_body("M1", LJ))  # the customer, known by a LID only
@@ -99,6 +148,14 @@ def test_lid_then_phone_merge_and_a_status_before_its_message(
     assert set(index) == {"M1", "M2", "M3", "M9"}
     assert {r.conversation_id for r in index.values()} == {keep}
     assert (index["M9"].status, index["M9"].direction) == ("read", "outbound")
+    router, engine = router_of(database_url, tmp_path)
+    try:
+        router.close_idle()  # what the server does within a minute: these are old
+        live = snapshot(database_url)
+        router.rebuild()  # one batch now, where live routing took several
+    finally:
+        engine.dispose()
+    assert snapshot(database_url) == live
 
 
 def test_turning_routing_on_later_routes_the_past(make_client: Any, database_url: str) -> None:

@@ -1,54 +1,22 @@
-"""Conversations are a projection of the event log: ``rebuild`` gives what live routing
-gave, on a 5,000-webhook simulated stream posted to the live server (issue #7 §2)."""
+"""A 5,000-webhook simulated stream posted to the live server (issue #7 §2 and §6): routing
+gives exactly the conversations the generator says it must (customers switching from a
+LID or a BSUID to their phone, albums posted concurrently, idle days included), and
+``rebuild`` — conversations are a projection of the event log — gives what live routing
+gave."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from tests.api.conftest import make_settings
 from tests.ingest.test_durability import _free_port, _start_server, post_many, serve_config
-from tests.ingest.test_routing_live import ROUTING_ON, wait_routed
-from wacanon.ingest.flag_cache import FlagCache
-from wacanon.ingest.projector import Router
-from wacanon.simulate import SimulationOptions, generate
-from wacanon.store.database import create_engine
-from wacanon.store.tables import conversations, events, identities, messages, participants
+from tests.ingest.test_routing_live import ROUTING_ON, router_of, snapshot, wait_routed
+from wacanon.simulate import SimulationOptions, expected_conversations, generate
 
 WEBHOOKS = 5000
-
-
-def snapshot(url: str) -> dict[str, Any]:
-    """Everything routing derives, without what differs by construction between runs
-    (the order numbers and row ids it gave, the lifecycle events' receipt time)."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as c:
-            return {
-                "conversations": sorted(tuple(r) for r in c.execute(sa.select(conversations))),
-                "participants": sorted(tuple(r) for r in c.execute(sa.select(participants))),
-                "messages": sorted(tuple(r) for r in c.execute(sa.select(messages))),
-                "identities": sorted(tuple(r) for r in c.execute(sa.select(identities))),
-                "events": sorted(
-                    tuple(r)
-                    for r in c.execute(
-                        sa.select(
-                            events.c.idempotency_key,
-                            events.c.event_type,
-                            events.c.occurred_at,
-                            events.c.conversation_id,
-                            events.c.thread_key,
-                        )
-                    )
-                ),
-            }
-    finally:
-        engine.dispose()
 
 
 def test_rebuild_gives_what_live_routing_gave(
@@ -57,9 +25,16 @@ def test_rebuild_gives_what_live_routing_gave(
     for name, value in ROUTING_ON.items():
         monkeypatch.setenv(name, value)
     port = _free_port()
-    server = _start_server(serve_config(tmp_path, database_url), port, tmp_path / "serve.log")
+    config = serve_config(tmp_path, database_url)
+    with config.open("a") as text:  # the simulated accounts' shoppers, as a first trial has them
+        for n in (1, 2):
+            text.write(
+                f'[[accounts]]\nprovider = "simulated"\naccount_id = "sim-shop-{n}-main"\n'
+                f'shopper_id = "shop-{n}"\n'
+            )
+    server = _start_server(config, port, tmp_path / "serve.log")
+    options = SimulationOptions(count=WEBHOOKS, seed=7, shoppers=2, customers_per_shopper=150)
     try:
-        options = SimulationOptions(count=WEBHOOKS, seed=7, shoppers=2)
         bodies = list(generate(options))
         replies = asyncio.run(post_many(f"http://127.0.0.1:{port}", bodies, concurrency=16))
         assert {r.status_code for r in replies} == {200}
@@ -68,15 +43,14 @@ def test_rebuild_gives_what_live_routing_gave(
     finally:
         server.terminate()
         server.wait(20)
-    settings = make_settings(database_url, tmp_path, default_shopper_id="shop-1")
-    engine = create_engine(database_url)
+    router, engine = router_of(database_url, tmp_path)
     try:
-        flags = FlagCache(engine, {**os.environ, **ROUTING_ON}, 1.0)
-        flags.refresh()
-        router = Router(engine, settings, flags.for_shopper)
         router.close_idle()  # what the server does within a minute: the stream is old
         live = snapshot(database_url)
-        assert len(live["conversations"]) > 20
+        per_shopper = Counter(row[2] for row in live["conversations"] if row[8] != "merged")
+        assert dict(per_shopper) == expected_conversations(options)
+        customers = {(row[0], row[2]) for row in live["identities"]}
+        assert len(live["identities"]) > len(customers)  # LID / BSUID linked to phones
         assert any(row[1] == "whatsapp.conversation.opened" for row in live["events"])
         queued = router.rebuild()
         assert sum(queued.values()) > 0

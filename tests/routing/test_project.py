@@ -222,8 +222,8 @@ def _cloud_change(field: str, value: dict[str, object]) -> dict[str, object]:
     }
 
 
-def _cloud_text(message_id: str, **sender: str) -> dict[str, object]:
-    message = {"id": message_id, "timestamp": "1772366400", "type": "text", "text": {"body": "Oi"}}
+def _cloud_text(message_id: str, at: int = 1772366400, **sender: str) -> dict[str, object]:
+    message = {"id": message_id, "timestamp": str(at), "type": "text", "text": {"body": "Oi"}}
     return _cloud_change("messages", {"messages": [{**message, **sender}]})
 
 
@@ -275,3 +275,29 @@ def test_a_changed_number_keeps_the_customer_and_its_conversation() -> None:
     (c,) = live(p)
     assert c.thread_key == f"whatsapp:5511987654321|shopper:{SHOPPER}|group:null"
     assert len(set(routed_to(p).values())) == 1
+
+
+def test_a_merge_into_a_closed_conversation_reopens_it_when_the_customer_talks_elsewhere() -> None:
+    old, new = "5511987654321", "5511912345678"
+    p = project(*_cloud(_cloud_text("wamid.C1", **{"from": old})))
+    (first,) = live(p)
+    p.close_idle([first], now=first.opened_at + timedelta(hours=30))  # silent: closed
+    changed = {
+        "from": old,
+        "id": "wamid.SYS2",
+        "timestamp": str(1772366400 + 48 * 3600 + 60),
+        "type": "system",
+        "system": {"body": "...", "wa_id": new, "type": "user_changed_number"},
+    }
+    later = _cloud_text("wamid.C2", **{"from": new})
+    later["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(  # type: ignore[index]
+        1772366400 + 48 * 3600
+    )
+    for row, event in enumerate(
+        _cloud(later, _cloud_change("messages", {"messages": [changed]})), 2
+    ):
+        p.apply(row, event)
+    (survivor,) = live(p)
+    assert survivor is first
+    assert (survivor.status, survivor.opens, survivor.closed_at) == ("open", 2, None)
+    assert [e.reason for e in p.state.emitted if e.kind == "opened"][-1] == "reopened"

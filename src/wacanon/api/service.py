@@ -8,8 +8,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
+from wacanon.routing.facts import StoredEvent
 from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
 from wacanon.store.repository import WebhookWrite
 
@@ -77,7 +79,13 @@ class Service:
                 flags.refresh()
             return problem
 
-        router = Router(engine, settings, flags.for_shopper, pipeline.count_signal_failure)
+        router = Router(
+            engine,
+            settings,
+            flags.for_shopper,
+            pipeline.count_signal_failure,
+            on_routed=partial(_observe_routed, metrics),
+        )
         routing = RoutingWorker(router)
 
         def on_batch(webhooks: int, seconds: float) -> None:
@@ -173,6 +181,14 @@ class Service:
         if state.problem is not None:
             return False, state.problem
         return True, "ready"
+
+
+def _observe_routed(metrics: Metrics, routed: Sequence[StoredEvent]) -> None:
+    """Routing committed these events: count them, and how long after receipt."""
+    now = datetime.now(UTC)
+    for event in routed:
+        metrics.routing_lag.observe((now - event.received_at).total_seconds())
+    metrics.routed.inc(len(routed))
 
 
 def _give_up(future: asyncio.Future[Outcome]) -> None:

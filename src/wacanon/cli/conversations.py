@@ -15,6 +15,7 @@ from wacanon.config import Settings
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
 from wacanon.store import conversation_reads as reads
+from wacanon.store.routing import routed_shoppers
 
 conversations_app = typer.Typer(
     help="Conversations routing built: list, show, close, rebuild.", no_args_is_help=True
@@ -24,6 +25,8 @@ identities_app = typer.Typer(
 )
 app.add_typer(conversations_app, name="conversations")
 app.add_typer(identities_app, name="identities")
+events_app = typer.Typer(help="Stored canonical events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
 
@@ -141,10 +144,20 @@ def rebuild_command(
     """
     loaded, engine = store_at_head(config)
     router = _router(loaded.settings, engine)
+    if shopper is not None and router.routing_off([shopper]):
+        raise fail(
+            f"routing is off for shopper {shopper} here, so a rebuild would leave it without "
+            "conversations: run this with the server's environment, or turn it on with "
+            f"`wacanon flags set WHATSAPP_ROUTING_ENABLED true --shopper {shopper}`"
+        )
 
     def progress(_: str, done: int) -> None:
         typer.echo(f"  routed {done} events…", err=True)
 
+    with engine.connect() as connection:
+        everyone = routed_shoppers(connection) if shopper is None else [shopper]
+    for name in router.routing_off(everyone):
+        typer.echo(f"wacanon: routing is off for shopper {name} here; left as it is", err=True)
     queued = router.rebuild(shopper, progress)
     total = sum(queued.values())
     with engine.connect() as connection:
@@ -186,3 +199,50 @@ def identities_show(
         typer.echo(f"  {r['identity']:40} first seen {r['first_seen_at']}")
     if conversation is not None:
         typer.echo(f"conversation {conversation.id} ({conversation.status})")
+
+
+@events_app.command("list")
+def events_list(
+    shopper: Annotated[str | None, typer.Option("--shopper", help="Only this shopper's.")] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="e.g. whatsapp.message.inbound")
+    ] = None,
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Only this conversation's.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Stored events (oldest first; a conversation's in occurred_at order), routing
+    fields filled."""
+    _, engine = store_at_head(config)
+    with engine.connect() as connection:
+        if conversation is not None:
+            page = reads.events_of(connection, conversation, limit=limit)
+        else:
+            shoppers = frozenset({shopper}) if shopper else None
+            page = reads.list_events(
+                connection, shoppers=shoppers, event_type=event_type, limit=limit
+            )
+    items = page.items
+    if conversation is not None and (shopper or event_type):
+        items = [
+            e
+            for e in items
+            if (shopper is None or e["routing"]["shopper_id"] == shopper)
+            and (event_type is None or e["event_type"] == event_type)
+        ]
+    if as_json:
+        for event in items:
+            typer.echo(orjson.dumps(event).decode())
+        return
+    if not items:
+        typer.echo("no events")
+        return
+    for e in items:
+        who = e["actor"].get("wa_id") or e["actor"]["role"]
+        conv = e["routing"].get("conversation_id") or "–"
+        typer.echo(f"{e['occurred_at']:20}  {e['event_type']:34} {who:22} {conv}")
+    if page.next_cursor:
+        typer.echo(f"(more: raise --limit; showing {limit})")

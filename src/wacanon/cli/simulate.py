@@ -10,7 +10,7 @@ import typer
 
 from wacanon.cli import app, fail
 from wacanon.config import TRIAL_TOKEN_FILE
-from wacanon.simulate import SimulationOptions, generate
+from wacanon.simulate import SimulationOptions, expected_conversations, generate
 
 
 @app.command("simulate")
@@ -47,6 +47,16 @@ def simulate_command(
         out.write(body)
         out.write(b"\n")
     out.flush()
+    typer.echo(_expectation(options), err=True)
+
+
+def _expectation(options: SimulationOptions) -> str:
+    """What routing must make of this stream: the newcomer's self-check."""
+    counts = ", ".join(f"{s} {n}" for s, n in sorted(expected_conversations(options).items()))
+    return (
+        f"conversations this stream must give, with routing on: {counts} "
+        "(check: wacanon conversations list --shopper S)"
+    )
 
 
 def _saved_trial_token() -> str | None:
@@ -78,6 +88,7 @@ def _post(base: str, options: SimulationOptions, token: str | None, concurrency:
         )
     )
     typer.echo(report.summary())
+    typer.echo(_expectation(options))
     for failure in report.failures[:5]:
         typer.echo(f"wacanon: {failure}", err=True)
     if any(code != 200 for code in report.statuses):

@@ -145,6 +145,18 @@ class Metrics:
             registry=r,
         )
 
+        self.routing_lag = Histogram(
+            "wacanon_routing_lag_seconds",
+            "From a webhook's receipt to its events' conversation being committed.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.routed = Counter(
+            "wacanon_routed_events_total",
+            "Events routing applied (joined to a conversation, or waiting for their message).",
+            registry=r,
+        )
+
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: the hot path asks for the same few
         children thousands of times a second, and each ``labels()`` call takes a lock

@@ -34,7 +34,7 @@ from wacanon.ingest.pipeline import event_row
 from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.lifecycle import lifecycle_event
 from wacanon.routing.project import Projection
-from wacanon.routing.state import Lifecycle
+from wacanon.routing.state import RoutingState
 from wacanon.store import routing as store
 from wacanon.store.repository import write_events
 
@@ -42,6 +42,10 @@ log = structlog.get_logger("wacanon.routing")
 
 BATCH = 500
 POLL_SECONDS = 0.5
+#: After a wake-up, let this long's commits pile up: one routing transaction then covers
+#: a burst of webhooks instead of each commit paying for its own (well inside the lag
+#: budget of issue #7: every event has its conversation within 1 s).
+GATHER_SECONDS = 0.2
 IDLE_CHECK_SECONDS = 60.0
 FLAG_CHECK_SECONDS = 1.0
 RETRY_SECONDS = 1.0
@@ -62,14 +66,19 @@ class Router:
         settings: Settings,
         flags_for: Callable[[str | None], ShopperFlags],
         on_signal_failure: Callable[[str], None] = lambda _: None,
+        on_routed: Callable[[Sequence[StoredEvent]], None] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.flags_for = flags_for
         self.on_signal_failure = on_signal_failure
+        self.on_routed = on_routed
 
     def route_pending(self, limit: int = BATCH) -> int:
         """Route the oldest queued events; how many were taken from the queue."""
+        with self.engine.connect() as probe:
+            if not store.has_unrouted(probe):
+                return 0
         with self.engine.begin() as connection:
             seq = store.lock(connection)
             rows = store.unrouted(connection, limit)
@@ -96,26 +105,36 @@ class Router:
                 projection.apply(row_id, event)
             routed = [(row_id, seq + i + 1) for i, (row_id, _) in enumerate(batch)]
             seq += len(batch)
-            emitted, seq = self._lifecycle_rows(state.emitted, seq)
+            emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, routed, [])
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
+        if self.on_routed is not None:
+            self.on_routed([event for _, event in batch])
         self._signal(stored)
         return len(rows)
 
     def close_idle(self, now: datetime | None = None) -> int:
-        """Close the conversations silent for their shopper's window; how many."""
+        """Close the conversations silent for their shopper's window; how many. Nothing
+        while events wait for routing."""
         now = now or datetime.now(UTC)
         shortest = min(
             [self.settings.close_after(s) for s in self.settings.known_shoppers]
             or [self.settings.close_after("")]
         )
+        with self.engine.connect() as probe:
+            if not store.open_conversations_idle_since(probe, now - shortest).by_id:
+                return 0
         with self.engine.begin() as connection:
             seq = store.lock(connection)
+            if store.has_unrouted(connection):
+                # Events wait (a rebuild, a backlog): closing now would decide on a
+                # half-built state; the next check after they are routed closes instead.
+                return 0
             state = store.open_conversations_idle_since(connection, now - shortest)
             projection = Projection(state, self.settings.close_after)
             projection.close_idle(list(state.by_id.values()), now)
-            emitted, seq = self._lifecycle_rows(state.emitted, seq)
+            emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, [], [])
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
@@ -135,7 +154,7 @@ class Router:
             projection = Projection(state, self.settings.close_after)
             if not projection.close(state.current(found), now, "command"):
                 return False
-            emitted, seq = self._lifecycle_rows(state.emitted, seq)
+            emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, [], [])
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
@@ -146,11 +165,18 @@ class Router:
         self, shopper_id: str | None = None, progress: Callable[[str, int], None] | None = None
     ) -> dict[str, int]:
         """Recompute conversations from the stored events (one shopper, or all), by the
-        path live routing takes; events routed per shopper."""
+        path live routing takes; events queued per shopper.
+
+        Shoppers routing is off for are left alone (their events would only be passed
+        over, their conversations lost): :meth:`routing_off` names them first.
+        """
         with self.engine.begin() as connection:
             store.lock(connection)
             shoppers = [shopper_id] if shopper_id else store.routed_shoppers(connection)
-            queued = {s: store.reset_shopper(connection, s) for s in shoppers}
+            off = set(self.routing_off(shoppers))
+            queued = {s: store.reset_shopper(connection, s) for s in shoppers if s not in off}
+        if not queued:
+            return queued
         done = 0
         while True:
             taken = self.route_pending()
@@ -162,34 +188,50 @@ class Router:
         self.close_idle()
         return queued
 
+    def routing_off(self, shoppers: Sequence[str]) -> list[str]:
+        """Of these shoppers, those for whom routing is off as this process resolves it."""
+        return [s for s in shoppers if not self.flags_for(s).routing]
+
     def check_flags(self) -> int:
-        """Queue the passed-over events of shoppers for whom routing was turned on."""
+        """Queue the passed-over events of the shoppers routing is on for.
+
+        Not only when routing is turned on: a process whose flags were a moment behind
+        another's may have passed events over (stored them with routing off, or passed
+        them in a batch) after that — they are queued at the next check, so no event
+        stays passed over while its shopper's routing is on. Cheap when there is
+        nothing to do: a probe of the passed-over index per shopper, no write.
+        """
+        on = [s for s in self.settings.known_shoppers if self.flags_for(s).routing]
+        with self.engine.connect() as probe:
+            waiting = [s for s in on if store.has_passed_over(probe, s)]
+        if not waiting:
+            return 0
         requeued = 0
         with self.engine.begin() as connection:
             store.lock(connection)
-            for shopper in self.settings.known_shoppers:
-                on = self.flags_for(shopper).routing
-                name = f"routing_on:{shopper}"
-                was = store.marker(connection, name)
-                if on and was != 1:
-                    count = store.requeue_passed_over(connection, shopper)
-                    requeued += count
-                    if count:
-                        log.info("routing turned on; routing past events", shopper=shopper,
-                                 events=count)  # fmt: skip
-                if was != int(on):
-                    store.set_marker(connection, name, int(on))
+            for shopper in waiting:
+                count = store.requeue_passed_over(connection, shopper)
+                requeued += count
+                if count:
+                    log.info("routing is on; routing passed-over events", shopper=shopper,
+                             events=count)  # fmt: skip
         return requeued
 
     def _lifecycle_rows(
-        self, emitted: Sequence[Lifecycle], seq: int
+        self, state: RoutingState, seq: int
     ) -> tuple[list[tuple[CanonicalEvent, dict[str, Any]]], int]:
+        """Rows for the lifecycle events of one batch. Each names, in its columns, the
+        conversation it belongs to now: an ``opened`` of a conversation merged later in
+        the same batch goes with the survivor, as it would had the merge come later."""
         now = datetime.now(UTC)
         out = []
-        for item in emitted:
+        for item in state.emitted:
             seq += 1
             event = lifecycle_event(item, now, f"routing-{item.conversation.id}")
-            out.append((event, event_row(event, seq)))
+            row = event_row(event, seq)
+            current = state.current(item.conversation)
+            row["conversation_id"], row["thread_key"] = current.id, current.thread_key
+            out.append((event, row))
         return out, seq
 
     @staticmethod
@@ -233,7 +275,8 @@ class RoutingWorker:
         next_idle = time.monotonic() + IDLE_CHECK_SECONDS
         next_flags = 0.0
         while not self._stop.is_set():
-            self._wake.wait(POLL_SECONDS)
+            if self._wake.wait(POLL_SECONDS):
+                self._stop.wait(GATHER_SECONDS)
             self._wake.clear()
             try:
                 now = time.monotonic()

@@ -10,7 +10,8 @@ A body names the account and lists what happened, one object per fact, tagged by
        {"type": "status", "message_id": "sim-0", "status": "read", "recipient": "5511987654321"}
      ]}
 
-People are written as phone digits, ``lid:<digits>`` or ``bsuid:<BSUID>``; ``group``
+People are written as phone digits, ``lid:<digits>`` or ``bsuid:<BSUID>`` — several ids
+of one person comma-separated (``5511987654321,lid:103899771998284``); ``group``
 names a group chat. Everything a real provider can say has a simulated spelling, so the
 generator (:mod:`wacanon.simulate`) can exercise every canonical event type.
 """
@@ -170,9 +171,16 @@ GROUP_EVENT_TYPES = {
 
 
 def person(text: str | None) -> Person:
-    """A simulated person: phone digits, ``lid:<digits>`` or ``bsuid:<BSUID>``."""
+    """A simulated person: phone digits, ``lid:<digits>`` or ``bsuid:<BSUID>`` — or several
+    of one person's ids, comma-separated (``5511987654321,lid:103899771998284``), as a real
+    provider carries a phone beside a LID or a BSUID."""
     if not text:
         return Person()
+    if "," in text:
+        found = Person()
+        for part in text.split(","):
+            found = found.merged(person(part.strip()))
+        return found
     if text.startswith("lid:"):
         return Person(lid=id_digits(text[4:]))
     if text.startswith("bsuid:"):

@@ -76,6 +76,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
 
     event_type: str
     occurred_at: datetime
+    received_at: datetime
     idempotency_key: str
     source: _Source
     routing: _Routing

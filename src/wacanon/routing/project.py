@@ -43,6 +43,9 @@ from wacanon.routing.threads import (
 
 #: Events that belong to no conversation: the account's own connection.
 UNROUTED_TYPES = frozenset({"whatsapp.connection.updated"})
+#: Events that join a customer's conversation but never open one: an address-book sync
+#: or a profile change is not the customer writing (they still link identities).
+JOIN_ONLY_TYPES = frozenset({"whatsapp.contact.updated"})
 MESSAGE_TYPES = frozenset({"whatsapp.message.inbound", "whatsapp.message.outbound"})
 UNKNOWN_CHAT = "unknown"
 
@@ -150,6 +153,7 @@ class Projection:
         self, keep: Conversation, absorbed: Conversation, at: datetime
     ) -> None:
         s = self.state
+        absorbed_open = absorbed.status == "open"
         absorbed.status, absorbed.merged_into, absorbed.changed = "merged", keep.id, True
         keep.opened_at = min(keep.opened_at, absorbed.opened_at)
         keep.last_event_at = max(keep.last_event_at, absorbed.last_event_at)
@@ -161,6 +165,10 @@ class Projection:
         if keep.skm_id is None:
             keep.skm_id = absorbed.skm_id
         keep.changed = True
+        if keep.status == "closed" and absorbed_open:
+            # The customer is talking in the absorbed one: the survivor opens again.
+            keep.status, keep.closed_at, keep.opens = "open", None, keep.opens + 1
+            s.emitted.append(Lifecycle("opened", keep, at, "reopened", keep.opens))
         for message in s.messages.values():
             if message.conversation_id == absorbed.id:
                 message.conversation_id, message.changed = keep.id, True
@@ -237,6 +245,8 @@ class Projection:
         found = self.state.by_customer.get((shopper, customer))
         if found is not None:
             return self.state.current(found)
+        if event.event_type in JOIN_ONLY_TYPES:
+            return None
         named = identity_of_wa_id(chat.id) or customer
         key = private_thread_key(named, shopper)
         return self._open(event, shopper, key, "private", chat.id, customer)
@@ -258,6 +268,8 @@ class Projection:
             (event.source.provider, event.source.account_id, target) if target else None
         )
         if conversation is None:
+            if event.event_type in JOIN_ONLY_TYPES:
+                return None
             indexed = s.messages.get(key) if key is not None else None
             if indexed is not None and indexed.conversation_id is not None:
                 conversation = s.current(s.by_id[indexed.conversation_id])
@@ -334,6 +346,8 @@ class Projection:
         s = self.state
         indexed = s.messages.get(key)
         if indexed is None:
+            if event.status is None and event.event_type not in MESSAGE_TYPES:
+                return  # a reaction / edit / delete of a message we never saw: no entry
             indexed = IndexedMessage(*key, new=True, changed=True)
             s.messages[key] = indexed
         if indexed.conversation_id is None:

@@ -48,12 +48,16 @@ def _encode(*parts: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
 
 
-def _decode(cursor: str, arity: int) -> list[Any]:
+def _decode(cursor: str, *kinds: type) -> list[Any]:
+    """A cursor's parts, each of the type given (a forged one is :class:`BadCursor`, never
+    a value that reaches SQL)."""
     try:
         parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, orjson.JSONDecodeError):
         raise BadCursor(cursor) from None
-    if not isinstance(parts, list) or len(parts) != arity:
+    if not isinstance(parts, list) or len(parts) != len(kinds):
+        raise BadCursor(cursor)
+    if not all(type(part) is kind for part, kind in zip(parts, kinds, strict=True)):
         raise BadCursor(cursor)
     return parts
 
@@ -135,7 +139,7 @@ def list_conversations(
     if since is not None:
         query = query.where(c.last_event_at >= since)
     if cursor is not None:
-        last_at, last_id = _decode(cursor, 2)
+        last_at, last_id = _decode(cursor, str, str)
         at = _time(last_at)
         query = query.where(
             sa.or_(c.last_event_at < at, sa.and_(c.last_event_at == at, c.id < last_id))
@@ -184,16 +188,16 @@ def participants_of(connection: sa.Connection, conversation_id: str) -> list[dic
 def messages_of(
     connection: sa.Connection, conversation_id: str, cursor: str | None = None, limit: int = 100
 ) -> Page:
+    """In the order they happened; a message known only by its status (sent through the
+    API, or whose message has not arrived) takes its status's time."""
     m = messages.c
-    query = sa.select(messages).where(m.conversation_id == conversation_id)
+    at_ = sa.func.coalesce(m.occurred_at, m.status_at)
+    query = sa.select(messages, at_.label("at")).where(m.conversation_id == conversation_id)
     if cursor is not None:
-        last_at, last_id = _decode(cursor, 2)
+        last_at, last_id = _decode(cursor, str, str)
         at = _time(last_at)
-        query = query.where(
-            sa.or_(m.occurred_at > at, sa.and_(m.occurred_at == at, m.message_id > last_id))
-        )
-    ordered = query.order_by(m.occurred_at.asc().nulls_first(), m.message_id).limit(limit + 1)
-    rows = list(connection.execute(ordered))
+        query = query.where(sa.or_(at_ > at, sa.and_(at_ == at, m.message_id > last_id)))
+    rows = list(connection.execute(query.order_by(at_, m.message_id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     items = [
@@ -206,13 +210,15 @@ def messages_of(
         }
         for r in rows
     ]
-    last = rows[-1] if rows else None
-    next_cursor = (
-        _encode(_utc_text(last.occurred_at), last.message_id)
-        if more and last is not None and last.occurred_at is not None
-        else None
-    )
+    next_cursor = _encode(_utc_text(_as_time(rows[-1].at)), rows[-1].message_id) if more else None
     return Page(items, next_cursor)
+
+
+def _as_time(value: Any) -> datetime:
+    """``coalesce`` of two times: a datetime on PostgreSQL, the stored text on SQLite."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def event_json(row: Any) -> dict[str, Any]:
@@ -234,7 +240,7 @@ def events_of(
     query = sa.select(e.id, e.occurred_at, e.payload, e.conversation_id, e.thread_key, e.skm_id)
     query = query.where(e.conversation_id == conversation_id)
     if cursor is not None:
-        last_at, last_id = _decode(cursor, 2)
+        last_at, last_id = _decode(cursor, str, int)
         at = _time(last_at)
         query = query.where(
             sa.or_(e.occurred_at > at, sa.and_(e.occurred_at == at, e.id > last_id))
@@ -265,9 +271,7 @@ def list_events(
     if since is not None:
         query = query.where(e.occurred_at >= since)
     if cursor is not None:
-        (last_id,) = _decode(cursor, 1)
-        if not isinstance(last_id, int):
-            raise BadCursor(cursor)
+        (last_id,) = _decode(cursor, int)
         query = query.where(e.id > last_id)
     rows = list(connection.execute(query.order_by(e.id).limit(limit + 1)))
     more = len(rows) > limit

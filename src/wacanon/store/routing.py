@@ -83,18 +83,18 @@ def unrouted(connection: sa.Connection, limit: int) -> list[tuple[int, str]]:
     return [(int(row_id), payload) for row_id, payload in connection.execute(query)]
 
 
-def marker(connection: sa.Connection, name: str) -> int | None:
-    value = connection.execute(
-        sa.select(routing_state.c.value).where(routing_state.c.name == name)
-    ).scalar()
-    return None if value is None else int(value)
+def has_unrouted(connection: sa.Connection) -> bool:
+    """Whether any event waits for routing: one probe of the partial index, no lock — so
+    an idle router, or one whose shoppers all have routing off, never writes."""
+    query = sa.select(events.c.id).where(events.c.routed_seq.is_(None)).limit(1)
+    return connection.execute(query).first() is not None
 
 
-def set_marker(connection: sa.Connection, name: str, value: int) -> None:
-    statement = _insert(connection, routing_state).values(name=name, value=value)
-    connection.execute(
-        statement.on_conflict_do_update(index_elements=["name"], set_={"value": value})
+def has_passed_over(connection: sa.Connection, shopper_id: str) -> bool:
+    query = sa.select(events.c.id).where(
+        events.c.shopper_id == shopper_id, events.c.routed_seq == 0
     )
+    return connection.execute(query.limit(1)).first() is not None
 
 
 def requeue_passed_over(connection: sa.Connection, shopper_id: str) -> int:
@@ -353,14 +353,9 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
 
 
 def routed_shoppers(connection: sa.Connection) -> list[str]:
-    """Shoppers with routing state (conversations) or with events."""
+    """Shoppers with events (the ones a rebuild of everything covers)."""
     query = sa.select(events.c.shopper_id).where(events.c.shopper_id.is_not(None)).distinct()
     return sorted(str(s) for (s,) in connection.execute(query))
-
-
-def pending_count(connection: sa.Connection) -> int:
-    query = sa.select(sa.func.count()).where(events.c.routed_seq.is_(None))
-    return int(connection.execute(query).scalar_one())
 
 
 # ------------------------------------------------------------------ writing

@@ -83,6 +83,13 @@ events = sa.Table(
         sqlite_where=sa.text("routed_seq IS NULL"),
         postgresql_where=sa.text("routed_seq IS NULL"),
     ),
+    # Events passed over (routing off for their shopper when stored or routed).
+    sa.Index(
+        "ix_events_passed_over",
+        "shopper_id",
+        sqlite_where=sa.text("routed_seq = 0"),
+        postgresql_where=sa.text("routed_seq = 0"),
+    ),
 )
 
 dead_letters = sa.Table(
@@ -191,10 +198,9 @@ message_waiters = sa.Table(
     sa.Column("event_row_id", sa.BigInteger, primary_key=True),
 )
 
-#: Named counters and markers of the projection: ``routed_seq`` (the last sequence number
-#: given), whose row also serializes projection batches across processes (each batch
-#: updates it first), and ``routing_on:<shopper>`` (1 or 0: whether routing was on for
-#: that shopper when last looked at — turning it on routes its passed-over events).
+#: Named counters of the projection: ``routed_seq`` (the last sequence number given),
+#: whose row also serializes projection batches across processes (each batch updates it
+#: first).
 routing_state = sa.Table(
     "routing_state",
     metadata,

@@ -133,10 +133,22 @@ def upgrade() -> None:
             sqlite_where=sa.text("routed_seq IS NULL"),
             postgresql_where=sa.text("routed_seq IS NULL"),
         )
+        batch_op.create_index(
+            "ix_events_passed_over",
+            ["shopper_id"],
+            unique=False,
+            sqlite_where=sa.text("routed_seq = 0"),
+            postgresql_where=sa.text("routed_seq = 0"),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_events_passed_over",
+            sqlite_where=sa.text("routed_seq = 0"),
+            postgresql_where=sa.text("routed_seq = 0"),
+        )
         batch_op.drop_index(
             "ix_events_unrouted",
             sqlite_where=sa.text("routed_seq IS NULL"),

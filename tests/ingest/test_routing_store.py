@@ -1,0 +1,174 @@
+"""Routing against the real store, in the situations live servers meet: processes whose
+flags disagree for a moment, a rebuild run with other flags, another server's idle job in
+the middle of a rebuild, statuses of messages never seen, address-book syncs. Events are
+written as the writer writes them and routed by the real :class:`Router`, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from tests.api.conftest import make_settings
+from tests.routing.events import FIXTURES, PHONE, status_body, text_body
+from wacanon import normalize
+from wacanon.flags import ShopperFlags
+from wacanon.ingest.pipeline import event_row
+from wacanon.ingest.projector import Router
+from wacanon.store import conversation_reads as reads
+from wacanon.store import routing as store
+from wacanon.store.database import create_engine
+from wacanon.store.repository import write_events
+from wacanon.store.tables import conversations, events
+
+PN = f"{PHONE}@s.whatsapp.net"
+T0 = 1772355600
+
+
+def flags(on: bool) -> ShopperFlags:
+    return ShopperFlags(
+        canonical=True, shadow=False, routing=on, group_routing=False, assignment_policy="default"
+    )
+
+
+@pytest.fixture
+def engine(database_url: str) -> Any:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def router(engine: sa.Engine, tmp_path: Path, *, on: bool = True) -> Router:
+    settings = make_settings(str(engine.url), tmp_path, default_shopper_id="shop-1")
+    return Router(engine, settings, lambda _: flags(on))
+
+
+def stored(engine: sa.Engine, *bodies: dict[str, Any], routed_seq: int | None = None) -> None:
+    """Evolution webhooks of shop-1, written as the ingest writer writes them."""
+    rows = []
+    for body in bodies:
+        result = normalize(
+            "evolution",
+            orjson.dumps(body),
+            received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+            correlation_id="store-test",
+            shopper_id="shop-1",
+        )
+        assert not result.errors
+        rows += [event_row(e, routed_seq) for e in result.events]
+    with engine.begin() as connection:
+        write_events(connection, rows)
+
+
+def route_all(*routers: Router) -> None:
+    for r in routers:
+        r.check_flags()
+        while r.route_pending():
+            pass
+
+
+def scalar(engine: sa.Engine, query: Any) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(query).scalar_one()
+
+
+def test_events_passed_over_by_a_process_a_moment_behind_are_routed(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    current, behind = router(engine, tmp_path), router(engine, tmp_path, on=False)
+    route_all(current)
+    stored(engine, text_body("M1", PN), routed_seq=0)  # gated by the process behind
+    stored(engine, text_body("M2", PN, at=T0 + 60))
+    behind.route_pending()  # ... which passes this one over too
+    route_all(current)
+    rows = [
+        tuple(r) for r in sa_rows(engine, sa.select(events.c.routed_seq, events.c.conversation_id))
+    ]
+    assert all(seq and cid for seq, cid in rows), rows
+
+
+def sa_rows(engine: sa.Engine, query: Any) -> list[Any]:
+    with engine.connect() as connection:
+        return list(connection.execute(query))
+
+
+def test_a_rebuild_where_routing_is_off_leaves_the_shopper_as_it_was(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    server = router(engine, tmp_path)
+    stored(engine, text_body("M1", PN))
+    route_all(server)
+    before = sa_rows(engine, sa.select(conversations))
+    assert router(engine, tmp_path, on=False).rebuild() == {}
+    route_all(server)
+    assert sa_rows(engine, sa.select(conversations)) == before
+
+
+def test_another_servers_idle_job_during_a_rebuild_changes_nothing(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    r = router(engine, tmp_path)
+    now = datetime.fromtimestamp(T0, UTC) + timedelta(hours=100)
+    stored(engine, text_body("M1", PN, at=T0), text_body("M2", PN, at=T0 + 36000))
+    route_all(r)
+    r.close_idle(now)
+    live = sa_rows(engine, sa.select(conversations.c.status, conversations.c.closed_at))
+    with engine.begin() as connection:  # a rebuild, between two of its batches ...
+        store.lock(connection)
+        store.reset_shopper(connection, "shop-1")
+    r.route_pending(limit=1)
+    assert r.close_idle(now) == 0  # ... the minute tick of another server: not yet
+    route_all(r)
+    r.close_idle(now)
+    assert sa_rows(engine, sa.select(conversations.c.status, conversations.c.closed_at)) == live
+
+
+def test_message_pages_reach_messages_known_only_by_their_status(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    bodies = [text_body("M1", PN, at=T0)]
+    bodies += [status_body(f"S{i}", PN, "DELIVERY_ACK", at=T0 + i) for i in range(1, 4)]
+    bodies.append(text_body("M2", PN, at=T0 + 10))
+    stored(engine, *bodies)
+    route_all(router(engine, tmp_path))
+    conversation = scalar(engine, sa.select(conversations.c.id))
+    seen: list[str] = []
+    cursor = None
+    with engine.connect() as connection:
+        while True:
+            page = reads.messages_of(connection, conversation, cursor, limit=2)
+            seen += [m["message_id"] for m in page.items]
+            if (cursor := page.next_cursor) is None:
+                break
+    assert sorted(seen) == ["M1", "M2", "S1", "S2", "S3"]  # each once, none left out
+
+
+def test_an_address_book_sync_opens_no_conversation(engine: sa.Engine, tmp_path: Path) -> None:
+    sync = orjson.loads((FIXTURES / "contacts_upsert_array.json").read_bytes())
+    stored(engine, sync, text_body("M1", PN, at=T0 + 3 * 86400))
+    route_all(router(engine, tmp_path))
+    opened = sa_rows(engine, sa.select(events.c.event_type).where(
+        events.c.event_type.like("whatsapp.conversation.%")
+    ))  # fmt: skip
+    assert [t for (t,) in opened] == ["whatsapp.conversation.opened"]
+    assert scalar(engine, sa.select(sa.func.count()).select_from(conversations)) == 1
+
+
+@pytest.mark.parametrize("parts", [["2026-03-01T00:00:00+00:00", {"a": 1}], ["x", [1]], [1, 2]])
+def test_a_forged_cursor_is_refused_before_any_query(engine: sa.Engine, parts: list[Any]) -> None:
+    cursor = base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
+    with engine.connect() as connection:
+        for read in (
+            lambda: reads.list_conversations(connection, cursor=cursor),
+            lambda: reads.messages_of(connection, "x", cursor),
+            lambda: reads.events_of(connection, "x", cursor),
+            lambda: reads.list_events(connection, cursor=cursor),
+        ):
+            with pytest.raises(reads.BadCursor):
+                read()
