@@ -81,7 +81,14 @@ def test_no_config_at_all_is_a_first_trial(tmp_path: Path, monkeypatch: pytest.M
     assert s.providers.simulated.token
     assert (tmp_path / ".wacanon-dev-token").read_text().strip() == s.providers.simulated.token
     assert s.providers.cloud_api.app_secret is None
-    assert load(None, env={}).settings.providers.simulated.token == s.providers.simulated.token
+    again = load(None, env={})
+    assert again.settings.providers.simulated.token == s.providers.simulated.token
+    # the read API is open to an all-shoppers token, the same at every start, and printed
+    (api,) = s.api_tokens
+    assert api.shopper_id == "*"
+    assert api.token != s.providers.simulated.token
+    assert again.settings.api_tokens == s.api_tokens
+    assert any(api.token in note and "/v1" in note for note in loaded.notes)
 
 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:

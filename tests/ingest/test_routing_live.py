@@ -18,13 +18,14 @@ from tests.api.conftest import (
     EVOLUTION_KEY,
     SIM_TOKEN,
     bearer,
+    hub_signature,
     make_settings,
     sim_body,
     sim_message,
 )
 from tests.conftest import _clean
 from tests.ingest.test_durability import _free_port, _start_server
-from tests.routing.events import LID, PHONE, status_body, text_body
+from tests.routing.events import LID, PHONE, group_body, status_body, text_body
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
 from wacanon.store.database import create_engine
@@ -252,3 +253,73 @@ def test_an_album_and_lid_phone_twins_concurrently_give_one_conversation(
     assert len(live) == 1
     rows = fetch(postgres_server, sa.select(events.c.conversation_id))
     assert {cid for (cid,) in rows} == {live[0].id}
+
+
+def cloud(client: httpx.Client, field: str, value: dict[str, Any]) -> None:
+    metadata = {"display_phone_number": "5511940028922", "phone_number_id": "106540352242922"}
+    body = orjson.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "102290129340398",
+                    "changes": [{"field": field, "value": {"metadata": metadata, **value}}],
+                }
+            ],
+        }
+    )
+    response = client.post("/webhooks/cloud_api", content=body, headers=hub_signature(body))
+    assert response.status_code == 200, response.text
+
+
+def cloud_text(message_id: str, at: int, **sender: str) -> dict[str, Any]:
+    text = {"id": message_id, "timestamp": str(at), "type": "text", "text": {"body": "Oi 👋"}}
+    return {"messages": [{**text, **sender}]}
+
+
+BSUID, NEW_BSUID = "BR.1502576394655843", "BR.7730019284756612"
+
+
+def test_bsuid_then_phone_a_bsuid_change_groups_and_reopen_over_http(
+    make_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    client = make_client(env=ROUTING_ON)
+    cloud(client, "messages", cloud_text("wamid.U1", 1772366400, from_user_id=BSUID))
+    cloud(client, "messages", cloud_text("wamid.U2", 1772366460, **{"from": PHONE,
+                                         "from_user_id": BSUID}))  # fmt: skip
+    cloud(client, "messages", cloud_text("wamid.U3", 1772366520, **{"from": PHONE}))
+    update = {"user_id": {"previous": BSUID, "current": NEW_BSUID}, "timestamp": "1772366580"}
+    cloud(client, "user_id_update", {"user_id_update": [update]})
+    cloud(client, "messages", cloud_text("wamid.U4", 1772366640, from_user_id=NEW_BSUID))
+    member = "5521998765432@s.whatsapp.net"
+    group = "120363025246125888@g.us"
+    evolution(client, group_body(group, "add", [member], at=1772366700))
+    evolution(client, text_body("G1", group, participant=member, at=1772366710))
+    evolution(client, group_body(group, "remove", [member], at=1772366720))
+    wait_routed(database_url, expected_events=8)
+    rows = fetch(database_url, sa.select(conversations).order_by(conversations.c.opened_at))
+    (customer,) = [r for r in rows if r.chat_type == "private"]
+    assert customer.thread_key == f"whatsapp:bsuid:{BSUID}|shopper:shop-1|group:null"
+    assert {r.status for r in rows} == {"open"}
+    mine = fetch(database_url, sa.select(events.c.provider_message_id).where(
+        events.c.conversation_id == customer.id, events.c.provider_message_id.is_not(None)
+    ))  # fmt: skip
+    assert {m for (m,) in mine} == {"wamid.U1", "wamid.U2", "wamid.U3", "wamid.U4"}
+    (grouped,) = [r for r in rows if r.chat_type == "group"]
+    assert grouped.thread_key == f"whatsapp:group:{group}|shopper:shop-1"
+    (left,) = fetch(database_url, sa.select(participants).where(
+        participants.c.conversation_id == grouped.id, participants.c.wa_id == "5521998765432"
+    ))  # fmt: skip
+    assert left.left_at is not None
+    # reopen after close: closed by the API's command, a later message opens it again
+    router, engine = router_of(database_url, tmp_path)
+    try:
+        assert router.close_conversation(customer.id)
+    finally:
+        engine.dispose()
+    cloud(client, "messages", cloud_text("wamid.U5", int(time.time()) + 5, **{"from": PHONE}))
+    wait_routed(database_url, expected_events=10)
+    (again,) = fetch(database_url, sa.select(conversations).where(
+        conversations.c.id == customer.id
+    ))  # fmt: skip
+    assert (again.status, again.opens) == ("open", 2)

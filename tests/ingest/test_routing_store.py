@@ -19,6 +19,7 @@ from tests.api.conftest import make_settings
 from tests.routing.events import FIXTURES, PHONE, status_body, text_body
 from wacanon import normalize
 from wacanon.flags import ShopperFlags
+from wacanon.ingest import signals
 from wacanon.ingest.pipeline import event_row
 from wacanon.ingest.projector import Router
 from wacanon.store import conversation_reads as reads
@@ -172,3 +173,26 @@ def test_a_forged_cursor_is_refused_before_any_query(engine: sa.Engine, parts: l
         ):
             with pytest.raises(reads.BadCursor):
                 read()
+
+
+def test_lifecycle_signals_fire_after_their_commit(engine: sa.Engine, tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def opened(sender: str, event: Any, **_: Any) -> None:
+        count = sa.select(sa.func.count()).where(events.c.idempotency_key == event.idempotency_key)
+        seen.append((event.event_type, scalar(engine, count)))  # visible: committed
+
+    def closed(sender: str, event: Any, **_: Any) -> None:
+        seen.append((event.event_type, 1))
+
+    signals.conversation_opened.connect(opened)
+    signals.conversation_closed.connect(closed)
+    try:
+        r = router(engine, tmp_path)
+        stored(engine, text_body("M1", PN, at=T0))
+        route_all(r)
+        r.close_idle(datetime.fromtimestamp(T0, UTC) + timedelta(days=2))
+    finally:
+        signals.conversation_opened.disconnect(opened)
+        signals.conversation_closed.disconnect(closed)
+    assert seen == [("whatsapp.conversation.opened", 1), ("whatsapp.conversation.closed", 1)]
