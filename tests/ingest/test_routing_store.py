@@ -196,3 +196,29 @@ def test_lifecycle_signals_fire_after_their_commit(engine: sa.Engine, tmp_path: 
         signals.conversation_opened.disconnect(opened)
         signals.conversation_closed.disconnect(closed)
     assert seen == [("whatsapp.conversation.opened", 1), ("whatsapp.conversation.closed", 1)]
+
+
+def test_a_batch_read_before_another_commits_is_never_written(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Batches are read and projected outside the lock; what route_pending relies on: any
+    batch or reset committed meanwhile changes the sequence number the write checks."""
+    first, second = router(engine, tmp_path), router(engine, tmp_path)
+    for message, interfere in (("M1", second.route_pending), ("M2", lambda: _reset(engine))):
+        stored(engine, text_body(message, PN, at=T0))
+        with engine.connect() as reading:
+            seen = store.current_seq(reading)
+            assert first._plan(reading, 500, seen) is not None
+        interfere()
+        with engine.begin() as connection:
+            assert store.lock(connection) != seen
+    route_all(first, second)
+    assert scalar(engine, sa.select(sa.func.count()).select_from(conversations)) == 1
+    opened = sa.select(sa.func.count()).where(events.c.event_type == "whatsapp.conversation.opened")
+    assert scalar(engine, opened) == 1
+
+
+def _reset(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        store.lock(connection)
+        store.reset_shopper(connection, "shop-1")

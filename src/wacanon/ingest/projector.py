@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,8 @@ from wacanon.store.repository import write_events
 log = structlog.get_logger("wacanon.routing")
 
 BATCH = 500
+#: Optimistic batches (read and projected outside the lock) before one under it.
+OPTIMISTIC_TRIES = 3
 POLL_SECONDS = 0.5
 #: After a wake-up, let this long's commits pile up: one routing transaction then covers
 #: a burst of webhooks instead of each commit paying for its own (well inside the lag
@@ -55,6 +58,19 @@ _SIGNALS = {
     "whatsapp.conversation.closed": signals.conversation_closed,
     "whatsapp.conversation.merged": signals.conversation_merged,
 }
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One projected batch, ready to be written."""
+
+    taken: int
+    batch: list[tuple[int, StoredEvent]]
+    passed: list[int]
+    state: RoutingState
+    routed: list[tuple[int, int]]
+    lifecycle: list[tuple[CanonicalEvent, dict[str, Any]]]
+    last_seq: int
 
 
 class Router:
@@ -75,44 +91,73 @@ class Router:
         self.on_routed = on_routed
 
     def route_pending(self, limit: int = BATCH) -> int:
-        """Route the oldest queued events; how many were taken from the queue."""
+        """Route the oldest queued events; how many were taken from the queue.
+
+        Optimistic: the batch is read and projected without the lock, then written under
+        it if no other batch committed meanwhile (the sequence number is unchanged) — so
+        the lock, which on SQLite is the database's write lock that ingestion needs too, is
+        held only while writing. After a few lost races the batch is planned under the lock.
+        """
         with self.engine.connect() as probe:
             if not store.has_unrouted(probe):
                 return 0
-        with self.engine.begin() as connection:
-            seq = store.lock(connection)
-            rows = store.unrouted(connection, limit)
-            if not rows:
+        for _ in range(OPTIMISTIC_TRIES):
+            with self.engine.connect() as reading:
+                seen = store.current_seq(reading)
+                plan = self._plan(reading, limit, seen)
+            if plan is None:
                 return 0
-            batch: list[tuple[int, StoredEvent]] = []
-            passed: list[int] = []
-            for row_id, payload in rows:
-                try:
-                    event = read_event(payload)
-                except msgspec.DecodeError as exc:  # never expected: we wrote it
-                    log.error("stored event unreadable; not routed", row=row_id, error=str(exc))
-                    passed.append(row_id)
-                    continue
-                shopper = event.routing.shopper_id
-                if shopper is None or not self.flags_for(shopper).routing:
-                    passed.append(row_id)
-                else:
-                    batch.append((row_id, event))
-            store.pass_over(connection, passed)
-            state = store.load(connection, batch)
-            projection = Projection(state, self.settings.close_after)
-            for row_id, event in batch:
-                projection.apply(row_id, event)
-            routed = [(row_id, seq + i + 1) for i, (row_id, _) in enumerate(batch)]
-            seq += len(batch)
-            emitted, seq = self._lifecycle_rows(state, seq)
-            store.save(connection, state, routed, [])
-            stored = self._store_lifecycle(connection, emitted)
-            store.set_seq(connection, seq)
+            with self.engine.begin() as connection:
+                if store.lock(connection) != seen:
+                    continue  # another batch committed: what was read may be stale
+                stored = self._write(connection, plan)
+            return self._after(plan, stored)
+        with self.engine.begin() as connection:
+            plan = self._plan(connection, limit, store.lock(connection))
+            if plan is None:
+                return 0
+            stored = self._write(connection, plan)
+        return self._after(plan, stored)
+
+    def _plan(self, connection: sa.Connection, limit: int, seq: int) -> _Plan | None:
+        """Read the oldest queued events and project them (no write)."""
+        rows = store.unrouted(connection, limit)
+        if not rows:
+            return None
+        batch: list[tuple[int, StoredEvent]] = []
+        passed: list[int] = []
+        for row_id, payload in rows:
+            try:
+                event = read_event(payload)
+            except msgspec.DecodeError as exc:  # never expected: we wrote it
+                log.error("stored event unreadable; not routed", row=row_id, error=str(exc))
+                passed.append(row_id)
+                continue
+            shopper = event.routing.shopper_id
+            if shopper is None or not self.flags_for(shopper).routing:
+                passed.append(row_id)
+            else:
+                batch.append((row_id, event))
+        state = store.load(connection, batch)
+        projection = Projection(state, self.settings.close_after)
+        for row_id, event in batch:
+            projection.apply(row_id, event)
+        routed = [(row_id, seq + i + 1) for i, (row_id, _) in enumerate(batch)]
+        lifecycle, last = self._lifecycle_rows(state, seq + len(batch))
+        return _Plan(len(rows), batch, passed, state, routed, lifecycle, last)
+
+    def _write(self, connection: sa.Connection, plan: _Plan) -> list[CanonicalEvent]:
+        store.pass_over(connection, plan.passed)
+        store.save(connection, plan.state, plan.routed, [])
+        stored = self._store_lifecycle(connection, plan.lifecycle)
+        store.set_seq(connection, plan.last_seq)
+        return stored
+
+    def _after(self, plan: _Plan, stored: list[CanonicalEvent]) -> int:
         if self.on_routed is not None:
-            self.on_routed([event for _, event in batch])
+            self.on_routed([event for _, event in plan.batch])
         self._signal(stored)
-        return len(rows)
+        return plan.taken
 
     def close_idle(self, now: datetime | None = None) -> int:
         """Close the conversations silent for their shopper's window; how many. Nothing

@@ -66,6 +66,14 @@ def lock(connection: sa.Connection) -> int:
     return int(value)
 
 
+def current_seq(connection: sa.Connection) -> int:
+    """The last sequence number given, read without the lock (0 before any batch)."""
+    value = connection.execute(
+        sa.select(routing_state.c.value).where(routing_state.c.name == SEQ)
+    ).scalar()
+    return int(value or 0)
+
+
 def set_seq(connection: sa.Connection, value: int) -> None:
     connection.execute(
         routing_state.update().where(routing_state.c.name == SEQ).values(value=value)
@@ -348,6 +356,13 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
         events.update()
         .where(events.c.shopper_id == shopper_id)
         .values(routed_seq=None, conversation_id=None, thread_key=None)
+    )
+    # A batch read before this reset must not be written after it: the changed sequence
+    # number tells it (see ``Router.route_pending``).
+    connection.execute(
+        routing_state.update()
+        .where(routing_state.c.name == SEQ)
+        .values(value=routing_state.c.value + 1)
     )
     return int(result.rowcount or 0)
 
