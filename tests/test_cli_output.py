@@ -12,6 +12,7 @@ import pytest
 from tests.api.conftest import SIM_TOKEN, LiveServer, make_settings
 from tests.test_cli_service import wacanon
 from wacanon.api.app import create_app
+from wacanon.load import PostReport
 from wacanon.store.database import create_engine, upgrade
 
 
@@ -55,6 +56,16 @@ def test_simulate_post_prints_no_http_request_lines(server: str, tmp_path: Path)
     assert summary.startswith("posted 20 webhooks in "), summary
     assert "; HTTP 200: 20; " in summary, summary  # every one answered 200, no other code
     assert expectation.startswith("conversations this stream must give, with routing on: ")
+
+
+def test_the_post_summary_says_when_shadow_mode_stored_nothing() -> None:
+    report = PostReport(sent=3, events=3, shadow=3, seconds=1.0)
+    report.statuses[200] = 3
+    first, second = report.summary().splitlines()
+    assert first.startswith("posted 3 webhooks")
+    assert second.startswith("shadow mode: 3 webhooks were normalized and counted but not stored")
+    assert "WHATSAPP_CANONICAL_SHADOW_MODE false" in second
+    assert len(PostReport(sent=1, seconds=1.0).summary().splitlines()) == 1
 
 
 def test_replay_prints_no_json_log_lines(server: str, tmp_path: Path, sqlite_url: str) -> None:

@@ -19,6 +19,7 @@ class PostReport:
     events: int = 0
     duplicates: int = 0
     ignored: int = 0
+    shadow: int = 0  # webhooks answered with "shadow": true (normalized, not stored)
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -32,12 +33,18 @@ class PostReport:
     def summary(self) -> str:
         rate = self.sent / self.seconds if self.seconds else 0.0
         codes = ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))
-        return (
+        text = (
             f"posted {self.sent} webhooks in {self.seconds:.1f} s ({rate:,.0f}/s); "
             f"HTTP {codes}; events {self.events}, duplicates {self.duplicates}, "
             f"ignored {self.ignored}; latency p50 {self.percentile(0.5) * 1000:.1f} ms, "
             f"p95 {self.percentile(0.95) * 1000:.1f} ms, p99 {self.percentile(0.99) * 1000:.1f} ms"
         )
+        if self.shadow:
+            text += (
+                f"\nshadow mode: {self.shadow} webhooks were normalized and counted but not "
+                "stored (turn it off: wacanon flags set WHATSAPP_CANONICAL_SHADOW_MODE false)"
+            )
+        return text
 
 
 async def post_all(
@@ -89,6 +96,7 @@ async def _post_one(
         answer = orjson.loads(response.content)
         report.events += int(answer.get("events", 0))
         report.duplicates += int(answer.get("duplicates", 0))
+        report.shadow += bool(answer.get("shadow"))
         report.ignored += int(answer.get("ignored", 0))
     elif len(report.failures) < 5:
         report.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")

@@ -165,3 +165,20 @@ def test_close_by_api_closes_once_and_the_openapi_document_lists_v1(
     assert [c["conversation"]["reason"] for c in closes] == ["command"]
     spec = orjson.loads(client.get("/openapi.json").content)
     assert "/v1/conversations/{conversation_id}/events" in spec["paths"]
+
+
+def test_bad_parameters_are_400_with_the_one_error_shape(
+    routed: tuple[httpx.Client, dict[str, str]],
+) -> None:
+    client, _ = routed
+    for path, names in [
+        ("/v1/conversations?limit=0", "limit"),
+        ("/v1/conversations?limit=501", "limit"),
+        ("/v1/conversations?status=bogus", "status"),
+        ("/v1/conversations/lookup?wa_id=5511987654321", "shopper_id"),
+        ("/v1/events?since=yesterday", "since"),
+    ]:
+        response = client.get(path, headers=auth(EVERYONE))
+        assert response.status_code == 400, (path, response.text)
+        assert set(response.json()) == {"error"}
+        assert names in response.json()["error"], response.json()

@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
@@ -40,12 +42,24 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
 
     api = FastAPI(title="wacanon", docs_url=None, redoc_url=None)
     api.state.service = service
+    api.add_exception_handler(RequestValidationError, _invalid_request)
     api.include_router(webhooks.router)
     api.include_router(health.router)
     api.include_router(conversations.router)
     app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
     return WebhookFront(app)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A query parameter out of its range or missing: 400 ``{"error": …}``, the shape of
+    every other refusal, naming the parameter (not FastAPI's 422 ``detail`` list)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return reply(400, {"error": "; ".join(parts) or "invalid request"})
 
 
 class WebhookFront:

@@ -14,6 +14,7 @@ from wacanon.cli.options import ConfigOption, store_at_head
 from wacanon.config import Settings
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
+from wacanon.routing.threads import identity_of_wa_id
 from wacanon.store import conversation_reads as reads
 from wacanon.store.routing import routed_shoppers
 
@@ -35,6 +36,13 @@ def _router(settings: Settings, engine: Any) -> Router:
     flags = FlagCache(engine, os.environ, settings.flag_refresh_seconds)
     flags.refresh()
     return Router(engine, settings, flags.for_shopper)
+
+
+def _second(when: str | None) -> str:
+    """A time for a table column: to the second (``2026-03-01T09:00:00Z``)."""
+    if not when:
+        return "–"
+    return when.split(".", 1)[0].removesuffix("Z") + "Z"
 
 
 def _print_json(value: Any) -> None:
@@ -70,7 +78,7 @@ def list_command(
     for item in page.items:
         typer.echo(
             f"{item['id']:36}  {item['shopper_id'][:10]:10} {item['chat_type']:7} "
-            f"{item['status']:6}  {item['last_event_at']:20}  {item['chat_id']}"
+            f"{item['status']:6}  {_second(item['last_event_at']):20}  {item['chat_id']}"
         )
     if page.next_cursor:
         typer.echo(f"(more: raise --limit; showing the newest {limit})")
@@ -100,8 +108,9 @@ def show_command(
         typer.echo(f"  {name:18} {item[name] if item[name] is not None else '–'}")
     if item.get("merged_into"):
         typer.echo(f"  {'merged_into':18} {item['merged_into']}")
-    ids = item["identities"]
-    typer.echo(f"  {'identities':18} " + ", ".join(f"{k}={v}" for k, v in ids.items() if v))
+    ids = ", ".join(f"{k}={v}" for k, v in item["identities"].items() if v)
+    if ids:
+        typer.echo(f"  {'identities':18} {ids}")
     typer.echo(f"participants ({len(item['participants'])})")
     for p in item["participants"]:
         left = f", left {p['left_at']}" if p["left_at"] else ""
@@ -110,7 +119,8 @@ def show_command(
     typer.echo(f"messages ({len(item['messages'])})")
     for m in item["messages"]:
         typer.echo(
-            f"  {m['occurred_at'] or '(not arrived yet)':20}  {m['direction'] or '?':8} "
+            f"  {_second(m['occurred_at']) if m['occurred_at'] else '(not arrived yet)':20}  "
+            f"{m['direction'] or '?':8} "
             f"{m['type'] or '?':11} {m['status'] or '–':9} {m['message_id']}"
         )
 
@@ -144,6 +154,11 @@ def rebuild_command(
     """
     loaded, engine = store_at_head(config)
     router = _router(loaded.settings, engine)
+    with engine.connect() as connection:
+        with_events = routed_shoppers(connection)
+    if shopper is not None and shopper not in with_events:
+        known = ", ".join(with_events) or "none yet"
+        raise fail(f"no events for shopper {shopper!r} (shoppers with events: {known})")
     if shopper is not None and router.routing_off([shopper]):
         raise fail(
             f"routing is off for shopper {shopper} here, so a rebuild would leave it without "
@@ -154,19 +169,16 @@ def rebuild_command(
     def progress(_: str, done: int) -> None:
         typer.echo(f"  routed {done} events…", err=True)
 
-    with engine.connect() as connection:
-        everyone = routed_shoppers(connection) if shopper is None else [shopper]
+    everyone = with_events if shopper is None else [shopper]
     for name in router.routing_off(everyone):
         typer.echo(f"wacanon: routing is off for shopper {name} here; left as it is", err=True)
     queued = router.rebuild(shopper, progress)
     total = sum(queued.values())
-    with engine.connect() as connection:
-        page = reads.list_conversations(connection, shopper_id=shopper, limit=1000)
     typer.echo(f"rebuilt {len(queued)} shopper(s) from {total} events")
-    for name, count in sorted(queued.items()):
-        typer.echo(f"  {name}: {count} events")
-    more = "+" if page.next_cursor else ""
-    typer.echo(f"{len(page.items)}{more} conversations")
+    with engine.connect() as connection:
+        for name, count in sorted(queued.items()):
+            made = reads.count_conversations(connection, name)
+            typer.echo(f"  {name}: {count} events, {made} conversations")
 
 
 @identities_app.command("show")
@@ -177,6 +189,11 @@ def identities_show(
     config: ConfigOption = None,
 ) -> None:
     """A customer's linked ids for one shopper (phone, LID, BSUID), first seen first."""
+    if identity_of_wa_id(wa_id) is None:
+        raise fail(
+            f"{wa_id!r} is not a customer id: write a phone number (any spelling), "
+            "lid:<digits> or bsuid:<BSUID>"
+        )
     _, engine = store_at_head(config)
     with engine.connect() as connection:
         links = reads.identity_links(connection, shopper, wa_id)
@@ -219,6 +236,8 @@ def events_list(
     _, engine = store_at_head(config)
     with engine.connect() as connection:
         if conversation is not None:
+            if reads.get_conversation(connection, conversation) is None:
+                raise fail(f"no conversation {conversation}", 1)
             page = reads.events_of(connection, conversation, limit=limit)
         else:
             shoppers = frozenset({shopper}) if shopper else None
@@ -243,6 +262,6 @@ def events_list(
     for e in items:
         who = e["actor"].get("wa_id") or e["actor"]["role"]
         conv = e["routing"].get("conversation_id") or "–"
-        typer.echo(f"{e['occurred_at']:20}  {e['event_type']:34} {who:22} {conv}")
+        typer.echo(f"{_second(e['occurred_at']):20}  {e['event_type']:34} {who:22} {conv}")
     if page.next_cursor:
         typer.echo(f"(more: raise --limit; showing {limit})")

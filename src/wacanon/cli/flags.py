@@ -38,7 +38,8 @@ def set_command(
     shopper: ShopperOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Store an override; running servers obey it within 5 seconds."""
+    """Store an override; running servers obey it within flag_refresh_seconds (2 s by
+    default)."""
     try:
         normalized = validate(name, value)
     except ConfigError as exc:
@@ -56,7 +57,11 @@ def unset_command(name: str, shopper: ShopperOption = None, config: ConfigOption
     _, engine = store_at_head(config)
     with engine.begin() as connection:
         removed = unset_flag(connection, shopper or GLOBAL, name)
-    typer.echo(f"removed {name} override" if removed else f"no {name} override to remove")
+    scope = f"shopper {shopper}" if shopper else "every shopper"
+    if removed:
+        typer.echo(f"removed the {name} override for {scope}")
+    else:
+        typer.echo(f"no {name} override for {scope} to remove")
 
 
 def _known_shoppers(loaded: LoadedConfig, overrides: Mapping[tuple[str, str], str]) -> list[str]:

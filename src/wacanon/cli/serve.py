@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from wacanon.errors import ConfigError, DatabaseUnreachable, StoreError
 from wacanon.flags import FlagSnapshot, all_names
 from wacanon.providers.registry import PROVIDERS
 from wacanon.store.database import create_engine, ensure_schema
+from wacanon.store.repository import flag_overrides_map
 
 
 def check_flags_env() -> None:
@@ -32,8 +34,15 @@ def check_flags_env() -> None:
 
 
 def startup_lines(
-    loaded: LoadedConfig, schema_note: str, host: str, port: int, workers: int
+    loaded: LoadedConfig,
+    schema_note: str,
+    host: str,
+    port: int,
+    workers: int,
+    overrides: Mapping[tuple[str, str], str] | None = None,
 ) -> list[str]:
+    """What ``serve`` prints before it starts; flags as every shopper gets them unless
+    narrowed, stored overrides included (``overrides`` None: the database did not answer)."""
     settings = loaded.settings
     lines = [f"wacanon {__version__} listening on http://{host}:{port} ({workers} worker(s))"]
     lines.append(f"config: {loaded.source}" if loaded.source else "config: none")
@@ -49,7 +58,11 @@ def startup_lines(
         else:
             state = "refusing (no secret configured)"
         lines.append(f"provider {provider}: {state}")
-    snapshot = FlagSnapshot(env=dict(os.environ), overrides={})
+    snapshot = FlagSnapshot(env=dict(os.environ), overrides=dict(overrides or {}))
+    if overrides is None:
+        lines.append(
+            "flags: stored overrides unknown (database unreachable); from the environment:"
+        )
     for value in snapshot.explain(None):
         lines.append(f"flag {value.name} = {str(value.value).lower()} ({value.reason})")
     lines.append(
@@ -83,13 +96,19 @@ def serve_command(
             "concurrent webhooks), or use PostgreSQL for several workers"
         )
     check_flags_env()
+    engine = create_engine(loaded.settings.database_url)
+    overrides: dict[tuple[str, str], str] | None = None
     try:
-        schema_note = ensure_schema(create_engine(loaded.settings.database_url))
+        schema_note = ensure_schema(engine)
+        with engine.connect() as connection:
+            overrides = flag_overrides_map(connection)
     except DatabaseUnreachable as exc:
         schema_note = f"UNREACHABLE: {exc}; webhooks are spooled until it answers"
     except StoreError as exc:
         raise fail(str(exc)) from None
-    for line in startup_lines(loaded, schema_note, host, port, workers):
+    finally:
+        engine.dispose()
+    for line in startup_lines(loaded, schema_note, host, port, workers, overrides):
         typer.echo(line, err=True)
     if config is not None:
         os.environ["WACANON_CONFIG"] = str(config.resolve())

@@ -231,6 +231,10 @@ class Router:
             if taken < BATCH:
                 break
         self.close_idle()
+        with self.engine.begin() as connection:
+            store.lock(connection)
+            for shopper in queued:
+                store.drop_unconfirmed(connection, shopper)
         return queued
 
     def routing_off(self, shoppers: Sequence[str]) -> list[str]:
@@ -286,6 +290,9 @@ class Router:
         if not emitted:
             return []
         new = write_events(connection, [row for _, row in emitted])
+        store.confirm_lifecycle(
+            connection, [row for _, row in emitted if row["idempotency_key"] not in new]
+        )
         return [event for event, _ in emitted if event.idempotency_key in new]
 
     def _signal(self, stored: list[CanonicalEvent]) -> None:

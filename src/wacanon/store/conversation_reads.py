@@ -159,6 +159,14 @@ def _utc_text(value: datetime) -> str:
     return value.isoformat()
 
 
+def count_conversations(connection: sa.Connection, shopper_id: str) -> int:
+    """A shopper's conversations, merged ones left out."""
+    query = sa.select(sa.func.count()).where(
+        conversations.c.shopper_id == shopper_id, conversations.c.status != "merged"
+    )
+    return int(connection.execute(query).scalar_one())
+
+
 def get_conversation(connection: sa.Connection, conversation_id: str) -> Any | None:
     query = sa.select(conversations).where(conversations.c.id == conversation_id)
     return connection.execute(query).first()

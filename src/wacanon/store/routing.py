@@ -332,11 +332,19 @@ def conversation_state(connection: sa.Connection, conversation: str) -> RoutingS
     return state
 
 
+#: ``routed_seq`` of a derived lifecycle event while a rebuild decides whether it stands.
+UNCONFIRMED = -1
+
+
 def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
     """Forget a shopper's conversations so its events are routed again from the start:
-    its graph, conversations, participants, index entries and derived lifecycle events
-    go; its events (closes by command included: they are inputs) wait for routing again.
-    How many events wait."""
+    its graph, conversations, participants and index entries go; its events (closes by
+    command or clock included: they are inputs) wait for routing again. How many wait.
+
+    Its derived lifecycle events stay, marked :data:`UNCONFIRMED`: the rebuild derives
+    them again under the same idempotency keys, which keeps their rows (ids, receipt
+    times — a feed read by id sees nothing twice); :func:`drop_unconfirmed` removes
+    those it no longer derives."""
     mine = sa.select(conversations.c.id).where(conversations.c.shopper_id == shopper_id)
     its_events = sa.select(events.c.id).where(events.c.shopper_id == shopper_id)
     connection.execute(participants.delete().where(participants.c.conversation_id.in_(mine)))
@@ -346,15 +354,15 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
     )
     connection.execute(conversations.delete().where(conversations.c.shopper_id == shopper_id))
     connection.execute(identities.delete().where(identities.c.shopper_id == shopper_id))
+    derived = events.c.provider_event.startswith(DERIVED_PREFIX, autoescape=True)
     connection.execute(
-        events.delete().where(
-            events.c.shopper_id == shopper_id,
-            events.c.provider_event.startswith(DERIVED_PREFIX, autoescape=True),
-        )
+        events.update()
+        .where(events.c.shopper_id == shopper_id, derived)
+        .values(routed_seq=UNCONFIRMED)
     )
     result = connection.execute(
         events.update()
-        .where(events.c.shopper_id == shopper_id)
+        .where(events.c.shopper_id == shopper_id, ~derived)
         .values(routed_seq=None, conversation_id=None, thread_key=None)
     )
     # A batch read before this reset must not be written after it: the changed sequence
@@ -365,6 +373,37 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
         .values(value=routing_state.c.value + 1)
     )
     return int(result.rowcount or 0)
+
+
+def drop_unconfirmed(connection: sa.Connection, shopper_id: str) -> int:
+    """After a rebuild: the derived lifecycle events it did not derive again."""
+    result = connection.execute(
+        events.delete().where(events.c.shopper_id == shopper_id, events.c.routed_seq == UNCONFIRMED)
+    )
+    return int(result.rowcount or 0)
+
+
+def confirm_lifecycle(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Lifecycle events derived again that were stored already (a rebuild): their row
+    stays, with the sequence number and conversation of this derivation."""
+    if rows:
+        statement = events.update().where(events.c.idempotency_key == sa.bindparam("k"))
+        connection.execute(
+            statement.values(
+                routed_seq=sa.bindparam("seq"),
+                conversation_id=sa.bindparam("cid"),
+                thread_key=sa.bindparam("key"),
+            ),
+            [
+                {
+                    "k": r["idempotency_key"],
+                    "seq": r["routed_seq"],
+                    "cid": r["conversation_id"],
+                    "key": r["thread_key"],
+                }
+                for r in rows
+            ],
+        )
 
 
 def routed_shoppers(connection: sa.Connection) -> list[str]:
