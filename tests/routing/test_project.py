@@ -301,3 +301,11 @@ def test_a_merge_into_a_closed_conversation_reopens_it_when_the_customer_talks_e
     assert survivor is first
     assert (survivor.status, survivor.opens, survivor.closed_at) == ("open", 2, None)
     assert [e.reason for e in p.state.emitted if e.kind == "opened"][-1] == "reopened"
+
+
+def test_after_a_close_by_command_a_late_delivered_message_reopens() -> None:
+    p = project(*stored(text_body("M1", PN, at=T0)))
+    (c,) = live(p)
+    assert p.close(c, c.opened_at + timedelta(minutes=5), "command")
+    p.apply(9, stored(text_body("M0", PN, at=T0 + 60))[0])  # sent before the close
+    assert (c.status, c.opens, c.closed_by) == ("open", 2, None)

@@ -168,6 +168,7 @@ class Projection:
         if keep.status == "closed" and absorbed_open:
             # The customer is talking in the absorbed one: the survivor opens again.
             keep.status, keep.closed_at, keep.opens = "open", None, keep.opens + 1
+            keep.closed_by = None
             s.emitted.append(Lifecycle("opened", keep, at, "reopened", keep.opens))
         for message in s.messages.values():
             if message.conversation_id == absorbed.id:
@@ -297,6 +298,7 @@ class Projection:
         c = self.state.current(found)
         if c.status == "open" and event.occurred_at >= c.active_since:
             c.status, c.closed_at, c.changed = "closed", event.occurred_at, True
+            c.closed_by = "command" if event.conversation.reason == "command" else "inactivity"
         self.state.routes[row_id] = c
         return c
 
@@ -305,8 +307,10 @@ class Projection:
         window = self.window_of(c.shopper_id)
         if c.status == "open" and at - c.active_since > window:
             self._close(c, c.active_since + window, "inactivity")
-        if c.status == "closed" and c.closed_at is not None and at >= c.closed_at:
-            c.status, c.closed_at, c.opens = "open", None, c.opens + 1
+        if c.status == "closed" and (
+            c.closed_by == "command" or (c.closed_at is not None and at >= c.closed_at)
+        ):
+            c.status, c.closed_at, c.closed_by, c.opens = "open", None, None, c.opens + 1
             self.state.emitted.append(Lifecycle("opened", c, at, "reopened", c.opens))
         inbound = event.message is not None and event.message.direction == "inbound"
         c.last_message_at = _latest(c.last_message_at, at)
@@ -321,13 +325,15 @@ class Projection:
 
     def _close(self, c: Conversation, at: datetime, reason: str, *, given: bool = False) -> None:
         c.status, c.closed_at, c.changed = "closed", at, True
+        c.closed_by = "command" if reason == "command" else "inactivity"
         self.state.emitted.append(Lifecycle("closed", c, at, reason, c.opens, input=given))
 
     def close_idle(self, conversations: list[Conversation], now: datetime) -> None:
         """Close the open conversations silent for their shopper's window, at the moment
         they went idle (not at ``now``). When this runs depends on the clock, so its
         closes are inputs a rebuild replays (a message older than the close, routed
-        after it, then does not reopen the conversation — live or rebuilt)."""
+        after it, then does not reopen the conversation — live or rebuilt; after a close
+        by command, any message reopens it)."""
         for c in conversations:
             if c.status != "open":
                 continue

@@ -29,6 +29,9 @@ class Conversation:
     last_event_at: datetime
     status: str = "open"  # open | closed | merged
     closed_at: datetime | None = None
+    #: Why it is closed: ``inactivity`` or ``command`` (a message older than an idle
+    #: close belongs to the window that closed; any message after a command reopens).
+    closed_by: str | None = None
     last_message_at: datetime | None = None
     first_inbound_at: datetime | None = None
     last_inbound_at: datetime | None = None

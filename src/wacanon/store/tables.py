@@ -132,6 +132,7 @@ conversations = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # open | closed | merged
     sa.Column("opened_at", When, nullable=False),
     sa.Column("closed_at", When),
+    sa.Column("closed_by", sa.String(16)),  # inactivity | command
     sa.Column("last_event_at", When, nullable=False),
     sa.Column("last_message_at", When),
     sa.Column("first_inbound_at", When),

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("closed_by", sa.String(length=16), nullable=True),
         sa.Column("last_event_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_message_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("first_inbound_at", sa.DateTime(timezone=True), nullable=True),
