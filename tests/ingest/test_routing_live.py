@@ -18,12 +18,14 @@ from tests.api.conftest import (
     EVOLUTION_KEY,
     SIM_TOKEN,
     bearer,
+    bridge_signature,
     hub_signature,
     make_settings,
     sim_body,
     sim_message,
 )
 from tests.conftest import _clean
+from tests.golden import FIXTURES, cases
 from tests.ingest.test_durability import _free_port, _start_server
 from tests.routing.events import LID, PHONE, group_body, status_body, text_body
 from wacanon.ingest.flag_cache import FlagCache
@@ -323,3 +325,38 @@ def test_bsuid_then_phone_a_bsuid_change_groups_and_reopen_over_http(
         conversations.c.id == customer.id
     ))  # fmt: skip
     assert (again.status, again.opens) == ("open", 2)
+
+
+def test_every_fixture_of_every_provider_routes_without_a_stuck_event(
+    make_client: Any, database_url: str
+) -> None:
+    """Every realistic payload we have (LIDs, BSUIDs, groups, statuses, contacts, calls,
+    malformed items), through the live server with routing on: every stored event leaves
+    the queue, and every one that names its chat has a conversation."""
+    client = make_client(env=ROUTING_ON)
+    headers = {
+        "cloud_api": hub_signature,
+        "evolution": lambda _: {"apikey": EVOLUTION_KEY, "Content-Type": "application/json"},
+        "baileys": bridge_signature,
+        "simulated": lambda _: bearer(),
+    }
+    stored = 0
+    for provider, sign in headers.items():
+        for case in cases(provider):
+            body = case.read_bytes()
+            reply = client.post(f"/webhooks/{provider}", content=body, headers=sign(body))
+            assert reply.status_code in (200, 400), (case.name, reply.text)
+            if reply.status_code == 200:
+                stored += reply.json()["events"]
+    assert stored > 100, FIXTURES
+    wait_routed(database_url, expected_events=stored, timeout=30)
+    unrouted = fetch(
+        database_url,
+        sa.select(events.c.event_type, events.c.chat_id, events.c.provider_event).where(
+            events.c.conversation_id.is_(None),
+            events.c.routed_seq != 0,
+            events.c.chat_id != "unknown",
+            events.c.event_type.not_in(["whatsapp.connection.updated", "whatsapp.contact.updated"]),
+        ),
+    )
+    assert unrouted == [], unrouted
