@@ -222,3 +222,50 @@ def _reset(engine: sa.Engine) -> None:
     with engine.begin() as connection:
         store.lock(connection)
         store.reset_shopper(connection, "shop-1")
+
+
+def test_a_close_by_command_during_a_rebuild_applies_to_the_rebuilt_conversation(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """Another process's rebuild has routed part of the queue when an operator closes the
+    conversation: the close waits for what is queued (an earlier close by command among
+    it, replayed), then closes what the events make — stored and signalled, never
+    swallowed as a duplicate of the replayed one."""
+    sent: list[str] = []
+
+    def closed(sender: str, event: Any, **_: Any) -> None:
+        sent.append(event.event_type)
+
+    r = router(engine, tmp_path)
+    stored(engine, text_body("M1", PN, at=T0))
+    route_all(r)
+    conversation = scalar(engine, sa.select(conversations.c.id))
+    assert r.close_conversation(conversation, datetime.fromtimestamp(T0 + 60, UTC))
+    stored(engine, text_body("M2", PN, at=T0 + 120))  # reopens it
+    route_all(r)
+    _reset(engine)  # a rebuild, elsewhere, between its batches ...
+    r.route_pending(limit=1)
+    signals.conversation_closed.connect(closed)
+    try:
+        assert r.close_conversation(conversation, datetime.fromtimestamp(T0 + 600, UTC))
+    finally:
+        signals.conversation_closed.disconnect(closed)
+    assert sent == ["whatsapp.conversation.closed"]
+    closes = sa.select(events.c.routed_seq).where(
+        events.c.provider_event == "wacanon.command.close"
+    )
+    assert sorted(seq for (seq,) in sa_rows(engine, closes)) != [None, None]
+    assert all(seq for (seq,) in sa_rows(engine, closes))  # both applied, none left queued
+    state = sa.select(conversations.c.status, conversations.c.opens)
+    assert sa_rows(engine, state) == [("closed", 2)]
+
+
+def test_a_batch_that_only_passes_events_over_counts_as_a_step(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    stored(engine, text_body("M1", PN, at=T0))
+    with engine.connect() as connection:
+        before = store.current_seq(connection)
+    router(engine, tmp_path, on=False).route_pending()
+    with engine.connect() as connection:
+        assert store.current_seq(connection) != before

@@ -44,6 +44,8 @@ log = structlog.get_logger("wacanon.routing")
 BATCH = 500
 #: Optimistic batches (read and projected outside the lock) before one under it.
 OPTIMISTIC_TRIES = 3
+#: Rounds a rebuild gives to events passed over meanwhile by a server whose flags lag.
+REBUILD_REQUEUES = 3
 POLL_SECONDS = 0.5
 #: After a wake-up, let this long's commits pile up: one routing transaction then covers
 #: a burst of webhooks instead of each commit paying for its own (well inside the lag
@@ -143,7 +145,8 @@ class Router:
         for row_id, event in batch:
             projection.apply(row_id, event)
         routed = [(row_id, seq + i + 1) for i, (row_id, _) in enumerate(batch)]
-        lifecycle, last = self._lifecycle_rows(state, seq + len(batch))
+        # Passing over changes what a concurrent batch read too: count it as a step.
+        lifecycle, last = self._lifecycle_rows(state, seq + len(batch) + bool(passed))
         return _Plan(len(rows), batch, passed, state, routed, lifecycle, last)
 
     def _write(self, connection: sa.Connection, plan: _Plan) -> list[CanonicalEvent]:
@@ -188,8 +191,13 @@ class Router:
 
     def close_conversation(self, conversation_id: str, now: datetime | None = None) -> bool:
         """Close an open conversation by command; False when it is not open. Raises
-        ``LookupError`` for an unknown id."""
+        ``LookupError`` for an unknown id.
+
+        What waits for routing is routed first, so the close applies to the conversation
+        as its events make it (during a rebuild, not to a half-built one whose earlier
+        closes are still queued to be replayed)."""
         now = now or datetime.now(UTC)
+        self._route_queue()
         with self.engine.begin() as connection:
             seq = store.lock(connection)
             state = store.conversation_state(connection, conversation_id)
@@ -222,6 +230,23 @@ class Router:
             queued = {s: store.reset_shopper(connection, s) for s in shoppers if s not in off}
         if not queued:
             return queued
+        self._route_queue(progress)
+        for _ in range(REBUILD_REQUEUES):
+            # A server whose flags were behind may have passed some over meanwhile: they
+            # belong to this rebuild, in their order, not to a later check's.
+            if not self._requeue_passed_over(list(queued)):
+                break
+            self._route_queue(progress)
+        self.close_idle()
+        with self.engine.begin() as connection:
+            store.lock(connection)
+            if not store.has_unrouted(connection):  # else: confirmed by live routing later
+                for shopper in queued:
+                    store.drop_unconfirmed(connection, shopper)
+        return queued
+
+    def _route_queue(self, progress: Callable[[str, int], None] | None = None) -> int:
+        """Route until the queue is empty (as it was when a batch found it so)."""
         done = 0
         while True:
             taken = self.route_pending()
@@ -229,13 +254,17 @@ class Router:
             if progress is not None and taken:
                 progress("routed", done)
             if taken < BATCH:
-                break
-        self.close_idle()
+                return done
+
+    def _requeue_passed_over(self, shoppers: Sequence[str]) -> int:
+        on = [s for s in shoppers if self.flags_for(s).routing]
+        with self.engine.connect() as probe:
+            waiting = [s for s in on if store.has_passed_over(probe, s)]
+        if not waiting:
+            return 0
         with self.engine.begin() as connection:
             store.lock(connection)
-            for shopper in queued:
-                store.drop_unconfirmed(connection, shopper)
-        return queued
+            return sum(store.requeue_passed_over(connection, s) for s in waiting)
 
     def routing_off(self, shoppers: Sequence[str]) -> list[str]:
         """Of these shoppers, those for whom routing is off as this process resolves it."""
@@ -250,20 +279,9 @@ class Router:
         stays passed over while its shopper's routing is on. Cheap when there is
         nothing to do: a probe of the passed-over index per shopper, no write.
         """
-        on = [s for s in self.settings.known_shoppers if self.flags_for(s).routing]
-        with self.engine.connect() as probe:
-            waiting = [s for s in on if store.has_passed_over(probe, s)]
-        if not waiting:
-            return 0
-        requeued = 0
-        with self.engine.begin() as connection:
-            store.lock(connection)
-            for shopper in waiting:
-                count = store.requeue_passed_over(connection, shopper)
-                requeued += count
-                if count:
-                    log.info("routing is on; routing passed-over events", shopper=shopper,
-                             events=count)  # fmt: skip
+        requeued = self._requeue_passed_over(self.settings.known_shoppers)
+        if requeued:
+            log.info("routing is on; routing passed-over events", events=requeued)
         return requeued
 
     def _lifecycle_rows(

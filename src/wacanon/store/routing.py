@@ -385,15 +385,21 @@ def drop_unconfirmed(connection: sa.Connection, shopper_id: str) -> int:
 
 
 def confirm_lifecycle(connection: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Lifecycle events derived again that were stored already (a rebuild): their row
-    stays, with the sequence number and conversation of this derivation."""
+    """Lifecycle events a rebuild derived again that it had marked unconfirmed: the row
+    stays (its id, its receipt time), with this derivation's content, sequence number
+    and conversation. Rows not marked are left alone — among them the inputs a rebuild
+    replays (closes by command or clock), whatever key a new event shares with them."""
     if rows:
-        statement = events.update().where(events.c.idempotency_key == sa.bindparam("k"))
+        statement = events.update().where(
+            events.c.idempotency_key == sa.bindparam("k"), events.c.routed_seq == UNCONFIRMED
+        )
         connection.execute(
             statement.values(
                 routed_seq=sa.bindparam("seq"),
                 conversation_id=sa.bindparam("cid"),
                 thread_key=sa.bindparam("key"),
+                occurred_at=sa.bindparam("at"),
+                payload=sa.bindparam("body"),
             ),
             [
                 {
@@ -401,6 +407,8 @@ def confirm_lifecycle(connection: sa.Connection, rows: Sequence[dict[str, Any]])
                     "seq": r["routed_seq"],
                     "cid": r["conversation_id"],
                     "key": r["thread_key"],
+                    "at": r["occurred_at"],
+                    "body": r["payload"],
                 }
                 for r in rows
             ],
