@@ -269,3 +269,28 @@ def test_a_batch_that_only_passes_events_over_counts_as_a_step(
     router(engine, tmp_path, on=False).route_pending()
     with engine.connect() as connection:
         assert store.current_seq(connection) != before
+
+
+def test_an_event_that_waited_across_batches_applies_in_full_when_its_message_arrives(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A customer's edit as Evolution reports it (our number in the chat) is routed before
+    the message it edits: it waits, stored; when the message comes, in a later batch, the
+    edit joins its conversation and counts (its time is the conversation's last event)."""
+    edit = orjson.loads((FIXTURES / "messages_edited_customer_author_view.json").read_bytes())
+    edit["data"]["key"]["id"] = "M1"
+    edit["data"]["timestampMs"] = str((T0 + 30) * 1000)
+    r = router(engine, tmp_path)
+    stored(engine, edit)
+    route_all(r)
+    assert scalar(engine, sa.select(sa.func.count()).select_from(conversations)) == 0
+    stored(engine, text_body("M1", PN, at=T0))
+    route_all(r)
+    (conversation, last) = sa_rows(
+        engine, sa.select(conversations.c.id, conversations.c.last_event_at)
+    )[0]
+    joined = sa.select(events.c.conversation_id).where(
+        events.c.event_type == "whatsapp.message.edited"
+    )
+    assert scalar(engine, joined) == conversation
+    assert last.replace(tzinfo=UTC) == datetime.fromtimestamp(T0 + 30, UTC)

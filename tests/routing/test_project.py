@@ -119,6 +119,8 @@ def test_an_edit_without_its_chat_waits_for_the_message_and_joins_it() -> None:
     p.apply(2, stored(text_body("M1", PN))[0])
     assert routed_to(p)[1] == routed_to(p)[2]
     assert p.state.resolved_waiters == [1]
+    (c,) = live(p)  # applied in full, not only routed: the edit's time counts
+    assert c.last_event_at == c.opened_at + timedelta(seconds=30)
 
 
 def test_first_response_is_the_first_outbound_after_the_first_inbound() -> None:

@@ -277,6 +277,7 @@ class Projection:
             elif key is not None:
                 s.new_waiters.append((key, row_id))
                 s.waiters.setdefault(key, []).append(row_id)
+                s.waiting_events[row_id] = event
                 return None
             else:
                 return None
@@ -366,8 +367,12 @@ class Projection:
         if event.status is not None:
             indexed.advance(event.status.value, event.occurred_at)
         for row_id in s.waiters.pop(key, []):
-            s.routes[row_id] = c
             s.resolved_waiters.append(row_id)
+            waiting = s.waiting_events.pop(row_id, None)
+            if waiting is None:
+                s.routes[row_id] = c
+            else:  # its message is indexed now: the waiting event applies in full
+                self.apply(row_id, waiting)
 
     def _participants(self, c: Conversation, event: StoredEvent) -> None:
         at = event.occurred_at

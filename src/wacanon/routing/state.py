@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from wacanon.routing.facts import StoredEvent
+
 #: Message statuses in the order they may only move forward; ``failed`` is final.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 99}
 
@@ -132,6 +134,8 @@ class RoutingState:
     new_waiters: list[tuple[MessageKey, int]] = field(default_factory=list)
     #: Waiting events (row ids) whose message arrived in this batch.
     resolved_waiters: list[int] = field(default_factory=list)
+    #: The waiting events themselves, applied in full when their message arrives.
+    waiting_events: dict[int, StoredEvent] = field(default_factory=dict)
     participants: dict[tuple[str, str], Participant] = field(default_factory=dict)
     #: (surviving id, absorbed id), in order.
     merges: list[tuple[str, str]] = field(default_factory=list)

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from wacanon.routing.facts import StoredEvent
+from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.lifecycle import DERIVED_PREFIX
 from wacanon.routing.project import actor_identities, customer_identities
 from wacanon.routing.state import (
@@ -308,13 +308,15 @@ def _load_messages(connection: sa.Connection, state: RoutingState, keys: set[Mes
 def _load_waiters(connection: sa.Connection, state: RoutingState, keys: set[MessageKey]) -> None:
     for (provider, account), ids in _by_account(keys).items():
         for chunk in _chunks(sorted(ids)):
-            query = sa.select(message_waiters.c.message_id, message_waiters.c.event_row_id).where(
-                message_waiters.c.provider == provider,
-                message_waiters.c.account_id == account,
-                message_waiters.c.message_id.in_(chunk),
+            w = message_waiters.c
+            query = (
+                sa.select(w.message_id, w.event_row_id, events.c.payload)
+                .join(events, events.c.id == w.event_row_id)
+                .where(w.provider == provider, w.account_id == account, w.message_id.in_(chunk))
             )
-            for message_id, row_id in connection.execute(query):
+            for message_id, row_id, payload in connection.execute(query):
                 state.waiters.setdefault((provider, account, message_id), []).append(int(row_id))
+                state.waiting_events[int(row_id)] = read_event(payload)
 
 
 def open_conversations_idle_since(connection: sa.Connection, cutoff: datetime) -> RoutingState:
