@@ -560,25 +560,24 @@ def main() -> None:
     intervals: list[float | None] = [None]
     if args.mode == "compare" and args.switch_intervals:
         intervals += [float(x) for x in args.switch_intervals.split(",")]
+
+    def fresh_database(backend: str) -> str:
+        """A database of its own for each target: a new SQLite file or scratch database."""
+        if backend == "sqlite":
+            return f"sqlite:///{directory / f'bench-{len(databases)}.db'}"
+        url, admin, name = scratch_postgres(args.postgres_url)
+        scratch.append((admin, name))
+        return url
+
     try:
         for backend in args.backends.split(","):
             for interval in intervals:
                 label = "SQLite" if backend == "sqlite" else "PostgreSQL"
                 if interval is not None:
                     label += f" (switch {interval * 1e6:g} µs)"
-                if backend == "sqlite":
-                    url = f"sqlite:///{directory / f'bench-{len(databases)}.db'}"
-                else:
-                    url, admin, name = scratch_postgres(args.postgres_url)
-                    scratch.append((admin, name))
-                databases.append((label, url, interval, False))
+                databases.append((label, fresh_database(backend), interval, False))
                 if args.mode == "compare" and interval is None and args.routing:
-                    if backend == "sqlite":
-                        routed = f"sqlite:///{directory / f'bench-{len(databases)}.db'}"
-                    else:
-                        routed, admin, name = scratch_postgres(args.postgres_url)
-                        scratch.append((admin, name))
-                    databases.append((label, routed, None, True))
+                    databases.append((label, fresh_database(backend), None, True))
         if args.mode == "compare":
             compare(args, databases)
         else:

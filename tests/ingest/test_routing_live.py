@@ -5,6 +5,9 @@ PostgreSQL for the races of issue #7 §2."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,18 @@ from tests.api.conftest import (
 from tests.conftest import _clean
 from tests.golden import FIXTURES, cases
 from tests.ingest.test_durability import _free_port, _start_server
-from tests.routing.events import LID, PHONE, group_body, status_body, text_body
+from tests.routing.events import (
+    LID,
+    PHONE,
+    cloud_change,
+    cloud_text,
+    group_body,
+    status_body,
+    text_body,
+)
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
+from wacanon.simulate import SimulationOptions, expected_conversations, generate
 from wacanon.store.database import create_engine
 from wacanon.store.repository import set_flag
 from wacanon.store.tables import conversations, events, identities, messages, participants
@@ -257,26 +269,10 @@ def test_an_album_and_lid_phone_twins_concurrently_give_one_conversation(
     assert {cid for (cid,) in rows} == {live[0].id}
 
 
-def cloud(client: httpx.Client, field: str, value: dict[str, Any]) -> None:
-    metadata = {"display_phone_number": "5511940028922", "phone_number_id": "106540352242922"}
-    body = orjson.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "102290129340398",
-                    "changes": [{"field": field, "value": {"metadata": metadata, **value}}],
-                }
-            ],
-        }
-    )
-    response = client.post("/webhooks/cloud_api", content=body, headers=hub_signature(body))
+def cloud(client: httpx.Client, body: dict[str, Any]) -> None:
+    raw = orjson.dumps(body)
+    response = client.post("/webhooks/cloud_api", content=raw, headers=hub_signature(raw))
     assert response.status_code == 200, response.text
-
-
-def cloud_text(message_id: str, at: int, **sender: str) -> dict[str, Any]:
-    text = {"id": message_id, "timestamp": str(at), "type": "text", "text": {"body": "Oi 👋"}}
-    return {"messages": [{**text, **sender}]}
 
 
 BSUID, NEW_BSUID = "BR.1502576394655843", "BR.7730019284756612"
@@ -286,13 +282,13 @@ def test_bsuid_then_phone_a_bsuid_change_groups_and_reopen_over_http(
     make_client: Any, database_url: str, tmp_path: Path
 ) -> None:
     client = make_client(env=ROUTING_ON)
-    cloud(client, "messages", cloud_text("wamid.U1", 1772366400, from_user_id=BSUID))
-    cloud(client, "messages", cloud_text("wamid.U2", 1772366460, **{"from": PHONE,
+    cloud(client, cloud_text("wamid.U1", 1772366400, from_user_id=BSUID))
+    cloud(client, cloud_text("wamid.U2", 1772366460, **{"from": PHONE,
                                          "from_user_id": BSUID}))  # fmt: skip
-    cloud(client, "messages", cloud_text("wamid.U3", 1772366520, **{"from": PHONE}))
+    cloud(client, cloud_text("wamid.U3", 1772366520, **{"from": PHONE}))
     update = {"user_id": {"previous": BSUID, "current": NEW_BSUID}, "timestamp": "1772366580"}
-    cloud(client, "user_id_update", {"user_id_update": [update]})
-    cloud(client, "messages", cloud_text("wamid.U4", 1772366640, from_user_id=NEW_BSUID))
+    cloud(client, cloud_change("user_id_update", {"user_id_update": [update]}))
+    cloud(client, cloud_text("wamid.U4", 1772366640, from_user_id=NEW_BSUID))
     member = "5521998765432@s.whatsapp.net"
     group = "120363025246125888@g.us"
     evolution(client, group_body(group, "add", [member], at=1772366700))
@@ -319,7 +315,7 @@ def test_bsuid_then_phone_a_bsuid_change_groups_and_reopen_over_http(
         assert router.close_conversation(customer.id)
     finally:
         engine.dispose()
-    cloud(client, "messages", cloud_text("wamid.U5", int(time.time()) + 5, **{"from": PHONE}))
+    cloud(client, cloud_text("wamid.U5", int(time.time()) + 5, **{"from": PHONE}))
     wait_routed(database_url, expected_events=10)
     (again,) = fetch(database_url, sa.select(conversations).where(
         conversations.c.id == customer.id
@@ -360,3 +356,51 @@ def test_every_fixture_of_every_provider_routes_without_a_stuck_event(
         ),
     )
     assert unrouted == [], unrouted
+
+
+def test_a_rebuild_run_while_two_servers_route_live_traffic_loses_nothing(
+    two_servers: list[str], postgres_server: str, tmp_path: Path
+) -> None:
+    """Two `wacanon serve` processes route a simulated stream while `wacanon conversations
+    rebuild`, a third process, rebuilds everything in the middle of it: every event ends
+    routed (none queued, none left unconfirmed), each customer and group has its one
+    conversation, and no lifecycle event is stored twice."""
+    options = SimulationOptions(count=600, seed=11, shoppers=2, customers_per_shopper=40)
+    bodies = list(generate(options))
+    half = len(bodies) // 2
+
+    def post(part: list[bytes]) -> list[int]:
+        return asyncio.run(
+            _post_all(
+                [
+                    (two_servers[i % 2], "/webhooks/simulated", body, bearer())
+                    for i, body in enumerate(part)
+                ]
+            )
+        )
+
+    assert set(post(bodies[:half])) == {200}
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "wacanon", "conversations", "rebuild",
+         "--config", str(tmp_path / "wacanon.toml")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ROUTING_ON},
+    )  # fmt: skip
+    replies = post(bodies[half:])
+    out, err = rebuild.communicate(timeout=120)
+    assert rebuild.returncode == 0, err.decode()
+    assert out.decode().startswith("rebuilt 1 shopper(s) from "), out
+    assert set(replies) == {200}
+    stored = fetch(postgres_server, sa.select(sa.func.count()).select_from(events))[0][0]
+    wait_routed(postgres_server, expected_events=stored, timeout=60)
+    leftovers = fetch(postgres_server, sa.select(events.c.id).where(events.c.routed_seq < 1))
+    assert leftovers == []
+    live = fetch(
+        postgres_server,
+        sa.select(sa.func.count()).where(conversations.c.status != "merged"),
+    )[0][0]
+    assert live == sum(expected_conversations(options).values())  # one shopper owns all here
+    keys = fetch(
+        postgres_server,
+        sa.select(events.c.idempotency_key).where(events.c.provider_event.like("wacanon.%")),
+    )
+    assert len(keys) == len(set(keys))

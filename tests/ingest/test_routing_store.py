@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.api.conftest import make_settings
-from tests.routing.events import FIXTURES, PHONE, status_body, text_body
-from wacanon import normalize
+from tests.routing.events import FIXTURES, PHONE, normalized, status_body, text_body
 from wacanon.flags import ShopperFlags
 from wacanon.ingest import signals
 from wacanon.ingest.pipeline import event_row
@@ -52,17 +51,7 @@ def router(engine: sa.Engine, tmp_path: Path, *, on: bool = True) -> Router:
 
 def stored(engine: sa.Engine, *bodies: dict[str, Any], routed_seq: int | None = None) -> None:
     """Evolution webhooks of shop-1, written as the ingest writer writes them."""
-    rows = []
-    for body in bodies:
-        result = normalize(
-            "evolution",
-            orjson.dumps(body),
-            received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
-            correlation_id="store-test",
-            shopper_id="shop-1",
-        )
-        assert not result.errors
-        rows += [event_row(e, routed_seq) for e in result.events]
+    rows = [event_row(e, routed_seq) for e in normalized("evolution", *bodies)]
     with engine.begin() as connection:
         write_events(connection, rows)
 

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from wacanon import normalize
+from wacanon.canonical.schema import CanonicalEvent
 from wacanon.routing.facts import StoredEvent, read_event
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "evolution"
@@ -87,17 +88,42 @@ def group_body(group: str, action: str, members: list[str], *, at: int = T0) -> 
     }  # fmt: skip
 
 
-def stored(*bodies: dict[str, Any]) -> list[StoredEvent]:
-    """The events of these webhooks, normalized for shopper ``shop-1`` and read back."""
+def cloud_change(field: str, value: dict[str, Any]) -> dict[str, Any]:
+    """A Cloud API webhook with one change of ``field`` for the test account."""
+    metadata = {"display_phone_number": "5511940028922", "phone_number_id": "106540352242922"}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [{"field": field, "value": {"metadata": metadata, **value}}],
+            }
+        ],
+    }
+
+
+def cloud_text(message_id: str, at: int = 1772366400, **sender: str) -> dict[str, Any]:
+    """A Cloud API webhook of one text message (``**sender``: ``from``, ``from_user_id``)."""
+    message = {"id": message_id, "timestamp": str(at), "type": "text", "text": {"body": "Oi 👋"}}
+    return cloud_change("messages", {"messages": [{**message, **sender}]})
+
+
+def normalized(provider: str, *bodies: dict[str, Any]) -> list[CanonicalEvent]:
+    """The events of these webhooks, normalized for shopper ``shop-1`` (none may fail)."""
     found = []
     for body in bodies:
         result = normalize(
-            "evolution",
+            provider,
             orjson.dumps(body),
             received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
             correlation_id="routing-test",
             shopper_id=SHOPPER,
         )
         assert not result.errors, result.errors
-        found.extend(read_event(event.to_json()) for event in result.events)
+        found.extend(result.events)
     return found
+
+
+def stored(*bodies: dict[str, Any], provider: str = "evolution") -> list[StoredEvent]:
+    """The events of these webhooks as routing reads them back from the store."""
+    return [read_event(event.to_json()) for event in normalized(provider, *bodies)]

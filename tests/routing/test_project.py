@@ -3,24 +3,25 @@ order to an in-memory state (the store's part is tested live in tests/ingest).""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 import msgspec
-import orjson
 
 from tests.routing.events import (
     LID,
     PHONE,
     SHOPPER,
     T0,
+    cloud_change,
+    cloud_text,
     customer_edit_body,
     group_body,
     status_body,
     stored,
     text_body,
 )
-from wacanon import normalize
-from wacanon.routing.facts import StoredEvent, read_event
+from wacanon.routing.facts import StoredEvent
 from wacanon.routing.project import Projection
 from wacanon.routing.state import Conversation, RoutingState
 
@@ -196,44 +197,15 @@ def test_one_customer_through_two_accounts_of_a_shopper_is_one_conversation() ->
     assert len(set(routed_to(p).values())) == 1
 
 
-def _cloud(*bodies: dict[str, object]) -> list[StoredEvent]:
-    found = []
-    for body in bodies:
-        result = normalize(
-            "cloud_api",
-            orjson.dumps(body),
-            received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
-            correlation_id="routing-test",
-            shopper_id=SHOPPER,
-        )
-        assert not result.errors, result.errors
-        found.extend(read_event(e.to_json()) for e in result.events)
-    return found
-
-
-def _cloud_change(field: str, value: dict[str, object]) -> dict[str, object]:
-    metadata = {"display_phone_number": "5511940028922", "phone_number_id": "106540352242922"}
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [{"field": field, "value": {"metadata": metadata, **value}}],
-            }
-        ],
-    }
-
-
-def _cloud_text(message_id: str, at: int = 1772366400, **sender: str) -> dict[str, object]:
-    message = {"id": message_id, "timestamp": str(at), "type": "text", "text": {"body": "Oi"}}
-    return _cloud_change("messages", {"messages": [{**message, **sender}]})
+def _cloud(*bodies: dict[str, Any]) -> list[StoredEvent]:
+    return stored(*bodies, provider="cloud_api")
 
 
 def test_a_bsuid_change_keeps_the_customer_and_its_conversation() -> None:
     p = project(
         *_cloud(
-            _cloud_text("wamid.A1", from_user_id="BR.1502576394655843"),
-            _cloud_change(
+            cloud_text("wamid.A1", from_user_id="BR.1502576394655843"),
+            cloud_change(
                 "user_id_update",
                 {
                     "user_id_update": [
@@ -247,7 +219,7 @@ def test_a_bsuid_change_keeps_the_customer_and_its_conversation() -> None:
                     ]
                 },
             ),
-            _cloud_text("wamid.A2", from_user_id="BR.7730019284756612"),
+            cloud_text("wamid.A2", from_user_id="BR.7730019284756612"),
         )
     )
     (c,) = live(p)
@@ -269,9 +241,9 @@ def test_a_changed_number_keeps_the_customer_and_its_conversation() -> None:
     }
     p = project(
         *_cloud(
-            _cloud_text("wamid.B1", **{"from": "5511987654321"}),
-            _cloud_change("messages", {"messages": [changed]}),
-            _cloud_text("wamid.B2", **{"from": "5511912345678"}),
+            cloud_text("wamid.B1", **{"from": "5511987654321"}),
+            cloud_change("messages", {"messages": [changed]}),
+            cloud_text("wamid.B2", **{"from": "5511912345678"}),
         )
     )
     (c,) = live(p)
@@ -281,7 +253,7 @@ def test_a_changed_number_keeps_the_customer_and_its_conversation() -> None:
 
 def test_a_merge_into_a_closed_conversation_reopens_it_when_the_customer_talks_elsewhere() -> None:
     old, new = "5511987654321", "5511912345678"
-    p = project(*_cloud(_cloud_text("wamid.C1", **{"from": old})))
+    p = project(*_cloud(cloud_text("wamid.C1", **{"from": old})))
     (first,) = live(p)
     p.close_idle([first], now=first.opened_at + timedelta(hours=30))  # silent: closed
     changed = {
@@ -291,12 +263,12 @@ def test_a_merge_into_a_closed_conversation_reopens_it_when_the_customer_talks_e
         "type": "system",
         "system": {"body": "...", "wa_id": new, "type": "user_changed_number"},
     }
-    later = _cloud_text("wamid.C2", **{"from": new})
+    later = cloud_text("wamid.C2", **{"from": new})
     later["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(  # type: ignore[index]
         1772366400 + 48 * 3600
     )
     for row, event in enumerate(
-        _cloud(later, _cloud_change("messages", {"messages": [changed]})), 2
+        _cloud(later, cloud_change("messages", {"messages": [changed]})), 2
     ):
         p.apply(row, event)
     (survivor,) = live(p)

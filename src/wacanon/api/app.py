@@ -25,6 +25,7 @@ from wacanon.api.replies import reply
 from wacanon.api.routes import conversations, health, webhooks
 from wacanon.api.service import Service
 from wacanon.config import Settings
+from wacanon.store.conversation_reads import BadCursor
 
 log = structlog.get_logger("wacanon.api")
 
@@ -43,6 +44,8 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
     api = FastAPI(title="wacanon", docs_url=None, redoc_url=None)
     api.state.service = service
     api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(conversations.ApiError, conversations.api_error)
+    api.add_exception_handler(BadCursor, conversations.api_error)
     api.include_router(webhooks.router)
     api.include_router(health.router)
     api.include_router(conversations.router)

@@ -18,9 +18,10 @@ from typing import Annotated
 
 import typer
 
+from wacanon.canonical.times import as_utc
 from wacanon.cli import app, fail
 from wacanon.errors import UnknownProviderError
-from wacanon.providers.registry import PROVIDERS, as_utc, normalize
+from wacanon.providers.registry import PROVIDERS, normalize
 
 
 def read_input(source: str) -> bytes:

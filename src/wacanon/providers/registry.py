@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from wacanon.canonical.times import as_utc
 from wacanon.errors import UnknownProviderError
 from wacanon.providers import baileys, cloud_api, evolution, simulated
 from wacanon.providers.common import NormalizeContext, NormalizeError, Normalizer, NormalizeResult
@@ -59,12 +60,3 @@ def normalize(
         # Report it as this body's error so the caller journals and dead-letters it.
         message = f"normalizer failed ({type(exc).__name__}: {exc}); please report this payload"
         return NormalizeResult(errors=[NormalizeError("$", message, code="internal")])
-
-
-def as_utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive time is taken as UTC."""
-    if value.tzinfo is UTC:
-        return value
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)

@@ -54,7 +54,6 @@ class _Status(msgspec.Struct, frozen=True):
 
 class _Group(msgspec.Struct, frozen=True):
     id: str
-    action: str | None = None
     participants: list[str] = []
 
 

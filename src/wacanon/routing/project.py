@@ -355,7 +355,7 @@ class Projection:
         if indexed is None:
             if event.status is None and event.event_type not in MESSAGE_TYPES:
                 return  # a reaction / edit / delete of a message we never saw: no entry
-            indexed = IndexedMessage(*key, new=True, changed=True)
+            indexed = IndexedMessage(*key, changed=True)
             s.messages[key] = indexed
         if indexed.conversation_id is None:
             indexed.conversation_id, indexed.changed = c.id, True

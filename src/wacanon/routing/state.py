@@ -65,12 +65,7 @@ class IndexedMessage:
     occurred_at: datetime | None = None
     status: str | None = None
     status_at: datetime | None = None
-    new: bool = False
     changed: bool = False
-
-    @property
-    def key(self) -> MessageKey:
-        return (self.provider, self.account_id, self.message_id)
 
     def advance(self, value: str, at: datetime) -> bool:
         """Move the status forward only (``failed`` is final); whether it moved."""

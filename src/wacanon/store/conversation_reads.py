@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from wacanon.canonical.times import as_utc
 from wacanon.routing.threads import identity_of_wa_id
 from wacanon.store.tables import conversations, events, identities, messages, participants
 
@@ -38,10 +39,8 @@ class Page:
 
 
 def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat().replace("+00:00", "Z")
+    """A stored time as the API writes it (``2026-03-01T09:00:00Z``); SQLite gives naive UTC."""
+    return None if value is None else as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _encode(*parts: Any) -> str:
@@ -106,12 +105,7 @@ def _identities(connection: sa.Connection, row: Any) -> dict[str, str | None]:
 
 
 def customer_identity_list(connection: sa.Connection, shopper: str, customer: str) -> list[str]:
-    query = (
-        sa.select(identities.c.identity)
-        .where(identities.c.shopper_id == shopper, identities.c.customer_id == customer)
-        .order_by(identities.c.first_seen_at, identities.c.identity)
-    )
-    return [str(i) for (i,) in connection.execute(query)]
+    return [str(row.identity) for row in connection.execute(_linked(shopper, customer))]
 
 
 def list_conversations(
@@ -155,8 +149,7 @@ def list_conversations(
 
 
 def _utc_text(value: datetime) -> str:
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat()
+    return as_utc(value).isoformat()
 
 
 def count_conversations(connection: sa.Connection, shopper_id: str) -> int:
@@ -288,16 +281,31 @@ def list_events(
     return Page([event_json(r) for r in rows], next_cursor)
 
 
-def lookup(connection: sa.Connection, shopper_id: str, wa_id: str) -> Any | None:
-    """The conversation a customer id (phone, ``lid:…``, ``bsuid:…``) resolves to."""
+def customer_of(connection: sa.Connection, shopper_id: str, wa_id: str) -> str | None:
+    """The customer a customer id (phone written any way, ``lid:…``, ``bsuid:…``) names
+    for this shopper, or None."""
     identity = identity_of_wa_id(wa_id)
     if identity is None:
         return None
-    customer = connection.execute(
-        sa.select(identities.c.customer_id).where(
-            identities.c.shopper_id == shopper_id, identities.c.identity == identity
-        )
-    ).scalar()
+    query = sa.select(identities.c.customer_id).where(
+        identities.c.shopper_id == shopper_id, identities.c.identity == identity
+    )
+    found = connection.execute(query).scalar()
+    return None if found is None else str(found)
+
+
+def _linked(shopper_id: str, customer: str) -> sa.Select[Any]:
+    """A customer's identities, first seen first."""
+    return (
+        sa.select(identities)
+        .where(identities.c.shopper_id == shopper_id, identities.c.customer_id == customer)
+        .order_by(identities.c.first_seen_at, identities.c.identity)
+    )
+
+
+def lookup(connection: sa.Connection, shopper_id: str, wa_id: str) -> Any | None:
+    """The conversation a customer id resolves to (see :func:`customer_of`)."""
+    customer = customer_of(connection, shopper_id, wa_id)
     if customer is None:
         return None
     query = sa.select(conversations).where(
@@ -310,19 +318,7 @@ def lookup(connection: sa.Connection, shopper_id: str, wa_id: str) -> Any | None
 
 def identity_links(connection: sa.Connection, shopper_id: str, wa_id: str) -> list[Any] | None:
     """Every id linked to this one for the shopper (first seen first), or None."""
-    identity = identity_of_wa_id(wa_id)
-    if identity is None:
-        return None
-    customer = connection.execute(
-        sa.select(identities.c.customer_id).where(
-            identities.c.shopper_id == shopper_id, identities.c.identity == identity
-        )
-    ).scalar()
+    customer = customer_of(connection, shopper_id, wa_id)
     if customer is None:
         return None
-    query = (
-        sa.select(identities)
-        .where(identities.c.shopper_id == shopper_id, identities.c.customer_id == customer)
-        .order_by(identities.c.first_seen_at, identities.c.identity)
-    )
-    return list(connection.execute(query))
+    return list(connection.execute(_linked(shopper_id, customer)))

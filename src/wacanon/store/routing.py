@@ -12,12 +12,13 @@ changes the graph, whichever process runs it, and the unique keys (``thread_key`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from wacanon.canonical.times import as_utc
 from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.lifecycle import DERIVED_PREFIX
 from wacanon.routing.project import actor_identities, customer_identities
@@ -187,8 +188,8 @@ def _conversation(row: Any) -> Conversation:
         customer_id=row.customer_id,
         provider=row.provider,
         account_id=row.account_id,
-        opened_at=_utc(row.opened_at),
-        last_event_at=_utc(row.last_event_at),
+        opened_at=as_utc(row.opened_at),
+        last_event_at=as_utc(row.last_event_at),
         status=row.status,
         closed_at=_utc_or_none(row.closed_at),
         closed_by=row.closed_by,
@@ -203,12 +204,8 @@ def _conversation(row: Any) -> Conversation:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else as_utc(value)
 
 
 def _load_conversations(
@@ -248,8 +245,8 @@ def _load_participants(connection: sa.Connection, state: RoutingState) -> None:
                 conversation_id=row.conversation_id,
                 person_id=row.person_id,
                 role=row.role,
-                first_seen_at=_utc(row.first_seen_at),
-                last_seen_at=_utc(row.last_seen_at),
+                first_seen_at=as_utc(row.first_seen_at),
+                last_seen_at=as_utc(row.last_seen_at),
                 wa_id=row.wa_id,
                 lid=row.lid,
                 user_id=row.user_id,

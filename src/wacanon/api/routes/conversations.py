@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from wacanon.api.deps import ServiceDep
 from wacanon.api.replies import reply
+from wacanon.canonical.times import as_utc
 from wacanon.store import conversation_reads as reads
 
 router = APIRouter(prefix="/v1", tags=["read"])
@@ -27,7 +28,8 @@ ALL = "*"
 
 
 class ApiError(Exception):
-    """An answer other than 200, raised from deep in a handler."""
+    """An answer other than 200, raised from deep in a handler or a dependency; the app
+    answers it with :func:`api_error`."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -67,17 +69,24 @@ def token_scope(request: Request, service: ServiceDep) -> Scope:
     return found
 
 
+ScopeDep = Annotated[Scope, Depends(token_scope)]
 Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+def api_error(request: Request, exc: Exception) -> Response:
+    """The answer to :class:`ApiError` and to a forged cursor (exception handlers)."""
+    if isinstance(exc, ApiError):
+        return reply(exc.status, {"error": exc.message}, exc.headers)
+    return reply(400, {"error": "cursor: not one this server gave out"})
 
 
 def _since(text: str | None) -> datetime | None:
     if text is None:
         return None
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
         raise ApiError(400, f"since: expected an RFC 3339 time, got {text!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _owned(connection: sa.Connection, scope: Scope, conversation_id: str) -> Any:
@@ -91,19 +100,10 @@ def _page(page: reads.Page) -> Response:
     return reply(200, {"items": page.items, "next_cursor": page.next_cursor})
 
 
-def _guard(call: Any) -> Response:
-    try:
-        return call()  # type: ignore[no-any-return]
-    except ApiError as exc:
-        return reply(exc.status, {"error": exc.message}, exc.headers)
-    except reads.BadCursor:
-        return reply(400, {"error": "cursor: not one this server gave out"})
-
-
 @router.get("/conversations")
 def list_conversations(
     service: ServiceDep,
-    request: Request,
+    scope: ScopeDep,
     shopper_id: str | None = None,
     status: Annotated[str | None, Query(pattern="^(open|closed)$")] = None,
     chat_type: Annotated[str | None, Query(pattern="^(private|group)$")] = None,
@@ -112,116 +112,84 @@ def list_conversations(
     limit: Limit = 50,
 ) -> Response:
     """Conversations, newest activity first: ``{"items": [...], "next_cursor"}``."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        shoppers = scope.narrowed(shopper_id)
-        with service.engine.connect() as connection:
-            return _page(
-                reads.list_conversations(
-                    connection,
-                    shoppers=shoppers,
-                    status=status,
-                    chat_type=chat_type,
-                    since=_since(since),
-                    cursor=cursor,
-                    limit=limit,
-                )
+    shoppers = scope.narrowed(shopper_id)
+    with service.engine.connect() as connection:
+        return _page(
+            reads.list_conversations(
+                connection,
+                shoppers=shoppers,
+                status=status,
+                chat_type=chat_type,
+                since=_since(since),
+                cursor=cursor,
+                limit=limit,
             )
-
-    return _guard(run)
+        )
 
 
 @router.get("/conversations/lookup")
-def lookup(service: ServiceDep, request: Request, shopper_id: str, wa_id: str) -> Response:
+def lookup(service: ServiceDep, scope: ScopeDep, shopper_id: str, wa_id: str) -> Response:
     """The conversation a customer id (a phone, ``lid:…`` or ``bsuid:…``) resolves to."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        scope.narrowed(shopper_id)
-        with service.engine.connect() as connection:
-            row = reads.lookup(connection, shopper_id, wa_id)
-            if row is None:
-                raise ApiError(404, f"no conversation for {wa_id!r}")
-            return reply(200, reads.conversation_dict(connection, row))
-
-    return _guard(run)
+    scope.narrowed(shopper_id)
+    with service.engine.connect() as connection:
+        row = reads.lookup(connection, shopper_id, wa_id)
+        if row is None:
+            raise ApiError(404, f"no conversation for {wa_id!r}")
+        return reply(200, reads.conversation_dict(connection, row))
 
 
 @router.get("/conversations/{conversation_id}")
-def get_conversation(service: ServiceDep, request: Request, conversation_id: str) -> Response:
+def get_conversation(service: ServiceDep, scope: ScopeDep, conversation_id: str) -> Response:
     """One conversation with its ``participants``."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        with service.engine.connect() as connection:
-            row = _owned(connection, scope, conversation_id)
-            item = reads.conversation_dict(connection, row)
-            item["participants"] = reads.participants_of(connection, conversation_id)
-            return reply(200, item)
-
-    return _guard(run)
+    with service.engine.connect() as connection:
+        item = reads.conversation_dict(connection, _owned(connection, scope, conversation_id))
+        item["participants"] = reads.participants_of(connection, conversation_id)
+        return reply(200, item)
 
 
 @router.get("/conversations/{conversation_id}/events")
 def conversation_events(
     service: ServiceDep,
-    request: Request,
+    scope: ScopeDep,
     conversation_id: str,
     cursor: str | None = None,
     limit: Limit = 100,
 ) -> Response:
     """Its canonical events in ``occurred_at`` order, routing fields filled."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        with service.engine.connect() as connection:
-            _owned(connection, scope, conversation_id)
-            return _page(reads.events_of(connection, conversation_id, cursor, limit))
-
-    return _guard(run)
+    with service.engine.connect() as connection:
+        _owned(connection, scope, conversation_id)
+        return _page(reads.events_of(connection, conversation_id, cursor, limit))
 
 
 @router.get("/conversations/{conversation_id}/messages")
 def conversation_messages(
     service: ServiceDep,
-    request: Request,
+    scope: ScopeDep,
     conversation_id: str,
     cursor: str | None = None,
     limit: Limit = 100,
 ) -> Response:
     """Its messages with their current status."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        with service.engine.connect() as connection:
-            _owned(connection, scope, conversation_id)
-            return _page(reads.messages_of(connection, conversation_id, cursor, limit))
-
-    return _guard(run)
+    with service.engine.connect() as connection:
+        _owned(connection, scope, conversation_id)
+        return _page(reads.messages_of(connection, conversation_id, cursor, limit))
 
 
 @router.post("/conversations/{conversation_id}/close")
-def close_conversation(service: ServiceDep, request: Request, conversation_id: str) -> Response:
+def close_conversation(service: ServiceDep, scope: ScopeDep, conversation_id: str) -> Response:
     """Close it now (``whatsapp.conversation.closed``, reason ``command``)."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        with service.engine.connect() as connection:
-            _owned(connection, scope, conversation_id)
-        closed = service.routing.router.close_conversation(conversation_id)
-        with service.engine.connect() as connection:
-            row = _owned(connection, scope, conversation_id)
-            item = reads.conversation_dict(connection, row)
-        return reply(200, {**item, "closed_now": closed})
-
-    return _guard(run)
+    with service.engine.connect() as connection:
+        _owned(connection, scope, conversation_id)
+    closed = service.routing.router.close_conversation(conversation_id)
+    with service.engine.connect() as connection:
+        item = reads.conversation_dict(connection, _owned(connection, scope, conversation_id))
+    return reply(200, {**item, "closed_now": closed})
 
 
 @router.get("/events")
 def list_events(
     service: ServiceDep,
-    request: Request,
+    scope: ScopeDep,
     shopper_id: str | None = None,
     type: str | None = None,
     since: str | None = None,
@@ -229,20 +197,14 @@ def list_events(
     limit: Limit = 100,
 ) -> Response:
     """Stored events, oldest first: ``{"items": [canonical event], "next_cursor"}``."""
-
-    def run() -> Response:
-        scope = token_scope(request, service)
-        shoppers = scope.narrowed(shopper_id)
-        with service.engine.connect() as connection:
-            return _page(
-                reads.list_events(
-                    connection,
-                    shoppers=shoppers,
-                    event_type=type,
-                    since=_since(since),
-                    cursor=cursor,
-                    limit=limit,
-                )
+    with service.engine.connect() as connection:
+        return _page(
+            reads.list_events(
+                connection,
+                shoppers=scope.narrowed(shopper_id),
+                event_type=type,
+                since=_since(since),
+                cursor=cursor,
+                limit=limit,
             )
-
-    return _guard(run)
+        )
