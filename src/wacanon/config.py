@@ -123,6 +123,23 @@ class AccountConfig(_Strict):
     provider: Literal["cloud_api", "evolution", "baileys", "simulated"]
     account_id: str = Field(min_length=1)
     shopper_id: str = Field(min_length=1)
+    #: The seller's own number: this account's private chats are this SKM's.
+    skm_id: str | None = Field(default=None, min_length=1)
+
+
+DEFAULT_SKM_CAPACITY = 20
+
+
+class SkmConfig(_Strict):
+    """One sales agent (``[[skms]]``); seeds the runtime directory (docs/assignment.md)."""
+
+    id: str = Field(min_length=1, max_length=128)
+    shopper_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    #: The WhatsApp numbers they write from: how they are recognised in groups.
+    wa_ids: list[str] = Field(default_factory=list)
+    capacity: int = Field(default=DEFAULT_SKM_CAPACITY, ge=0)
+    active: bool = True
 
 
 class ApiTokenConfig(_Strict):
@@ -142,6 +159,8 @@ class ShopperConfig(_Strict):
     #: A conversation closes after this long without a message either way (the
     #: WhatsApp service window is 24 h).
     close_after_hours: float = Field(default=DEFAULT_CLOSE_AFTER_HOURS, gt=0)
+    #: The ``default`` policy's fallback SKM (one of this shopper's ``[[skms]]``).
+    default_skm: str | None = Field(default=None, min_length=1)
 
 
 class Settings(BaseSettings):
@@ -161,6 +180,7 @@ class Settings(BaseSettings):
     providers: ProvidersConfig = ProvidersConfig()
     accounts: list[AccountConfig] = Field(default_factory=list)
     shoppers: list[ShopperConfig] = Field(default_factory=list)
+    skms: list[SkmConfig] = Field(default_factory=list)
     api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Slow and greedy clients (see wacanon.api.limits and docs/operations.md, "Limits").
@@ -204,6 +224,43 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _skms_are_consistent(self) -> Settings:
+        """SKM ids are unique across shoppers; every reference names an SKM of its shopper."""
+        owner: dict[str, str] = {}
+        for skm in self.skms:
+            if skm.id in owner:
+                raise ValueError(f"skms: id {skm.id!r} is given twice")
+            owner[skm.id] = skm.shopper_id
+        for shopper in self.shoppers:
+            if shopper.default_skm and owner.get(shopper.default_skm) != shopper.id:
+                raise ValueError(
+                    f"shoppers[{shopper.id}].default_skm: {shopper.default_skm!r} is not an "
+                    f"SKM of shopper {shopper.id!r} in [[skms]]"
+                )
+        for account in self.accounts:
+            if account.skm_id and owner.get(account.skm_id) != account.shopper_id:
+                raise ValueError(
+                    f"accounts[{account.account_id}].skm_id: {account.skm_id!r} is not an "
+                    f"SKM of shopper {account.shopper_id!r} in [[skms]]"
+                )
+        return self
+
+    def shopper_config(self, shopper_id: str) -> ShopperConfig | None:
+        for shopper in self.shoppers:
+            if shopper.id == shopper_id:
+                return shopper
+        return None
+
+    def default_skm(self, shopper_id: str) -> str | None:
+        found = self.shopper_config(shopper_id)
+        return found.default_skm if found else None
+
+    @cached_property
+    def account_skms(self) -> Mapping[tuple[str, str], str]:
+        """(provider, account) → the SKM whose own number the account is."""
+        return {(a.provider, a.account_id): a.skm_id for a in self.accounts if a.skm_id}
+
     def shopper_for(self, provider: str, account_id: str) -> str | None:
         """The shopper owning an account, else ``default_shopper_id``, else None.
 
@@ -226,6 +283,7 @@ class Settings(BaseSettings):
         first trial the shoppers of ``wacanon simulate``'s default stream), sorted."""
         names = {a.shopper_id for a in self.accounts}
         names.update(s.id for s in self.shoppers)
+        names.update(s.shopper_id for s in self.skms)
         if self.default_shopper_id:
             names.add(self.default_shopper_id)
         if self._first_trial:

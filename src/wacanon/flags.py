@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wacanon.errors import ConfigError
+from wacanon.routing.policies import POLICIES
 
 CANONICAL_EVENTS_ENABLED = "WHATSAPP_CANONICAL_EVENTS_ENABLED"
 CANONICAL_SHADOW_MODE = "WHATSAPP_CANONICAL_SHADOW_MODE"
@@ -83,9 +84,16 @@ def validate(name: str, value: str) -> str:
         return f"{parse_percent(name, value):g}"
     if name.endswith(("_ALLOWLIST", "_DENYLIST")):
         return ",".join(sorted(parse_list(value)))
-    if not value.strip():
+    return parse_string(name, value)
+
+
+def parse_string(name: str, text: str) -> str:
+    value = text.strip()
+    if not value:
         raise ConfigError(f"{name}: must not be empty")
-    return value.strip()
+    if name == ASSIGNMENT_POLICY and value not in POLICIES:
+        raise ConfigError(f"{name}: unknown policy {value!r}; known: {', '.join(POLICIES)}")
+    return value
 
 
 def bucket(shopper_id: str) -> float:
@@ -165,7 +173,7 @@ class FlagSnapshot:
         found = self.raw(name, shopper_id)
         if found is None:
             return FlagValue(name, STRING_DEFAULTS[name], "default")
-        return FlagValue(name, found[0].strip(), found[1])
+        return FlagValue(name, parse_string(name, found[0]), found[1])
 
     def explain(self, shopper_id: str | None) -> list[FlagValue]:
         values = [self.boolean(name, shopper_id) for name in BOOLEAN_DEFAULTS]

@@ -24,7 +24,7 @@ SCHEMA_VERSION: Literal["1.0"] = "1.0"
 ProviderName = Literal["cloud_api", "evolution", "baileys", "simulated"]
 PROVIDER_NAMES: tuple[ProviderName, ...] = ("cloud_api", "evolution", "baileys", "simulated")
 
-ActorRole = Literal["customer", "business", "system"]
+ActorRole = Literal["customer", "business", "system", "skm"]
 ChatType = Literal["private", "group"]
 Direction = Literal["inbound", "outbound"]
 MessageType = Literal[
@@ -141,7 +141,8 @@ class Actor(_Model):
     )
     username: str | None = Field(default=None, description="WhatsApp username, when carried.")
     role: ActorRole = Field(
-        description="`business` when the account itself acted (outbound, fromMe)."
+        description="`business` when the account itself acted (outbound, fromMe); `skm` "
+        "when routing recognises one of the shopper's SKMs (never set by a normalizer)."
     )
     display_name: str | None = Field(default=None, description="Push name / profile name.")
 
@@ -410,6 +411,27 @@ class ConversationInfo(_Model):
     merged_thread_key: str | None = Field(default=None, description="Merged: its thread key.")
 
 
+class AssignmentCandidate(_Model):
+    """*Addition.* One SKM an assignment considered, with their load at that moment."""
+
+    skm_id: str
+    open: int = Field(description="Open conversations assigned to them before this one.")
+    capacity: int
+
+
+class AssignmentInfo(_Model):
+    """*Addition.* Why a conversation went to an SKM (`whatsapp.thread.assigned`)."""
+
+    skm_id: str | None = Field(description="The SKM now assigned (null: waits in the queue).")
+    previous_skm_id: str | None = Field(default=None, description="The SKM it had before.")
+    policy: str = Field(description="`default`, `sticky`, `round_robin`, `least_loaded`, "
+                        "`group` (group rules) or `manual`.")  # fmt: skip
+    step: str = Field(description="The step that decided (docs/assignment.md).")
+    reason: str = Field(description="In words: what each step found.")
+    candidates: list[AssignmentCandidate] = Field(default_factory=list)
+    assigned_at: datetime
+
+
 class Security(_Model):
     """Outcome of the provider's signature / API-key check; offline normalization is unverified."""
 
@@ -458,6 +480,7 @@ class CanonicalEvent(_Model):
     connection: Connection | None = Field(default=None, description="*Addition.*")
     call: Call | None = Field(default=None, description="*Addition.*")
     conversation: ConversationInfo | None = Field(default=None, description="*Addition.*")
+    assignment: AssignmentInfo | None = Field(default=None, description="*Addition.*")
     security: Security
     trace: Trace
 

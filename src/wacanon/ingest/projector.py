@@ -36,6 +36,7 @@ from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.lifecycle import lifecycle_event
 from wacanon.routing.project import Projection
 from wacanon.routing.state import RoutingState
+from wacanon.store import assignment as directory_store
 from wacanon.store import routing as store
 from wacanon.store.repository import write_events
 
@@ -59,6 +60,7 @@ _SIGNALS = {
     "whatsapp.conversation.opened": signals.conversation_opened,
     "whatsapp.conversation.closed": signals.conversation_closed,
     "whatsapp.conversation.merged": signals.conversation_merged,
+    "whatsapp.thread.assigned": signals.thread_assigned,
 }
 
 
@@ -141,6 +143,7 @@ class Router:
             else:
                 batch.append((row_id, event))
         state = store.load(connection, batch)
+        self._load_directory(connection, state, {e.routing.shopper_id or "" for _, e in batch})
         projection = Projection(state, self.settings.close_after)
         for row_id, event in batch:
             projection.apply(row_id, event)
@@ -149,9 +152,44 @@ class Router:
         lifecycle, last = self._lifecycle_rows(state, seq + len(batch) + bool(passed))
         return _Plan(len(rows), batch, passed, state, routed, lifecycle, last)
 
+    def rules(self, shoppers: Sequence[str]) -> directory_store.Rules:
+        """What the configuration and each shopper's flags say about assignment."""
+        flags = {s: self.flags_for(s) for s in shoppers}
+        return directory_store.Rules(
+            account_skms=self.settings.account_skms,
+            default_skms={
+                s: d for s in shoppers if (d := self.settings.default_skm(s)) is not None
+            },
+            policies={s: f.assignment_policy for s, f in flags.items()},
+            group_routing=frozenset(s for s, f in flags.items() if f.group_routing),
+        )
+
+    def _load_directory(
+        self, connection: sa.Connection, state: RoutingState, shoppers: set[str]
+    ) -> None:
+        """The SKMs of these shoppers and the head of their queues (none: no assignment)."""
+        assigning = directory_store.shoppers_with_skms(connection, sorted(shoppers - {""}))
+        if not assigning:
+            return
+        directory_store.load_waiting(connection, state, assigning)
+        directory_store.load_directory(connection, state, assigning, self.rules(assigning))
+
+    def sync_directory(self) -> int:
+        """Seed the SKM table from ``[[skms]]`` (see ``store.assignment.sync_config``),
+        under the routing lock, then give any room it made to the waiting queues."""
+        with self.engine.begin() as connection:
+            seq = store.lock(connection)
+            written = directory_store.sync_config(connection, self.settings.skms)
+            if written:
+                store.set_seq(connection, seq + 1)  # an optimistic batch must read again
+        if written:
+            log.info("SKM directory seeded from the configuration", skms=written)
+        return written
+
     def _write(self, connection: sa.Connection, plan: _Plan) -> list[CanonicalEvent]:
         store.pass_over(connection, plan.passed)
         store.save(connection, plan.state, plan.routed, [])
+        directory_store.save_directory(connection, plan.state.directory)
         stored = self._store_lifecycle(connection, plan.lifecycle)
         store.set_seq(connection, plan.last_seq)
         return stored
@@ -180,10 +218,13 @@ class Router:
                 # half-built state; the next check after they are routed closes instead.
                 return 0
             state = store.open_conversations_idle_since(connection, now - shortest)
+            idle = list(state.by_id.values())
+            self._load_directory(connection, state, {c.shopper_id for c in idle})
             projection = Projection(state, self.settings.close_after)
-            projection.close_idle(list(state.by_id.values()), now)
+            projection.close_idle(idle, now)
             emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, [], [])
+            directory_store.save_directory(connection, state.directory)
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
         self._signal(stored)
@@ -204,11 +245,13 @@ class Router:
             found = state.by_id.get(conversation_id)
             if found is None:
                 raise LookupError(conversation_id)
+            self._load_directory(connection, state, {found.shopper_id})
             projection = Projection(state, self.settings.close_after)
             if not projection.close(state.current(found), now, "command"):
                 return False
             emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, [], [])
+            directory_store.save_directory(connection, state.directory)
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
         self._signal(stored)
@@ -344,11 +387,15 @@ class RoutingWorker:
     def _run(self) -> None:
         next_idle = time.monotonic() + IDLE_CHECK_SECONDS
         next_flags = 0.0
+        synced = False
         while not self._stop.is_set():
             if self._wake.wait(POLL_SECONDS):
                 self._stop.wait(GATHER_SECONDS)
             self._wake.clear()
             try:
+                if not synced:
+                    self.router.sync_directory()
+                    synced = True
                 now = time.monotonic()
                 if now >= next_flags:
                     self.router.check_flags()

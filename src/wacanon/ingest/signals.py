@@ -38,6 +38,8 @@ webhook_spooled = signals.signal("webhook_spooled")
 conversation_opened = signals.signal("conversation_opened")
 conversation_closed = signals.signal("conversation_closed")
 conversation_merged = signals.signal("conversation_merged")
+#: ``whatsapp.thread.assigned``: a conversation went to an SKM (or to the queue).
+thread_assigned = signals.signal("thread_assigned")
 
 log = structlog.get_logger("wacanon.signals")
 

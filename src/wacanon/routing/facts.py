@@ -45,6 +45,8 @@ class _Message(msgspec.Struct, frozen=True):
     type: str | None = None
     target_id: str | None = None
     reaction: _Reaction | None = None
+    forwarded: bool = False
+    mentions: list[str] = []
 
 
 class _Status(msgspec.Struct, frozen=True):

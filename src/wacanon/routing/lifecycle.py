@@ -22,6 +22,22 @@ COMMAND_CLOSE = "wacanon.command.close"
 CLOCK_CLOSE = "wacanon.clock.close"
 
 
+def _assignment(item: Lifecycle) -> dict[str, Any]:
+    a = item.assignment
+    assert a is not None
+    return {
+        "skm_id": a.skm_id,
+        "previous_skm_id": a.previous_skm_id,
+        "policy": a.policy,
+        "step": a.step,
+        "reason": a.reason,
+        "candidates": [
+            {"skm_id": x.skm_id, "open": x.open, "capacity": x.capacity} for x in a.candidates
+        ],
+        "assigned_at": item.at,
+    }
+
+
 def _provider_event(item: Lifecycle) -> str:
     if not item.input:
         return f"{DERIVED_PREFIX}{item.kind}"
@@ -30,6 +46,8 @@ def _provider_event(item: Lifecycle) -> str:
 
 def lifecycle_event(item: Lifecycle, received_at: Any, correlation_id: str) -> CanonicalEvent:
     c = item.conversation
+    if item.kind == "assigned":
+        return _assigned_event(item, received_at, correlation_id)
     absorbed = item.absorbed
     identity: tuple[str, ...] = (f"conversation.{item.kind}", c.id, str(item.opening))
     if absorbed is not None:
@@ -67,6 +85,41 @@ def lifecycle_event(item: Lifecycle, received_at: Any, correlation_id: str) -> C
             "actor": {"role": "system"},
             "chat": chat,
             "conversation": conversation,
+            "security": {"signature_valid": True, "risk_flags": []},
+            "trace": {"correlation_id": correlation_id},
+        }
+    )
+
+
+def _assigned_event(item: Lifecycle, received_at: Any, correlation_id: str) -> CanonicalEvent:
+    """``whatsapp.thread.assigned``: keyed by the conversation's n-th assignment."""
+    c = item.conversation
+    assignment = _assignment(item)
+    key = idempotency_key(
+        SYSTEM_KEY_PROVIDER, c.shopper_id, "thread.assigned", c.id, str(item.opening)
+    )
+    return CanonicalEvent.model_validate(
+        {
+            "event_id": event_id(key),
+            "event_type": "whatsapp.thread.assigned",
+            "occurred_at": item.at,
+            "received_at": received_at,
+            "idempotency_key": key,
+            "source": {
+                "provider": c.provider,
+                "account_id": c.account_id,
+                "provider_event": _provider_event(item),
+                "provider_message_id": None,
+            },
+            "routing": {
+                "shopper_id": c.shopper_id,
+                "skm_id": assignment["skm_id"],
+                "conversation_id": c.id,
+                "thread_key": c.thread_key,
+            },
+            "actor": {"role": "system"},
+            "chat": {"type": c.chat_type, "id": c.chat_id},
+            "assignment": assignment,
             "security": {"signature_valid": True, "risk_flags": []},
             "trace": {"correlation_id": correlation_id},
         }

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from wacanon.routing.assignment import Assigner
 from wacanon.routing.facts import StoredEvent
 from wacanon.routing.state import (
     Conversation,
@@ -93,6 +94,7 @@ class Projection:
     def __init__(self, state: RoutingState, window_of: WindowOf) -> None:
         self.state = state
         self.window_of = window_of
+        self.assigner = Assigner(state)
 
     # ------------------------------------------------------------ the graph
 
@@ -165,6 +167,7 @@ class Projection:
         if keep.skm_id is None:
             keep.skm_id = absorbed.skm_id
         keep.changed = True
+        freed = absorbed_open and absorbed.skm_id is not None and absorbed.skm_id != keep.skm_id
         if keep.status == "closed" and absorbed_open:
             # The customer is talking in the absorbed one: the survivor opens again.
             keep.status, keep.closed_at, keep.opens = "open", None, keep.opens + 1
@@ -178,6 +181,8 @@ class Projection:
                 self._move_participant(p, keep.id, person)
         s.merges.append((keep.id, absorbed.id))
         s.emitted.append(Lifecycle("merged", keep, at, "identity_linked", keep.opens, absorbed))
+        if freed:
+            self.assigner.drain(keep.shopper_id, at)
 
     def _move_participant(self, p: Participant, conversation: str, person: str) -> None:
         """Re-key a participant (its conversation or person was merged); where the new key
@@ -263,6 +268,9 @@ class Projection:
         s = self.state
         if event.conversation is not None:  # a close by command, replayed by a rebuild
             return self._replay_close(row_id, event)
+        actor_skm = self.assigner.actor_skm(event, shopper)
+        if actor_skm is not None and event.actor.role != "business":
+            s.actor_skms[row_id] = actor_skm  # actor.role becomes "skm"
         conversation = self._conversation(event, shopper)
         target = event.target_message_id
         key: MessageKey | None = (
@@ -281,14 +289,17 @@ class Projection:
                 return None
             else:
                 return None
+        opens = conversation.opens
         if event.event_type in MESSAGE_TYPES:
-            self._message_activity(conversation, event)
+            self._message_activity(conversation, event, actor_skm is not None)
         conversation.last_event_at = max(conversation.last_event_at, event.occurred_at)
         conversation.changed = True
         if key is not None:
             self._index(key, event, conversation)
         self._participants(conversation, event)
         s.routes[row_id] = conversation
+        reopened = conversation.opens > opens
+        self.assigner.after_event(s.current(conversation), event, actor_skm, reopened)
         return conversation
 
     def _replay_close(self, row_id: int, event: StoredEvent) -> Conversation | None:
@@ -300,10 +311,12 @@ class Projection:
         if c.status == "open" and event.occurred_at >= c.active_since:
             c.status, c.closed_at, c.changed = "closed", event.occurred_at, True
             c.closed_by = "command" if event.conversation.reason == "command" else "inactivity"
+            if c.skm_id is not None:
+                self.assigner.drain(c.shopper_id, event.occurred_at)
         self.state.routes[row_id] = c
         return c
 
-    def _message_activity(self, c: Conversation, event: StoredEvent) -> None:
+    def _message_activity(self, c: Conversation, event: StoredEvent, by_skm: bool) -> None:
         at = event.occurred_at
         window = self.window_of(c.shopper_id)
         if c.status == "open" and at - c.active_since > window:
@@ -313,7 +326,9 @@ class Projection:
         ):
             c.status, c.closed_at, c.closed_by, c.opens = "open", None, None, c.opens + 1
             self.state.emitted.append(Lifecycle("opened", c, at, "reopened", c.opens))
+        # In a group, an SKM's message is the business answering.
         inbound = event.message is not None and event.message.direction == "inbound"
+        inbound = inbound and not (by_skm and c.chat_type == "group")
         c.last_message_at = _latest(c.last_message_at, at)
         if inbound:
             c.last_inbound_at = _latest(c.last_inbound_at, at)
@@ -328,6 +343,8 @@ class Projection:
         c.status, c.closed_at, c.changed = "closed", at, True
         c.closed_by = "command" if reason == "command" else "inactivity"
         self.state.emitted.append(Lifecycle("closed", c, at, reason, c.opens, input=given))
+        if c.skm_id is not None:  # their capacity frees: the queue's head is assigned
+            self.assigner.drain(c.shopper_id, at)
 
     def close_idle(self, conversations: list[Conversation], now: datetime) -> None:
         """Close the open conversations silent for their shopper's window, at the moment

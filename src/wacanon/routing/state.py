@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from wacanon.routing.directory import Directory
 from wacanon.routing.facts import StoredEvent
+from wacanon.routing.policies import Load
 
 #: Message statuses in the order they may only move forward; ``failed`` is final.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 99}
@@ -43,6 +45,12 @@ class Conversation:
     merged_into: str | None = None
     #: How many times it was opened: the n-th opening and its closing key their events.
     opens: int = 1
+    #: How many times it was assigned: the n-th assignment keys its ``thread.assigned``.
+    assignments: int = 0
+    #: The last SKM it had (kept when it loses them): "who served this customer last".
+    last_skm_id: str | None = None
+    #: Since when it waits in its shopper's queue for an SKM with room.
+    waiting_since: datetime | None = None
     new: bool = False
     changed: bool = False
 
@@ -95,10 +103,22 @@ class Participant:
 
 
 @dataclass(frozen=True, slots=True)
-class Lifecycle:
-    """A conversation event the projection emits: opened, closed or merged."""
+class Assignment:
+    """One assignment decision as ``whatsapp.thread.assigned`` tells it."""
 
-    kind: str  # opened | closed | merged
+    skm_id: str | None
+    previous_skm_id: str | None
+    policy: str
+    step: str
+    reason: str
+    candidates: tuple[Load, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """A conversation event the projection emits: opened, closed, merged or assigned."""
+
+    kind: str  # opened | closed | merged | assigned
     conversation: Conversation
     at: datetime
     reason: str
@@ -108,6 +128,7 @@ class Lifecycle:
     #: A close decided outside the event log — by command, or by the clock (the idle
     #: job) — is an input: a rebuild replays it where it happened instead of deriving it.
     input: bool = False
+    assignment: Assignment | None = None
 
 
 MessageKey = tuple[str, str, str]
@@ -137,6 +158,12 @@ class RoutingState:
     #: Row id → the conversation it joins (merges are followed when written).
     routes: dict[int, Conversation] = field(default_factory=dict)
     emitted: list[Lifecycle] = field(default_factory=list)
+    #: The SKMs of the batch's shoppers, their load and rules (None: no assignment).
+    directory: Directory | None = None
+    #: Per shopper, the conversations waiting for an SKM, oldest first (the queue's head).
+    waiting: dict[str, list[Conversation]] = field(default_factory=dict)
+    #: Row id → the SKM who acted in that event (``actor.role = "skm"``).
+    actor_skms: dict[int, str] = field(default_factory=dict)
 
     def add_conversation(self, conversation: Conversation) -> None:
         self.by_id[conversation.id] = conversation

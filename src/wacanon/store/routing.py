@@ -31,6 +31,7 @@ from wacanon.routing.state import (
 )
 from wacanon.routing.threads import group_thread_key, identity_of_wa_id, private_thread_key
 from wacanon.store.tables import (
+    assignment_cursors,
     conversations,
     events,
     identities,
@@ -201,6 +202,9 @@ def _conversation(row: Any) -> Conversation:
         skm_id=row.skm_id,
         merged_into=row.merged_into,
         opens=row.opens,
+        assignments=row.assignments,
+        last_skm_id=row.last_skm_id,
+        waiting_since=_utc_or_none(row.waiting_since),
     )
 
 
@@ -354,6 +358,9 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
     )
     connection.execute(conversations.delete().where(conversations.c.shopper_id == shopper_id))
     connection.execute(identities.delete().where(identities.c.shopper_id == shopper_id))
+    connection.execute(
+        assignment_cursors.delete().where(assignment_cursors.c.shopper_id == shopper_id)
+    )
     derived = events.c.provider_event.startswith(DERIVED_PREFIX, autoescape=True)
     connection.execute(
         events.update()
@@ -363,7 +370,15 @@ def reset_shopper(connection: sa.Connection, shopper_id: str) -> int:
     result = connection.execute(
         events.update()
         .where(events.c.shopper_id == shopper_id, ~derived)
-        .values(routed_seq=None, conversation_id=None, thread_key=None)
+        .values(
+            routed_seq=None,
+            conversation_id=None,
+            thread_key=None,
+            skm_id=None,
+            actor_role=sa.case(
+                (events.c.actor_role == "skm", "customer"), else_=events.c.actor_role
+            ),
+        )
     )
     # A batch read before this reset must not be written after it: the changed sequence
     # number tells it (see ``Router.route_pending``).
@@ -446,6 +461,9 @@ def _conversation_row(c: Conversation) -> dict[str, Any]:
         "skm_id": c.skm_id,
         "merged_into": c.merged_into,
         "opens": c.opens,
+        "assignments": c.assignments,
+        "last_skm_id": c.last_skm_id,
+        "waiting_since": c.waiting_since,
     }
 
 
@@ -630,24 +648,42 @@ def _save_routes(
 ) -> None:
     in_batch = dict(routed)
     rows = []
+    plain = []
     for row_id, seq in routed:
         target = state.routes.get(row_id)
         c = state.current(target) if target is not None else None
-        rows.append(
-            {
-                "rid": row_id,
-                "seq": seq,
-                "cid": c.id if c else None,
-                "key": c.thread_key if c else None,
-            }
-        )
-    if rows:
-        statement = events.update().where(events.c.id == sa.bindparam("rid"))
+        row = {
+            "rid": row_id,
+            "seq": seq,
+            "cid": c.id if c else None,
+            "key": c.thread_key if c else None,
+        }
+        actor_skm = state.actor_skms.get(row_id)
+        skm = actor_skm or (c.skm_id if c else None)
+        if skm is None:
+            plain.append(row)
+        else:  # the SKM who acted, else the conversation's (``routing.skm_id``)
+            rows.append({**row, "skm": skm, "role": "skm" if actor_skm else None})
+    # (an actor recognised as an SKM was a customer to the normalizer: reset_shopper
+    # gives that role back)
+    statement = events.update().where(events.c.id == sa.bindparam("rid"))
+    if plain:
         connection.execute(
             statement.values(
                 routed_seq=sa.bindparam("seq"),
                 conversation_id=sa.bindparam("cid"),
                 thread_key=sa.bindparam("key"),
+            ),
+            plain,
+        )
+    if rows:
+        connection.execute(
+            statement.values(
+                routed_seq=sa.bindparam("seq"),
+                conversation_id=sa.bindparam("cid"),
+                thread_key=sa.bindparam("key"),
+                skm_id=sa.bindparam("skm"),
+                actor_role=sa.func.coalesce(sa.bindparam("role"), events.c.actor_role),
             ),
             rows,
         )

@@ -142,7 +142,20 @@ conversations = sa.Table(
     sa.Column("skm_id", sa.Text),
     sa.Column("merged_into", sa.String(36)),
     sa.Column("opens", sa.Integer, nullable=False, server_default="1"),
+    # Assignment (docs/assignment.md): how many times it was assigned (keys the n-th
+    # ``thread.assigned``), the last SKM it ever had, and since when it waits for one.
+    sa.Column("assignments", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_skm_id", sa.Text),
+    sa.Column("waiting_since", When),
     sa.Index("ix_conversations_shopper_id_last_event_at", "shopper_id", "last_event_at"),
+    sa.Index("ix_conversations_shopper_id_status_skm_id", "shopper_id", "status", "skm_id"),
+    sa.Index(
+        "ix_conversations_waiting",
+        "shopper_id",
+        "waiting_since",
+        sqlite_where=sa.text("waiting_since IS NOT NULL"),
+        postgresql_where=sa.text("waiting_since IS NOT NULL"),
+    ),
     sa.Index("ix_conversations_shopper_id_customer_id", "shopper_id", "customer_id"),
     sa.Index("ix_conversations_status_last_message_at", "status", "last_message_at"),
 )
@@ -207,4 +220,32 @@ routing_state = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+
+# ------------------------------------------------------------------ assignment (docs/assignment.md)
+
+#: The SKM directory: seeded from ``[[skms]]``, changed at runtime; ``config_hash`` is the
+#: configuration entry last applied (the config wins again only when it changes).
+skms = sa.Table(
+    "skms",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("shopper_id", sa.Text, nullable=False, index=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("wa_ids", sa.Text, nullable=False),  # JSON list, graph spellings
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("last_assigned_at", When),
+    sa.Column("config_hash", sa.String(64)),
+    sa.Column("created_at", When, nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+)
+
+#: ``round_robin``'s persistent cursor: the SKM a shopper's last turn went to.
+assignment_cursors = sa.Table(
+    "assignment_cursors",
+    metadata,
+    sa.Column("shopper_id", sa.Text, primary_key=True),
+    sa.Column("skm_id", sa.Text, nullable=False),
 )

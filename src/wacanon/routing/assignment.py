@@ -1,0 +1,226 @@
+"""Assignment inside the projection: the rules that decide *when* a conversation is
+assigned, and the bookkeeping of load and the waiting queue; :mod:`.policies` decides
+*to whom*.
+
+- A private conversation is assigned by its shopper's policy when it opens unassigned,
+  reopens, or lost its SKM; when the seller writes from an account bound to them, the
+  chat is theirs. Nobody with room: it waits in the shopper's queue, oldest first, and
+  is assigned the moment an SKM's conversation closes (here) or the directory gains room.
+- A group (``WHATSAPP_GROUP_ROUTING_ENABLED``) is claimed by the first SKM who writes in
+  it (``entry_point``), and routed to an SKM a customer @mentions (``mention``). Reactions
+  and forwarded messages never claim; the shopper's own account claims nothing.
+
+Load is counted, not tracked: an SKM's open conversations are those the store did not
+load plus the loaded ones open with their id now — so every path (close, merge, reopen)
+is right without bookkeeping of its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from wacanon.routing.facts import StoredEvent
+from wacanon.routing.policies import Decision, Facts, Load, choose
+from wacanon.routing.state import Assignment, Conversation, Lifecycle, RoutingState
+from wacanon.routing.threads import identity_of_wa_id
+
+MESSAGE_TYPES = frozenset({"whatsapp.message.inbound", "whatsapp.message.outbound"})
+REACTION_TYPE = "whatsapp.message.reaction"
+
+
+class Assigner:
+    def __init__(self, state: RoutingState) -> None:
+        self.state = state
+
+    # ------------------------------------------------------------ load
+
+    def pool(self, shopper: str, exclude: Conversation | None = None) -> list[Load]:
+        directory = self.state.directory
+        if directory is None:
+            return []
+        loaded = Counter(
+            c.skm_id
+            for c in self.state.by_id.values()
+            if c.status == "open" and c.skm_id is not None and c is not exclude
+        )
+        return [
+            Load(s.id, s.unloaded_open + loaded[s.id], s.capacity, s.active, s.last_assigned_at)
+            for s in directory.of(shopper)
+        ]
+
+    # ------------------------------------------------------------ who acted
+
+    def actor_skm(self, event: StoredEvent, shopper: str) -> str | None:
+        """The SKM who acted in this event: recognised by ``wa_ids``; in a private chat,
+        the seller writing from the account bound to them."""
+        directory = self.state.directory
+        if directory is None:
+            return None
+        actor = event.actor
+        if actor.role == "business":
+            if event.chat.type != "private":
+                return None  # the shopper's own account in a group is not an SKM
+            return directory.account_skms.get((event.source.provider, event.source.account_id))
+        if actor.role == "system":
+            return None
+        ids = [i for i in (actor.wa_id, f"lid:{actor.lid}" if actor.lid else None) if i]
+        ids += [f"bsuid:{actor.user_id}"] if actor.user_id else []
+        found = directory.recognise(shopper, [x for x in map(identity_of_wa_id, ids) if x])
+        return found.id if found is not None else None
+
+    # ------------------------------------------------------------ rules
+
+    def after_event(
+        self, c: Conversation, event: StoredEvent, actor_skm: str | None, reopened: bool
+    ) -> None:
+        directory = self.state.directory
+        if directory is None or not directory.of(c.shopper_id) or c.status != "open":
+            return
+        at = event.occurred_at
+        if c.chat_type == "group":
+            if c.shopper_id in directory.group_routing:
+                self._group(c, event, actor_skm, at)
+            return
+        own = directory.account_skms.get((event.source.provider, event.source.account_id))
+        m = event.message
+        if own is not None and actor_skm == own and c.skm_id != own and m is not None:
+            self._claim(c, own, "own_account", "wrote from their own account", at)
+            return
+        if reopened or (c.skm_id is None and c.waiting_since is None):
+            self._by_policy(c, event, reopened, at)
+
+    def _group(
+        self, c: Conversation, event: StoredEvent, actor_skm: str | None, at: datetime
+    ) -> None:
+        m = event.message
+        if event.event_type not in MESSAGE_TYPES or m is None or m.forwarded:
+            return
+        if m.type == "reaction" or event.event_type == REACTION_TYPE:
+            return  # engagement, never a claim
+        if actor_skm is not None:
+            if c.skm_id is None:
+                self._claim(c, actor_skm, "entry_point", "wrote first in the group", at)
+            return
+        if event.actor.role != "customer" or self.state.directory is None:
+            return
+        for mentioned in m.mentions:
+            identity = identity_of_wa_id(mentioned)
+            skm = self.state.directory.recognise(c.shopper_id, [identity] if identity else [])
+            if skm is not None:
+                if skm.id != c.skm_id:
+                    self._claim(c, skm.id, "mention", "was @mentioned by a customer", at)
+                return
+
+    def _claim(self, c: Conversation, skm_id: str, step: str, what: str, at: datetime) -> None:
+        """A rule names the SKM; they still need room (capacity is never exceeded
+        automatically)."""
+        pool = self.pool(c.shopper_id, exclude=c)
+        load = next((x for x in pool if x.skm_id == skm_id), None)
+        if load is None or not load.has_room:
+            return
+        policy = "group" if c.chat_type == "group" else "rules"
+        reason = f"{step}: {skm_id} {what} ({load.open}/{load.capacity})"
+        self._assign(c, Decision(skm_id, policy, step, reason, tuple(pool)), at)
+
+    def _facts(self, c: Conversation, account: tuple[str, str], reopened: bool) -> Facts:
+        directory = self.state.directory
+        assert directory is not None
+        return Facts(
+            account_skm=directory.account_skms.get(account),
+            current_skm=None if reopened else c.skm_id,
+            last_served=c.skm_id if reopened and c.skm_id else c.last_skm_id,
+            default_skm=directory.default_skms.get(c.shopper_id),
+            cursor=directory.cursors.get(c.shopper_id),
+        )
+
+    def _by_policy(self, c: Conversation, event: StoredEvent, reopened: bool, at: datetime) -> None:
+        directory = self.state.directory
+        assert directory is not None
+        queue = self._queue(c.shopper_id)
+        if queue and c not in queue:  # others wait already: behind them
+            self._wait(c, at, previous=c.skm_id if reopened else None)
+            self.drain(c.shopper_id, at)
+            return
+        account = (event.source.provider, event.source.account_id)
+        decision = choose(
+            directory.policy(c.shopper_id),
+            self.pool(c.shopper_id, exclude=c),
+            self._facts(c, account, reopened),
+        )
+        if decision is None:
+            self._wait(c, at, previous=c.skm_id if reopened else None)
+        elif decision.skm_id != c.skm_id:
+            self._assign(c, decision, at)
+        else:
+            c.waiting_since = None
+
+    # ------------------------------------------------------------ the queue
+
+    def _queue(self, shopper: str) -> list[Conversation]:
+        queue = self.state.waiting.setdefault(shopper, [])
+        queue[:] = [
+            q
+            for q in queue
+            if q.status == "open" and q.skm_id is None and q.waiting_since is not None
+        ]
+        return queue
+
+    def _wait(self, c: Conversation, at: datetime, previous: str | None) -> None:
+        if previous is not None:  # it had an SKM who has no room now: say so
+            directory = self.state.directory
+            policy = directory.policy(c.shopper_id) if directory else "default"
+            reason = f"queue: {previous} and every other SKM are full or inactive; waiting"
+            self._record(c, Assignment(None, previous, policy, "queue", reason), at)
+            c.skm_id = None
+        if c.waiting_since is None:
+            c.waiting_since, c.changed = at, True
+            self.state.waiting.setdefault(c.shopper_id, []).append(c)
+
+    def drain(self, shopper: str, at: datetime) -> int:
+        """Assign waiting conversations, oldest first, while someone has room."""
+        directory = self.state.directory
+        if directory is None:
+            return 0
+        done = 0
+        queue = self._queue(shopper)
+        while queue:
+            c = queue[0]
+            account = (c.provider, c.account_id)
+            decision = choose(
+                directory.policy(shopper), self.pool(shopper), self._facts(c, account, False)
+            )
+            if decision is None:
+                break
+            queue.pop(0)
+            waited = c.waiting_since
+            self._assign(c, decision, at, waited_since=waited)
+            done += 1
+        return done
+
+    # ------------------------------------------------------------ recording
+
+    def _assign(
+        self, c: Conversation, d: Decision, at: datetime, waited_since: datetime | None = None
+    ) -> None:
+        directory = self.state.directory
+        assert directory is not None
+        reason = d.reason
+        if waited_since is not None:
+            reason = f"waited in the queue since {waited_since.isoformat()}; {reason}"
+        record = Assignment(d.skm_id, c.skm_id, d.policy, d.step, reason, d.candidates)
+        self._record(c, record, at)
+        c.skm_id = c.last_skm_id = d.skm_id
+        c.waiting_since = None
+        skm = directory.skms[d.skm_id]
+        skm.last_assigned_at, skm.changed = at, True
+        if d.cursor is not None:
+            directory.cursors[c.shopper_id] = d.cursor
+            directory.changed_cursors.add(c.shopper_id)
+
+    def _record(self, c: Conversation, record: Assignment, at: datetime) -> None:
+        c.assignments += 1
+        c.changed = True
+        self.state.emitted.append(
+            Lifecycle("assigned", c, at, record.step, c.assignments, assignment=record)
+        )
