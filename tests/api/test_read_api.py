@@ -24,7 +24,7 @@ TOKENS = [
 CONVERSATION_KEYS = {
     "id", "thread_key", "shopper_id", "chat_type", "chat_id", "status", "skm_id",
     "opened_at", "closed_at", "last_event_at", "last_inbound_at", "last_outbound_at",
-    "first_response_at", "identities",
+    "first_response_at", "waiting_since", "identities",
 }  # fmt: skip
 
 

@@ -57,7 +57,9 @@ def test_new_private_conversations_are_spread_and_the_rest_wait_oldest_first() -
     queue = [c.chat_id for c in p.state.waiting[SHOPPER]]
     assert queue == [CUSTOMERS[2].split("@")[0], CUSTOMERS[3].split("@")[0]]
     first = assigned(p)[0].assignment
-    assert first is not None and first.policy == "default" and first.step == "least_loaded"
+    assert first is not None
+    assert first.policy == "default"
+    assert first.step == "least_loaded"
     assert [(c.skm_id, c.open, c.capacity) for c in first.candidates] == [
         ("skm-ana", 0, 1),
         ("skm-bia", 0, 1),
@@ -67,9 +69,11 @@ def test_new_private_conversations_are_spread_and_the_rest_wait_oldest_first() -
     ana_chat = next(c for c in chats.values() if c.skm_id == "skm-ana")
     assert p.close(ana_chat, ana_chat.opened_at + timedelta(minutes=5), "command")
     third = chats[CUSTOMERS[2].split("@")[0]]
-    assert third.skm_id == "skm-ana" and third.waiting_since is None
+    assert third.skm_id == "skm-ana"
+    assert third.waiting_since is None
     last = assigned(p)[-1].assignment
-    assert last is not None and last.reason.startswith("waited in the queue since")
+    assert last is not None
+    assert last.reason.startswith("waited in the queue since")
     assert chats[CUSTOMERS[3].split("@")[0]].skm_id is None
 
 
@@ -83,7 +87,9 @@ def test_a_reopened_conversation_goes_back_to_its_skm_although_another_is_less_l
     d.skms["skm-bia"].unloaded_open = 0
     later = stored(text_body("M2", CUSTOMERS[0], at=T0 + 3 * 86400))
     first.apply(2, later[0])
-    assert c.opens == 2 and c.status == "open" and c.skm_id == "skm-ana"
+    assert c.opens == 2
+    assert c.status == "open"
+    assert c.skm_id == "skm-ana"
     assert len(assigned(first)) == 1  # kept: nothing new to tell
 
 
@@ -131,14 +137,16 @@ def test_a_customer_mention_routes_the_group_and_a_forward_does_not() -> None:
     p.apply(3, stored(mention("G3", T0 + 9))[0])
     assert group.skm_id == "skm-bia"
     step = assigned(p)[-1].assignment
-    assert step is not None and (step.step, step.previous_skm_id) == ("mention", "skm-ana")
+    assert step is not None
+    assert (step.step, step.previous_skm_id) == ("mention", "skm-ana")
 
 
 def test_with_group_routing_off_nobody_is_assigned_a_group() -> None:
     ana = f"{ANA_PHONE}@s.whatsapp.net"
     p = run(directory(groups=False), *stored(text_body("G1", GROUP, participant=ana, at=T0)))
     (group,) = p.state.by_id.values()
-    assert group.skm_id is None and not assigned(p)
+    assert group.skm_id is None
+    assert not assigned(p)
     assert p.state.actor_skms[1] == "skm-ana"  # still recognised as an SKM
 
 
@@ -149,7 +157,8 @@ def test_an_account_bound_to_an_skm_gives_them_its_private_chats() -> None:
     (c,) = p.state.by_id.values()
     assert c.skm_id == "skm-bia"
     step = assigned(p)[0].assignment
-    assert step is not None and step.step == "account"
+    assert step is not None
+    assert step.step == "account"
 
 
 def test_round_robin_takes_turns_in_id_order() -> None:

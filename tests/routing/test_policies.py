@@ -16,26 +16,30 @@ DINO = Load("skm-dino", 0, 10, active=False)
 
 def test_default_takes_the_accounts_own_skm_first() -> None:
     d = choose("default", [ANA, BIA], Facts(account_skm="skm-ana", current_skm="skm-bia"))
-    assert d is not None and (d.skm_id, d.step) == ("skm-ana", "account")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-ana", "account")
     assert [c.skm_id for c in d.candidates] == ["skm-ana", "skm-bia"]
 
 
 def test_default_passes_a_full_or_inactive_step_and_says_why() -> None:
     facts = Facts(account_skm="skm-caio", last_served="skm-dino", default_skm="skm-ana")
     d = choose("default", [ANA, BIA, CAIO, DINO], facts)
-    assert d is not None and (d.skm_id, d.step) == ("skm-ana", "default_skm")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-ana", "default_skm")
     assert "account: skm-caio is full (5/5)" in d.reason
     assert "last_served: skm-dino is inactive" in d.reason
 
 
 def test_default_keeps_the_last_served_even_when_another_is_less_loaded() -> None:
     d = choose("default", [ANA, BIA], Facts(last_served="skm-ana"))
-    assert d is not None and (d.skm_id, d.step) == ("skm-ana", "last_served")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-ana", "last_served")
 
 
 def test_default_ends_with_least_loaded() -> None:
     d = choose("default", [ANA, BIA, CAIO], Facts())
-    assert d is not None and (d.skm_id, d.step) == ("skm-bia", "least_loaded")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-bia", "least_loaded")
 
 
 def test_least_loaded_is_relative_to_capacity_and_ties_go_to_the_longest_idle() -> None:
@@ -44,10 +48,12 @@ def test_least_loaded_is_relative_to_capacity_and_ties_go_to_the_longest_idle() 
     big = Load("skm-b", 4, 20, last_assigned_at=late)  # 20 %
     twin = Load("skm-c", 4, 20, last_assigned_at=early)  # 20 %, idle longer
     d = choose("least_loaded", [small, big, twin], Facts())
-    assert d is not None and d.skm_id == "skm-c"
+    assert d is not None
+    assert d.skm_id == "skm-c"
     never = Load("skm-d", 4, 20)
     d = choose("least_loaded", [big, twin, never], Facts())
-    assert d is not None and d.skm_id == "skm-d"
+    assert d is not None
+    assert d.skm_id == "skm-d"
 
 
 def test_round_robin_follows_the_cursor_in_id_order_and_skips_who_has_no_room() -> None:
@@ -64,9 +70,11 @@ def test_round_robin_follows_the_cursor_in_id_order_and_skips_who_has_no_room() 
 
 def test_sticky_keeps_the_last_served_else_round_robin() -> None:
     d = choose("sticky", [ANA, BIA], Facts(last_served="skm-bia", cursor="skm-bia"))
-    assert d is not None and (d.skm_id, d.step) == ("skm-bia", "last_served")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-bia", "last_served")
     d = choose("sticky", [ANA, BIA], Facts(cursor="skm-ana"))
-    assert d is not None and (d.skm_id, d.step) == ("skm-bia", "round_robin")
+    assert d is not None
+    assert (d.skm_id, d.step) == ("skm-bia", "round_robin")
 
 
 @pytest.mark.parametrize("policy", ["default", "sticky", "round_robin", "least_loaded"])

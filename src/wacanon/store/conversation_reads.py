@@ -25,6 +25,7 @@ _TIMES = (
     "last_inbound_at",
     "last_outbound_at",
     "first_response_at",
+    "waiting_since",
 )
 
 
@@ -231,14 +232,30 @@ def event_json(row: Any) -> dict[str, Any]:
     routing["thread_key"] = row.thread_key
     if row.skm_id is not None:
         routing["skm_id"] = row.skm_id
+    if row.actor_role == "skm":  # routing recognised one of the shopper's SKMs
+        event.setdefault("actor", {})["role"] = "skm"
     return event
+
+
+def assignments_of(connection: sa.Connection, conversation_id: str) -> list[dict[str, Any]]:
+    """The conversation's ``whatsapp.thread.assigned`` events as its assignment history,
+    oldest first."""
+    e = events.c
+    query = (
+        sa.select(e.payload)
+        .where(e.conversation_id == conversation_id, e.event_type == "whatsapp.thread.assigned")
+        .order_by(e.occurred_at, e.id)
+    )
+    return [orjson.loads(payload)["assignment"] for (payload,) in connection.execute(query)]
 
 
 def events_of(
     connection: sa.Connection, conversation_id: str, cursor: str | None = None, limit: int = 100
 ) -> Page:
     e = events.c
-    query = sa.select(e.id, e.occurred_at, e.payload, e.conversation_id, e.thread_key, e.skm_id)
+    query = sa.select(
+        e.id, e.occurred_at, e.payload, e.conversation_id, e.thread_key, e.skm_id, e.actor_role
+    )
     query = query.where(e.conversation_id == conversation_id)
     if cursor is not None:
         last_at, last_id = _decode(cursor, str, int)
@@ -264,7 +281,7 @@ def list_events(
 ) -> Page:
     """Stored events in the order they were stored (the cursor is the row id)."""
     e = events.c
-    query = sa.select(e.id, e.payload, e.conversation_id, e.thread_key, e.skm_id)
+    query = sa.select(e.id, e.payload, e.conversation_id, e.thread_key, e.skm_id, e.actor_role)
     if shoppers is not None:
         query = query.where(e.shopper_id.in_(sorted(shoppers)))
     if event_type is not None:

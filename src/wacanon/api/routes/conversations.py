@@ -89,7 +89,7 @@ def _since(text: str | None) -> datetime | None:
         raise ApiError(400, f"since: expected an RFC 3339 time, got {text!r}") from None
 
 
-def _owned(connection: sa.Connection, scope: Scope, conversation_id: str) -> Any:
+def owned(connection: sa.Connection, scope: Scope, conversation_id: str) -> Any:
     row = reads.get_conversation(connection, conversation_id)
     if row is None or not scope.sees(row.shopper_id):
         raise ApiError(404, f"no conversation {conversation_id!r}")
@@ -142,7 +142,7 @@ def lookup(service: ServiceDep, scope: ScopeDep, shopper_id: str, wa_id: str) ->
 def get_conversation(service: ServiceDep, scope: ScopeDep, conversation_id: str) -> Response:
     """One conversation with its ``participants``."""
     with service.engine.connect() as connection:
-        item = reads.conversation_dict(connection, _owned(connection, scope, conversation_id))
+        item = reads.conversation_dict(connection, owned(connection, scope, conversation_id))
         item["participants"] = reads.participants_of(connection, conversation_id)
         return reply(200, item)
 
@@ -157,7 +157,7 @@ def conversation_events(
 ) -> Response:
     """Its canonical events in ``occurred_at`` order, routing fields filled."""
     with service.engine.connect() as connection:
-        _owned(connection, scope, conversation_id)
+        owned(connection, scope, conversation_id)
         return _page(reads.events_of(connection, conversation_id, cursor, limit))
 
 
@@ -171,7 +171,7 @@ def conversation_messages(
 ) -> Response:
     """Its messages with their current status."""
     with service.engine.connect() as connection:
-        _owned(connection, scope, conversation_id)
+        owned(connection, scope, conversation_id)
         return _page(reads.messages_of(connection, conversation_id, cursor, limit))
 
 
@@ -179,10 +179,10 @@ def conversation_messages(
 def close_conversation(service: ServiceDep, scope: ScopeDep, conversation_id: str) -> Response:
     """Close it now (``whatsapp.conversation.closed``, reason ``command``)."""
     with service.engine.connect() as connection:
-        _owned(connection, scope, conversation_id)
+        owned(connection, scope, conversation_id)
     closed = service.routing.router.close_conversation(conversation_id)
     with service.engine.connect() as connection:
-        item = reads.conversation_dict(connection, _owned(connection, scope, conversation_id))
+        item = reads.conversation_dict(connection, owned(connection, scope, conversation_id))
     return reply(200, {**item, "closed_now": closed})
 
 
