@@ -57,13 +57,17 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
     """A query parameter out of its range or missing: 400 ``{"error": …}``, the shape of
-    every other refusal, naming the parameter (not FastAPI's 422 ``detail`` list)."""
+    every other refusal, naming the parameter (not FastAPI's 422 ``detail`` list). A
+    JSON body that does not hold what the endpoint needs: 422, naming the field."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     parts = []
+    in_body = False
     for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path"))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return reply(400, {"error": "; ".join(parts) or "invalid request"})
+        loc = error.get("loc", ())
+        in_body = in_body or (bool(loc) and loc[0] == "body")
+        where = ".".join(str(p) for p in loc if p not in ("query", "path", "body"))
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return reply(422 if in_body else 400, {"error": "; ".join(parts) or "invalid request"})
 
 
 class WebhookFront:

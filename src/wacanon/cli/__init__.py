@@ -31,7 +31,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-from wacanon.cli import conversations, db, flags, normalize, replay, serve, simulate  # noqa: E402,F401 - registers commands
+from wacanon.cli import conversations, db, flags, normalize, replay, serve, simulate, skm  # noqa: E402,F401 - registers commands
 
 
 def main() -> None:

@@ -3,17 +3,20 @@ routing made of the events (``docs/routing.md``)."""
 
 from __future__ import annotations
 
-import os
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.cli.options import ConfigOption, store_at_head
-from wacanon.config import Settings
-from wacanon.ingest.flag_cache import FlagCache
-from wacanon.ingest.projector import Router
+from wacanon.cli.options import (
+    ConfigOption,
+    JsonOption,
+    print_json,
+    router_for,
+    store_at_head,
+    to_second,
+)
 from wacanon.routing.threads import identity_of_wa_id
 from wacanon.store import conversation_reads as reads
 from wacanon.store.routing import routed_shoppers
@@ -28,25 +31,6 @@ app.add_typer(conversations_app, name="conversations")
 app.add_typer(identities_app, name="identities")
 events_app = typer.Typer(help="Stored canonical events.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
-
-
-def _router(settings: Settings, engine: Any) -> Router:
-    flags = FlagCache(engine, os.environ, settings.flag_refresh_seconds)
-    flags.refresh()
-    return Router(engine, settings, flags.for_shopper)
-
-
-def _second(when: str | None) -> str:
-    """A time for a table column: to the second (``2026-03-01T09:00:00Z``)."""
-    if not when:
-        return "–"
-    return when.split(".", 1)[0].removesuffix("Z") + "Z"
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
 @conversations_app.command("list")
@@ -69,7 +53,7 @@ def list_command(
             connection, shopper_id=shopper, status=status, chat_type=chat_type, limit=limit
         )
     if as_json:
-        _print_json({"items": page.items, "next_cursor": page.next_cursor})
+        print_json({"items": page.items, "next_cursor": page.next_cursor})
         return
     if not page.items:
         typer.echo("no conversations" + (f" for shopper {shopper}" if shopper else ""))
@@ -78,7 +62,7 @@ def list_command(
     for item in page.items:
         typer.echo(
             f"{item['id']:36}  {item['shopper_id'][:10]:10} {item['chat_type']:7} "
-            f"{item['status']:6}  {_second(item['last_event_at']):20}  {item['chat_id']}"
+            f"{item['status']:6}  {to_second(item['last_event_at']):20}  {item['chat_id']}"
         )
     if page.next_cursor:
         typer.echo(f"(more: raise --limit; showing the newest {limit})")
@@ -100,7 +84,7 @@ def show_command(
         item["participants"] = reads.participants_of(connection, conversation_id)
         item["messages"] = reads.messages_of(connection, conversation_id, limit=1000).items
     if as_json:
-        _print_json(item)
+        print_json(item)
         return
     typer.echo(f"conversation {item['id']} ({item['status']})")
     for name in ("thread_key", "shopper_id", "chat_type", "chat_id", "skm_id", "opened_at",
@@ -119,7 +103,7 @@ def show_command(
     typer.echo(f"messages ({len(item['messages'])})")
     for m in item["messages"]:
         typer.echo(
-            f"  {_second(m['occurred_at']) if m['occurred_at'] else '(not arrived yet)':20}  "
+            f"  {to_second(m['occurred_at']) if m['occurred_at'] else '(not arrived yet)':20}  "
             f"{m['direction'] or '?':8} "
             f"{m['type'] or '?':11} {m['status'] or '–':9} {m['message_id']}"
         )
@@ -133,7 +117,7 @@ def close_command(
     """Close a conversation now (a `whatsapp.conversation.closed` event, reason `command`)."""
     loaded, engine = store_at_head(config)
     try:
-        closed = _router(loaded.settings, engine).close_conversation(conversation_id)
+        closed = router_for(loaded.settings, engine).close_conversation(conversation_id)
     except LookupError:
         raise fail(f"no conversation {conversation_id}", 1) from None
     typer.echo(f"closed {conversation_id}" if closed else f"{conversation_id} was not open")
@@ -153,7 +137,7 @@ def rebuild_command(
     passed over.
     """
     loaded, engine = store_at_head(config)
-    router = _router(loaded.settings, engine)
+    router = router_for(loaded.settings, engine)
     with engine.connect() as connection:
         with_events = routed_shoppers(connection)
     if shopper is not None and shopper not in with_events:
@@ -202,7 +186,7 @@ def identities_show(
         raise fail(f"no identity {wa_id!r} for shopper {shopper}", 1)
     rows = [{"identity": r.identity, "first_seen_at": reads.iso(r.first_seen_at)} for r in links]
     if as_json:
-        _print_json(
+        print_json(
             {
                 "shopper_id": shopper,
                 "customer_id": links[0].customer_id,
@@ -262,6 +246,6 @@ def events_list(
     for e in items:
         who = e["actor"].get("wa_id") or e["actor"]["role"]
         conv = e["routing"].get("conversation_id") or "–"
-        typer.echo(f"{_second(e['occurred_at']):20}  {e['event_type']:34} {who:22} {conv}")
+        typer.echo(f"{to_second(e['occurred_at']):20}  {e['event_type']:34} {who:22} {conv}")
     if page.next_cursor:
         typer.echo(f"(more: raise --limit; showing {limit})")

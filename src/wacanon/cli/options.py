@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import sqlalchemy as sa
 import typer
 
 from wacanon.cli import fail
-from wacanon.config import DEFAULT_CONFIG_NAME, LoadedConfig, load
+from wacanon.config import DEFAULT_CONFIG_NAME, LoadedConfig, Settings, load
 from wacanon.errors import ConfigError, StoreError
+from wacanon.ingest.flag_cache import FlagCache
+from wacanon.ingest.projector import Router
 from wacanon.store.database import create_engine, schema_state
 
 ConfigOption = Annotated[
@@ -39,3 +43,24 @@ def store_at_head(config: Path | None) -> tuple[LoadedConfig, sa.Engine]:
     if state.problem is not None:
         raise fail(state.problem)
     return loaded, engine
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
+
+
+def router_for(settings: Settings, engine: sa.Engine) -> Router:
+    """Routing's database work as a server would do it, with this environment's flags."""
+    flags = FlagCache(engine, os.environ, settings.flag_refresh_seconds)
+    flags.refresh()
+    return Router(engine, settings, flags.for_shopper)
+
+
+def to_second(when: str | None) -> str:
+    """A time for a table column: to the second (``2026-03-01T09:00:00Z``)."""
+    if not when:
+        return "–"
+    return when.split(".", 1)[0].removesuffix("Z") + "Z"
+
+
+def print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())

@@ -28,12 +28,12 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.canonical.schema import CanonicalEvent
-from wacanon.config import Settings
+from wacanon.config import Settings, SkmConfig
 from wacanon.flags import ShopperFlags
 from wacanon.ingest import signals
 from wacanon.ingest.pipeline import event_row
 from wacanon.routing.facts import StoredEvent, read_event
-from wacanon.routing.lifecycle import lifecycle_event
+from wacanon.routing.lifecycle import COMMAND_ASSIGN, lifecycle_event
 from wacanon.routing.project import Projection
 from wacanon.routing.state import RoutingState
 from wacanon.store import assignment as directory_store
@@ -176,15 +176,116 @@ class Router:
 
     def sync_directory(self) -> int:
         """Seed the SKM table from ``[[skms]]`` (see ``store.assignment.sync_config``),
-        under the routing lock, then give any room it made to the waiting queues."""
+        under the routing lock, then reconcile what it changed (:meth:`_reconcile`)."""
+        changes = self._change(lambda c: directory_store.sync_config(c, self.settings.skms))
+        if changes:
+            log.info("SKM directory seeded from the configuration", skms=len(changes))
+        return len(changes)
+
+    def add_skm(self, entry: SkmConfig) -> list[CanonicalEvent]:
+        """A new SKM at runtime; the assignments their room made (the queue's head).
+        Raises ``store.assignment.DirectoryError``."""
+        return self._reconciled(lambda c: [directory_store.add_skm(c, entry)])
+
+    def update_skm(self, skm_id: str, changes: dict[str, Any]) -> list[CanonicalEvent]:
+        """Change an SKM at runtime (``store.assignment.EDITABLE``); the assignments
+        that followed: their open conversations reassigned when deactivated, the queue's
+        head when anyone gained room. Raises ``store.assignment.DirectoryError``."""
+        return self._reconciled(lambda c: [directory_store.update_skm(c, skm_id, changes)])
+
+    def _reconciled(
+        self, write: Callable[[sa.Connection], list[directory_store.Change]]
+    ) -> list[CanonicalEvent]:
+        out: list[CanonicalEvent] = []
+        self._change(write, out)
+        return out
+
+    def _change(
+        self,
+        write: Callable[[sa.Connection], list[directory_store.Change]],
+        stored: list[CanonicalEvent] | None = None,
+    ) -> list[directory_store.Change]:
+        """One directory write under the routing lock, reconciled in the same transaction
+        (so no batch assigns from a directory that is half changed), then signalled."""
         with self.engine.begin() as connection:
             seq = store.lock(connection)
-            written = directory_store.sync_config(connection, self.settings.skms)
-            if written:
-                store.set_seq(connection, seq + 1)  # an optimistic batch must read again
-        if written:
-            log.info("SKM directory seeded from the configuration", skms=written)
-        return written
+            changes = write(connection)
+            if not changes:
+                return changes
+            # An optimistic batch read before this must read again: the step counts.
+            emitted, seq = self._reconcile(connection, seq + 1, changes)
+            store.set_seq(connection, seq)
+        self._signal(emitted)
+        if stored is not None:
+            stored.extend(emitted)
+        return changes
+
+    def _reconcile(
+        self, connection: sa.Connection, seq: int, changes: Sequence[directory_store.Change]
+    ) -> tuple[list[CanonicalEvent], int]:
+        """After a directory change: the open conversations of the SKMs it deactivated go
+        to others by the policy, and whoever has room now takes the queue's head — at
+        once, not by a periodic job."""
+        now = datetime.now(UTC)
+        lost = sorted({skm for change in changes for skm in change.deactivated})
+        state = RoutingState()
+        directory_store.open_of(connection, state, lost)
+        shoppers = sorted({change.shopper_id for change in changes})
+        self._load_directory(connection, state, set(shoppers))
+        projection = Projection(state, self.settings.close_after)
+        for shopper in shoppers:
+            losing = [
+                c
+                for c in state.by_id.values()
+                if c.shopper_id == shopper and c.status == "open" and c.skm_id in lost
+            ]
+            projection.directory_changed(shopper, losing, now)
+        emitted, seq = self._lifecycle_rows(state, seq)
+        store.save(connection, state, [], [])
+        directory_store.save_directory(connection, state.directory)
+        return self._store_lifecycle(connection, emitted), seq
+
+    def assign_conversation(
+        self, conversation_id: str, skm_id: str, now: datetime | None = None
+    ) -> CanonicalEvent | None:
+        """Assign by command (may exceed capacity; the reason says so). The stored
+        ``thread.assigned``, or None when the conversation is that SKM's already. Raises
+        ``LookupError`` (no such conversation), ``store.assignment.DirectoryError`` (no
+        such SKM for its shopper, inactive, merged conversation).
+
+        What waits for routing is routed first, as for a close by command: the command
+        applies to the conversation as its events make it."""
+        now = now or datetime.now(UTC)
+        self._route_queue()
+        with self.engine.begin() as connection:
+            seq = store.lock(connection)
+            state = store.conversation_state(connection, conversation_id)
+            found = state.by_id.get(conversation_id)
+            if found is None:
+                raise LookupError(conversation_id)
+            if found.status == "merged":
+                raise directory_store.DirectoryError(
+                    409, f"{conversation_id} was merged into {state.current(found).id}"
+                )
+            self._load_directory(connection, state, {found.shopper_id})
+            projection = Projection(state, self.settings.close_after)
+            try:
+                record = projection.assign(found, skm_id, now)
+            except LookupError:
+                raise directory_store.DirectoryError(
+                    404, f"no SKM {skm_id!r} for shopper {found.shopper_id}"
+                ) from None
+            except ValueError as exc:
+                raise directory_store.DirectoryError(409, str(exc)) from None
+            if record is None:
+                return None
+            emitted, seq = self._lifecycle_rows(state, seq)
+            store.save(connection, state, [], [])
+            directory_store.save_directory(connection, state.directory)
+            stored = self._store_lifecycle(connection, emitted)
+            store.set_seq(connection, seq)
+        self._signal(stored)
+        return next((e for e in stored if e.source.provider_event == COMMAND_ASSIGN), None)
 
     def _write(self, connection: sa.Connection, plan: _Plan) -> list[CanonicalEvent]:
         store.pass_over(connection, plan.passed)
@@ -389,7 +490,7 @@ class RoutingWorker:
         next_flags = 0.0
         synced = False
         while not self._stop.is_set():
-            if self._wake.wait(POLL_SECONDS):
+            if synced and self._wake.wait(POLL_SECONDS):  # the directory first, at once
                 self._stop.wait(GATHER_SECONDS)
             self._wake.clear()
             try:

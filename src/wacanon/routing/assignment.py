@@ -82,13 +82,14 @@ class Assigner:
             if c.shopper_id in directory.group_routing:
                 self._group(c, event, actor_skm, at)
             return
-        own = directory.account_skms.get((event.source.provider, event.source.account_id))
+        account = (event.source.provider, event.source.account_id)
+        own = directory.account_skms.get(account)
         m = event.message
         if own is not None and actor_skm == own and c.skm_id != own and m is not None:
             self._claim(c, own, "own_account", "wrote from their own account", at)
             return
         if reopened or (c.skm_id is None and c.waiting_since is None):
-            self._by_policy(c, event, reopened, at)
+            self._by_policy(c, account, at, reopened=reopened)
 
     def _group(
         self, c: Conversation, event: StoredEvent, actor_skm: str | None, at: datetime
@@ -134,22 +135,33 @@ class Assigner:
             cursor=directory.cursors.get(c.shopper_id),
         )
 
-    def _by_policy(self, c: Conversation, event: StoredEvent, reopened: bool, at: datetime) -> None:
+    def _by_policy(
+        self,
+        c: Conversation,
+        account: tuple[str, str],
+        at: datetime,
+        *,
+        reopened: bool = False,
+        losing: bool = False,
+    ) -> None:
+        """Assign by the shopper's policy. ``reopened``: its SKM served the last opening;
+        ``losing``: its SKM can no longer hold it (deactivated). Either way, when it has to
+        wait, the record names the SKM it had."""
         directory = self.state.directory
         assert directory is not None
+        previous = c.skm_id if reopened or losing else None
         queue = self._queue(c.shopper_id)
         if queue and c not in queue:  # others wait already: behind them
-            self._wait(c, at, previous=c.skm_id if reopened else None)
+            self._wait(c, at, previous=previous)
             self.drain(c.shopper_id, at)
             return
-        account = (event.source.provider, event.source.account_id)
         decision = choose(
             directory.policy(c.shopper_id),
             self.pool(c.shopper_id, exclude=c),
             self._facts(c, account, reopened),
         )
         if decision is None:
-            self._wait(c, at, previous=c.skm_id if reopened else None)
+            self._wait(c, at, previous=previous)
         elif decision.skm_id != c.skm_id:
             self._assign(c, decision, at)
         else:
@@ -210,17 +222,86 @@ class Assigner:
             reason = f"waited in the queue since {waited_since.isoformat()}; {reason}"
         record = Assignment(d.skm_id, c.skm_id, d.policy, d.step, reason, d.candidates)
         self._record(c, record, at)
-        c.skm_id = c.last_skm_id = d.skm_id
-        c.waiting_since = None
-        skm = directory.skms[d.skm_id]
-        skm.last_assigned_at, skm.changed = at, True
+        self._take(c, d.skm_id, at)
         if d.cursor is not None:
             directory.cursors[c.shopper_id] = d.cursor
             directory.changed_cursors.add(c.shopper_id)
 
-    def _record(self, c: Conversation, record: Assignment, at: datetime) -> None:
+    def _take(self, c: Conversation, skm_id: str, at: datetime) -> None:
+        """The conversation is this SKM's now (it leaves the queue)."""
+        c.skm_id = c.last_skm_id = skm_id
+        c.waiting_since, c.changed = None, True
+        directory = self.state.directory
+        skm = directory.skms.get(skm_id) if directory is not None else None
+        if skm is not None:
+            skm.last_assigned_at, skm.changed = at, True
+
+    def _record(
+        self, c: Conversation, record: Assignment, at: datetime, *, given: bool = False
+    ) -> None:
         c.assignments += 1
         c.changed = True
         self.state.emitted.append(
-            Lifecycle("assigned", c, at, record.step, c.assignments, assignment=record)
+            Lifecycle("assigned", c, at, record.step, c.assignments, input=given, assignment=record)
         )
+
+    # ------------------------------------------------------------ commands, directory changes
+
+    def manual(self, c: Conversation, skm_id: str, at: datetime) -> Assignment | None:
+        """Assign by command to the named SKM, even above capacity (the reason says so);
+        None when it is theirs already. Raises ``LookupError`` when the shopper has no such
+        SKM and ``ValueError`` when they are inactive. Recorded as an input: a rebuild
+        replays it (:meth:`replay_manual`) instead of deciding again."""
+        directory = self.state.directory
+        skm = directory.skms.get(skm_id) if directory is not None else None
+        if skm is None or skm.shopper_id != c.shopper_id:
+            raise LookupError(skm_id)
+        if not skm.active:
+            raise ValueError(f"{skm_id} is inactive: activate them first")
+        if c.skm_id == skm_id:
+            return None
+        pool = self.pool(c.shopper_id, exclude=c)
+        load = next(x for x in pool if x.skm_id == skm_id)
+        reason = f"manual: assigned to {skm_id} by command ({load.open}/{load.capacity})"
+        if c.status == "open" and not load.has_room:
+            reason += "; above capacity (a manual assignment may exceed it)"
+        previous = c.skm_id
+        record = Assignment(skm_id, previous, "manual", "manual", reason, tuple(pool))
+        self._record(c, record, at, given=True)
+        self._take(c, skm_id, at)
+        self._freed(c, previous, at)
+        return record
+
+    def replay_manual(self, c: Conversation, skm_id: str | None, at: datetime) -> None:
+        """A manual assignment, replayed by a rebuild where it happened. An SKM who is
+        inactive today cannot hold an open conversation: it goes by the policy, as a
+        deactivation would have done."""
+        previous = c.skm_id
+        c.assignments += 1
+        if skm_id is None:
+            return
+        self._take(c, skm_id, at)
+        directory = self.state.directory
+        skm = directory.skms.get(skm_id) if directory is not None else None
+        if skm is not None and not skm.active and c.status == "open":
+            self.lose(c, at)
+        self._freed(c, previous, at)
+
+    def lose(self, c: Conversation, at: datetime) -> None:
+        """Its SKM can no longer hold this open conversation (deactivated): a private
+        chat goes by the policy (or waits, naming them); a group is free for the next SKM
+        who writes in it."""
+        if c.status != "open" or c.skm_id is None or self.state.directory is None:
+            return
+        if c.chat_type == "group":
+            previous = c.skm_id
+            reason = f"deactivated: {previous} is inactive; the next SKM who writes claims it"
+            self._record(c, Assignment(None, previous, "group", "deactivated", reason), at)
+            c.skm_id, c.changed = None, True
+            return
+        self._by_policy(c, (c.provider, c.account_id), at, losing=True)
+
+    def _freed(self, c: Conversation, previous: str | None, at: datetime) -> None:
+        """The SKM who had this open conversation has room again: the queue moves."""
+        if c.status == "open" and previous is not None and previous != c.skm_id:
+            self.drain(c.shopper_id, at)

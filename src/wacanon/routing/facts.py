@@ -29,10 +29,12 @@ class _Chat(msgspec.Struct, frozen=True):
 class _Source(msgspec.Struct, frozen=True):
     provider: str
     account_id: str
+    provider_event: str | None = None
 
 
 class _Routing(msgspec.Struct, frozen=True):
     shopper_id: str | None = None
+    conversation_id: str | None = None
 
 
 class _Reaction(msgspec.Struct, frozen=True):
@@ -72,6 +74,12 @@ class _Conversation(msgspec.Struct, frozen=True):
     reason: str
 
 
+class _Assignment(msgspec.Struct, frozen=True):
+    skm_id: str | None = None
+    previous_skm_id: str | None = None
+    reason: str = ""
+
+
 class StoredEvent(msgspec.Struct, frozen=True):
     """The canonical event's routing-relevant fields (others are ignored when decoding)."""
 
@@ -88,6 +96,7 @@ class StoredEvent(msgspec.Struct, frozen=True):
     group: _Group | None = None
     contact: _Contact | None = None
     conversation: _Conversation | None = None
+    assignment: _Assignment | None = None
 
     @property
     def target_message_id(self) -> str | None:

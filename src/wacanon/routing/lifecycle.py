@@ -20,6 +20,8 @@ SYSTEM_KEY_PROVIDER = "wacanon"
 DERIVED_PREFIX = "wacanon.conversation."
 COMMAND_CLOSE = "wacanon.command.close"
 CLOCK_CLOSE = "wacanon.clock.close"
+#: A manual assignment (``POST /v1/conversations/{id}/assign``): an input, replayed.
+COMMAND_ASSIGN = "wacanon.command.assign"
 
 
 def _assignment(item: Lifecycle) -> dict[str, Any]:
@@ -41,6 +43,8 @@ def _assignment(item: Lifecycle) -> dict[str, Any]:
 def _provider_event(item: Lifecycle) -> str:
     if not item.input:
         return f"{DERIVED_PREFIX}{item.kind}"
+    if item.kind == "assigned":
+        return COMMAND_ASSIGN
     return COMMAND_CLOSE if item.reason == "command" else CLOCK_CLOSE
 
 
@@ -92,12 +96,16 @@ def lifecycle_event(item: Lifecycle, received_at: Any, correlation_id: str) -> C
 
 
 def _assigned_event(item: Lifecycle, received_at: Any, correlation_id: str) -> CanonicalEvent:
-    """``whatsapp.thread.assigned``: keyed by the conversation's n-th assignment."""
+    """``whatsapp.thread.assigned``: a derived one is keyed by the conversation's n-th
+    assignment (a rebuild derives it again under the same key); a manual one, an input
+    that a rebuild replays, also by its moment — after a rebuild the count may be lower
+    than it was, and a later command must not be taken for an earlier one."""
     c = item.conversation
     assignment = _assignment(item)
-    key = idempotency_key(
-        SYSTEM_KEY_PROVIDER, c.shopper_id, "thread.assigned", c.id, str(item.opening)
-    )
+    identity = ["thread.assigned", c.id, str(item.opening)]
+    if item.input:
+        identity += ["command", item.at.isoformat()]
+    key = idempotency_key(SYSTEM_KEY_PROVIDER, c.shopper_id, *identity)
     return CanonicalEvent.model_validate(
         {
             "event_id": event_id(key),

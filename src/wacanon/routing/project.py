@@ -26,7 +26,9 @@ from datetime import datetime, timedelta
 
 from wacanon.routing.assignment import Assigner
 from wacanon.routing.facts import StoredEvent
+from wacanon.routing.lifecycle import COMMAND_ASSIGN
 from wacanon.routing.state import (
+    Assignment,
     Conversation,
     IndexedMessage,
     Lifecycle,
@@ -268,6 +270,8 @@ class Projection:
         s = self.state
         if event.conversation is not None:  # a close by command, replayed by a rebuild
             return self._replay_close(row_id, event)
+        if event.assignment is not None:  # a manual assignment, replayed by a rebuild
+            return self._replay_assign(row_id, event)
         actor_skm = self.assigner.actor_skm(event, shopper)
         if actor_skm is not None and event.actor.role != "business":
             s.actor_skms[row_id] = actor_skm  # actor.role becomes "skm"
@@ -315,6 +319,28 @@ class Projection:
                 self.assigner.drain(c.shopper_id, event.occurred_at)
         self.state.routes[row_id] = c
         return c
+
+    def _replay_assign(self, row_id: int, event: StoredEvent) -> Conversation | None:
+        a, cid = event.assignment, event.routing.conversation_id
+        found = self.state.by_id.get(cid) if cid is not None else None
+        if a is None or found is None or event.source.provider_event != COMMAND_ASSIGN:
+            return None  # a derived one is never queued; an unknown conversation: nothing
+        c = self.state.current(found)
+        self.assigner.replay_manual(c, a.skm_id, event.occurred_at)
+        self.state.routes[row_id] = c
+        return c
+
+    def assign(self, c: Conversation, skm_id: str, at: datetime) -> Assignment | None:
+        """Assign by command (see :meth:`Assigner.manual`)."""
+        return self.assigner.manual(c, skm_id, at)
+
+    def directory_changed(self, shopper: str, losing: list[Conversation], at: datetime) -> None:
+        """The shopper's directory changed: the open conversations of SKMs who were
+        deactivated go by the policy, oldest first, and whoever gained room takes the
+        queue's head."""
+        for c in sorted(losing, key=lambda x: (x.opened_at, x.id)):
+            self.assigner.lose(self.state.current(c), at)
+        self.assigner.drain(shopper, at)
 
     def _message_activity(self, c: Conversation, event: StoredEvent, by_skm: bool) -> None:
         at = event.occurred_at

@@ -167,14 +167,114 @@ def spelled(wa_ids: Sequence[str]) -> list[str]:
     return out
 
 
-def sync_config(connection: sa.Connection, configured: Sequence[SkmConfig]) -> int:
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one directory write did to a shopper's SKMs: who became inactive (their open
+    conversations must go to someone else) — anyone else may have gained room."""
+
+    shopper_id: str
+    deactivated: frozenset[str] = frozenset()
+
+
+#: What a runtime change may set (``PATCH /v1/skms/{id}``, ``wacanon skm update``).
+EDITABLE = ("name", "wa_ids", "capacity", "active")
+
+
+class DirectoryError(ValueError):
+    """A directory write refused: ``status`` is the HTTP answer it maps to."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def get_skm(connection: sa.Connection, skm_id: str) -> Any:
+    return connection.execute(sa.select(skms).where(skms.c.id == skm_id)).first()
+
+
+def _check_wa_ids(
+    connection: sa.Connection, shopper_id: str, skm_id: str, wa_ids: Sequence[str]
+) -> list[str]:
+    """The ids spelled as the graph spells them; an id another of the shopper's SKMs
+    writes from is refused (who wrote would be ambiguous)."""
+    try:
+        mine = spelled(wa_ids)
+    except ValueError as exc:
+        raise DirectoryError(422, str(exc)) from None
+    others = connection.execute(
+        sa.select(skms.c.id, skms.c.wa_ids).where(
+            skms.c.shopper_id == shopper_id, skms.c.id != skm_id
+        )
+    )
+    for other, theirs in others:
+        shared = sorted(set(mine) & set(orjson.loads(theirs)))
+        if shared:
+            raise DirectoryError(409, f"wa_ids: {shared[0]} is already {other}'s")
+    return mine
+
+
+def add_skm(connection: sa.Connection, entry: SkmConfig) -> Change:
+    """A new SKM at runtime (``POST /v1/skms``, ``wacanon skm add``)."""
+    if get_skm(connection, entry.id) is not None:
+        raise DirectoryError(409, f"an SKM {entry.id!r} exists already")
+    now = datetime.now(UTC)
+    connection.execute(
+        skms.insert().values(
+            id=entry.id,
+            shopper_id=entry.shopper_id,
+            name=entry.name,
+            wa_ids=orjson.dumps(
+                _check_wa_ids(connection, entry.shopper_id, entry.id, entry.wa_ids)
+            ).decode(),
+            capacity=entry.capacity,
+            active=entry.active,
+            config_hash=None,  # the configuration never set it: a later [[skms]] entry wins
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return Change(entry.shopper_id)
+
+
+def update_skm(connection: sa.Connection, skm_id: str, changes: Mapping[str, Any]) -> Change:
+    """Change an SKM at runtime. It keeps its configuration hash, so it keeps the new
+    values until its ``[[skms]]`` entry itself changes."""
+    row = get_skm(connection, skm_id)
+    if row is None:
+        raise DirectoryError(404, f"no SKM {skm_id!r}")
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise DirectoryError(422, f"{unknown[0]}: not a field one can change")
+    values: dict[str, Any] = {k: v for k, v in changes.items() if k != "wa_ids"}
+    if "wa_ids" in changes:
+        spelled_ids = _check_wa_ids(connection, row.shopper_id, skm_id, changes["wa_ids"])
+        values["wa_ids"] = orjson.dumps(spelled_ids).decode()
+    if values:
+        values["updated_at"] = datetime.now(UTC)
+        connection.execute(skms.update().where(skms.c.id == skm_id).values(**values))
+    lost = bool(row.active) and changes.get("active") is False
+    return Change(row.shopper_id, frozenset({skm_id}) if lost else frozenset())
+
+
+def open_of(connection: sa.Connection, state: RoutingState, skm_ids: Sequence[str]) -> None:
+    """The open conversations of these SKMs, into the state."""
+    if not skm_ids:
+        return
+    c = conversations.c
+    query = sa.select(conversations).where(c.status == "open", c.skm_id.in_(sorted(skm_ids)))
+    for row in connection.execute(query):
+        if row.id not in state.by_id:
+            state.add_conversation(_conversation(row))
+
+
+def sync_config(connection: sa.Connection, configured: Sequence[SkmConfig]) -> list[Change]:
     """Seed the directory from ``[[skms]]``: an SKM not in the table is added; one whose
     configuration entry changed since it was last applied takes the new values; one
     changed only at runtime keeps them (the runtime wins until the config changes it).
-    How many rows were written."""
+    What changed, per SKM written."""
     now = datetime.now(UTC)
     existing = {row.id: row for row in connection.execute(sa.select(skms))}
-    written = 0
+    written: list[Change] = []
     for entry in configured:
         digest = config_hash(entry)
         row = existing.get(entry.id)
@@ -198,7 +298,8 @@ def sync_config(connection: sa.Connection, configured: Sequence[SkmConfig]) -> i
             connection.execute(skms.insert().values(id=entry.id, created_at=now, **values))
         else:
             connection.execute(skms.update().where(skms.c.id == entry.id).values(**values))
-        written += 1
+        lost = row is not None and bool(row.active) and not entry.active
+        written.append(Change(entry.shopper_id, frozenset({entry.id}) if lost else frozenset()))
     return written
 
 
@@ -217,10 +318,14 @@ def skm_dict(row: Any, open_count: int = 0) -> dict[str, Any]:
     }
 
 
-def list_skms(connection: sa.Connection, shoppers: frozenset[str] | None) -> list[dict[str, Any]]:
+def list_skms(
+    connection: sa.Connection, shoppers: frozenset[str] | None, skm_id: str | None = None
+) -> list[dict[str, Any]]:
     query = sa.select(skms).order_by(skms.c.shopper_id, skms.c.id)
     if shoppers is not None:
         query = query.where(skms.c.shopper_id.in_(sorted(shoppers)))
+    if skm_id is not None:
+        query = query.where(skms.c.id == skm_id)
     rows = list(connection.execute(query))
     c = conversations.c
     counts: dict[str, int] = {}
