@@ -16,10 +16,18 @@ from typing import Any, Literal, get_args, get_origin
 import orjson
 from pydantic import BaseModel
 
-from wacanon.canonical.schema import SYSTEM_EVENT_TYPES, CanonicalEvent, EventType
+from wacanon.canonical.business import ConversationRef, business_event
+from wacanon.canonical.schema import (
+    BUSINESS_EVENT_TYPES,
+    SYSTEM_EVENT_TYPES,
+    CanonicalEvent,
+    EventType,
+)
 from wacanon.providers.registry import normalize
 from wacanon.routing.lifecycle import lifecycle_event
-from wacanon.routing.state import Conversation, Lifecycle
+from wacanon.routing.policies import Facts as PolicyFacts
+from wacanon.routing.policies import Load, choose
+from wacanon.routing.state import Assignment, Conversation, Lifecycle
 from wacanon.routing.threads import conversation_id, private_thread_key
 
 EXAMPLE_TIME = datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)
@@ -130,9 +138,49 @@ def _examples() -> dict[str, dict[str, Any]]:
     inbound = examples["whatsapp.message.inbound"]
     for event_type in sorted(SYSTEM_EVENT_TYPES):
         examples[event_type] = _system_example(event_type, inbound)
-    missing = set(get_args(EventType)) - set(examples)
+    examples[BUSINESS_EXAMPLE] = _business_example(inbound)
+    missing = set(get_args(EventType)) - set(examples) - BUSINESS_EVENT_TYPES
     assert not missing, f"no example for {sorted(missing)}"
     return examples
+
+
+#: The business event shown in full; the others of the catalog have its shape.
+BUSINESS_EXAMPLE = "commerce.order.created"
+
+
+def _example_conversation(wa_id: str, inbound: dict[str, Any]) -> Conversation:
+    key = private_thread_key(wa_id, "shop-1")
+    return Conversation(
+        id=conversation_id(key),
+        thread_key=key,
+        shopper_id="shop-1",
+        chat_type="private",
+        chat_id=wa_id,
+        customer_id=wa_id,
+        provider=inbound["source"]["provider"],
+        account_id=inbound["source"]["account_id"],
+        opened_at=EXAMPLE_TIME,
+        last_event_at=EXAMPLE_TIME,
+        skm_id="skm-ana",
+    )
+
+
+def _business_example(inbound: dict[str, Any]) -> dict[str, Any]:
+    c = _example_conversation(inbound["chat"]["id"], inbound)
+    ref = ConversationRef(
+        c.id, c.thread_key, c.shopper_id, c.skm_id, c.chat_type, c.chat_id, c.provider,
+        c.account_id,
+    )  # fmt: skip
+    event = business_event(
+        BUSINESS_EXAMPLE,
+        "order-PED-1001",
+        EXAMPLE_TIME,
+        {"order_id": "PED-1001", "total": "349.90", "currency": "BRL"},
+        ref,
+        EXAMPLE_TIME,
+        "3f1c2a9e-example",
+    )
+    return event.model_dump(mode="json")
 
 
 def _system_example(event_type: str, inbound: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +188,8 @@ def _system_example(event_type: str, inbound: dict[str, Any]) -> dict[str, Any]:
     The conversation events come from routing's own builder."""
     if event_type.startswith("whatsapp.conversation."):
         return _lifecycle_example(event_type.rsplit(".", 1)[1], inbound)
+    if event_type == "whatsapp.thread.assigned":
+        return _assigned_example(inbound)
     data = {**inbound, "event_type": event_type, "message": None}
     data["routing"] = {
         "shopper_id": "shop-1",
@@ -151,23 +201,23 @@ def _system_example(event_type: str, inbound: dict[str, Any]) -> dict[str, Any]:
     return CanonicalEvent.model_validate(data).model_dump(mode="json")
 
 
+def _assigned_example(inbound: dict[str, Any]) -> dict[str, Any]:
+    c = _example_conversation(inbound["chat"]["id"], inbound)
+    c.skm_id = None
+    d = choose("default", [Load("skm-ana", 3, 10), Load("skm-bia", 7, 10)], PolicyFacts())
+    assert d is not None
+    record = Assignment(d.skm_id, None, d.policy, d.step, d.reason, d.candidates)
+    item = Lifecycle("assigned", c, EXAMPLE_TIME, d.step, 1, assignment=record)
+    return lifecycle_event(item, EXAMPLE_TIME, "routing-example").model_dump(mode="json")
+
+
 def _lifecycle_example(kind: str, inbound: dict[str, Any]) -> dict[str, Any]:
     chat_id = inbound["chat"]["id"]
 
     def conversation(wa_id: str) -> Conversation:
-        key = private_thread_key(wa_id, "shop-1")
-        return Conversation(
-            id=conversation_id(key),
-            thread_key=key,
-            shopper_id="shop-1",
-            chat_type="private",
-            chat_id=wa_id,
-            customer_id=wa_id,
-            provider=inbound["source"]["provider"],
-            account_id=inbound["source"]["account_id"],
-            opened_at=EXAMPLE_TIME,
-            last_event_at=EXAMPLE_TIME,
-        )
+        c = _example_conversation(wa_id, inbound)
+        c.skm_id = None
+        return c
 
     reasons = {"opened": "first_event", "closed": "inactivity", "merged": "identity_linked"}
     absorbed = conversation("lid:103899771998284") if kind == "merged" else None
@@ -243,14 +293,23 @@ def render() -> str:
         "",
         "## One example per event type",
         "",
-        "Normalizer examples are real output of the simulated provider; the last three",
-        "types are emitted by wacanon's routing, never by a normalizer.",
+        "Normalizer examples are real output of the simulated provider; the conversation and",
+        "thread events are emitted by wacanon's routing, never by a normalizer; business events",
+        "are recorded by other systems through `POST /v1/events`.",
         "",
     ]
     for event_type, example in _examples().items():
         lines += [f"### `{event_type}`", "", "```json"]
         lines.append(orjson.dumps(example, option=orjson.OPT_INDENT_2).decode())
         lines += ["```", ""]
+    others = sorted(BUSINESS_EVENT_TYPES - {BUSINESS_EXAMPLE})
+    lines += [
+        "### The other business events",
+        "",
+        f"Recorded through `POST /v1/events` like `{BUSINESS_EXAMPLE}`, with the same shape:",
+        ", ".join(f"`{t}`" for t in others) + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ as RFC 3339 with a ``Z``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,7 +51,30 @@ GroupAction = Literal[
     "add", "remove", "promote", "demote", "create", "update", "leave", "join", "modify"
 ]
 
+#: Business events other systems record through ``POST /v1/events`` (the seed system's
+#: catalog; the SKM score weighs them, docs/assignment.md).
+BusinessEventType = Literal[
+    "commerce.intent.detected",
+    "commerce.cart.created",
+    "commerce.order.created",
+    "commerce.payment.pending",
+    "commerce.payment.confirmed",
+    "commerce.refund.requested",
+    "commerce.refund.completed",
+    "commerce.chargeback.opened",
+    "commerce.chargeback.won",
+    "commerce.chargeback.lost",
+    "delivery.created",
+    "delivery.dispatched",
+    "delivery.in_transit",
+    "delivery.delivered",
+    "delivery.failed",
+    "delivery.returned",
+]
+BUSINESS_EVENT_TYPES: frozenset[str] = frozenset(get_args(BusinessEventType))
+
 EventType = Literal[
+    BusinessEventType,
     "whatsapp.message.inbound",
     "whatsapp.message.outbound",
     "whatsapp.message.status.queued",
@@ -481,6 +504,11 @@ class CanonicalEvent(_Model):
     call: Call | None = Field(default=None, description="*Addition.*")
     conversation: ConversationInfo | None = Field(default=None, description="*Addition.*")
     assignment: AssignmentInfo | None = Field(default=None, description="*Addition.*")
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description="*Addition.* A business event's own fields (`commerce.*`, `delivery.*`), "
+        "as the system that recorded it sent them.",
+    )
     security: Security
     trace: Trace
 

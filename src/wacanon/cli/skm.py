@@ -8,12 +8,14 @@ others by the policy, and room gained takes the waiting queue's head at once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from wacanon.canonical.schema import CanonicalEvent
+from wacanon.canonical.times import as_utc
 from wacanon.cli import app, fail
 from wacanon.cli.conversations import conversations_app
 from wacanon.cli.options import (
@@ -26,9 +28,10 @@ from wacanon.cli.options import (
 )
 from wacanon.config import DEFAULT_SKM_CAPACITY, SkmConfig
 from wacanon.store import assignment as directory
+from wacanon.store.score import skm_score
 
 skm_app = typer.Typer(
-    help="The SKM directory: add, list, show, update, deactivate, activate.",
+    help="The SKM directory: add, list, show, update, deactivate, activate, score.",
     no_args_is_help=True,
 )
 queue_app = typer.Typer(help="Conversations waiting for an SKM with room.", no_args_is_help=True)
@@ -241,3 +244,51 @@ def assign_command(
         typer.echo(f"{conversation_id} is {skm_id}'s already")
         return
     typer.echo(f"assigned {conversation_id} to {skm_id}: {event.assignment.reason}")
+
+
+def _time_option(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        raise fail(
+            f"{name}: expected an RFC 3339 time (2026-03-01T00:00:00Z), got {text!r}"
+        ) from None
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}s"
+
+
+@skm_app.command("score")
+def score_command(
+    shopper: Annotated[str, typer.Option("--shopper", help="The shopper (required).")],
+    since: Annotated[str | None, typer.Option("--since", help="From this time (RFC 3339).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Until this time, excluded.")] = None,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Each SKM's points and figures (docs/assignment.md has the weights)."""
+    start, end = _time_option(since, "--since"), _time_option(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise fail("--until must be after --since")
+    _, engine = store_at_head(config)
+    with engine.connect() as connection:
+        skms = directory.list_skms(connection, frozenset({shopper}))
+        scores = [skm_score(connection, item["id"], start, end) for item in skms]
+    if as_json:
+        print_json({"items": [s.as_dict() for s in scores]})
+        return
+    if not scores:
+        raise fail(f"no SKMs for shopper {shopper}", 1)
+    typer.echo(
+        f"{'SKM':20} {'POINTS':>7} {'OPEN':>5} {'CLOSED':>6} {'WAITING':>7} "
+        f"{'FR P50':>7} {'FR P90':>7} {'UNANSWERED':>10}  RISK"
+    )
+    for s in scores:
+        typer.echo(
+            f"{s.skm_id:20} {s.points:>7} {s.open:>5} {s.closed:>6} {s.waiting:>7} "
+            f"{_seconds(s.first_response_p50_s):>7} {_seconds(s.first_response_p90_s):>7} "
+            f"{s.unanswered:>10}  {', '.join(s.risk_flags) or '–'}"
+        )

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from wacanon.canonical.schema import BUSINESS_EVENT_TYPES
 from wacanon.routing.assignment import Assigner
 from wacanon.routing.facts import StoredEvent
 from wacanon.routing.lifecycle import COMMAND_ASSIGN
@@ -272,6 +273,8 @@ class Projection:
             return self._replay_close(row_id, event)
         if event.assignment is not None:  # a manual assignment, replayed by a rebuild
             return self._replay_assign(row_id, event)
+        if event.event_type in BUSINESS_EVENT_TYPES:
+            return self._business(row_id, event)
         actor_skm = self.assigner.actor_skm(event, shopper)
         if actor_skm is not None and event.actor.role != "business":
             s.actor_skms[row_id] = actor_skm  # actor.role becomes "skm"
@@ -327,6 +330,18 @@ class Projection:
             return None  # a derived one is never queued; an unknown conversation: nothing
         c = self.state.current(found)
         self.assigner.replay_manual(c, a.skm_id, event.occurred_at)
+        self.state.routes[row_id] = c
+        return c
+
+    def _business(self, row_id: int, event: StoredEvent) -> Conversation | None:
+        """A recorded business event joins the conversation it names (where that one was
+        merged since, the survivor) and carries its SKM of the moment; it is no activity
+        of the chat (no message, no participant)."""
+        cid = event.routing.conversation_id
+        found = self.state.by_id.get(cid) if cid is not None else None
+        if found is None:
+            return None
+        c = self.state.current(found)
         self.state.routes[row_id] = c
         return c
 

@@ -166,6 +166,23 @@ def get_conversation(connection: sa.Connection, conversation_id: str) -> Any | N
     return connection.execute(query).first()
 
 
+def resolve_conversation(
+    connection: sa.Connection, conversation_id: str | None = None, thread_key: str | None = None
+) -> Any | None:
+    """The conversation named by id or thread key; one merged into another resolves to
+    the survivor (merges may chain)."""
+    if conversation_id is not None:
+        row = get_conversation(connection, conversation_id)
+    else:
+        query = sa.select(conversations).where(conversations.c.thread_key == thread_key)
+        row = connection.execute(query).first()
+    for _ in range(64):
+        if row is None or row.merged_into is None:
+            return row
+        row = get_conversation(connection, row.merged_into)
+    return row
+
+
 def participants_of(connection: sa.Connection, conversation_id: str) -> list[dict[str, Any]]:
     query = (
         sa.select(participants)

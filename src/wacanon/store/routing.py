@@ -157,11 +157,8 @@ def load(connection: sa.Connection, batch: Sequence[tuple[int, StoredEvent]]) ->
         if target:
             message_keys.add((event.source.provider, event.source.account_id, target))
     replayed = {e.conversation.id for _, e in batch if e.conversation is not None}
-    replayed |= {
-        e.routing.conversation_id
-        for _, e in batch
-        if e.assignment is not None and e.routing.conversation_id is not None
-    }
+    # Manual assignments and business events name their conversation.
+    replayed |= {e.routing.conversation_id for _, e in batch if e.routing.conversation_id}
     customers: dict[str, set[str]] = {}
     for shopper, ids in wanted.items():
         for chunk in _chunks(sorted(ids)):

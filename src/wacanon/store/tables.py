@@ -76,6 +76,7 @@ events = sa.Table(
     sa.Index("ix_events_event_type_occurred_at", "event_type", "occurred_at"),
     sa.Index("ix_events_shopper_id_occurred_at", "shopper_id", "occurred_at"),
     sa.Index("ix_events_conversation_id_occurred_at", "conversation_id", "occurred_at"),
+    sa.Index("ix_events_skm_id_occurred_at", "skm_id", "occurred_at"),
     # The routing queue: only the events not routed yet are in this index.
     sa.Index(
         "ix_events_unrouted",

@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wacanon.api.deps import ServiceDep
 from wacanon.api.replies import reply
-from wacanon.api.routes.conversations import ApiError, Scope, ScopeDep, owned
+from wacanon.api.routes.conversations import ApiError, Scope, ScopeDep, owned, parse_time
 from wacanon.canonical.schema import CanonicalEvent
 from wacanon.config import SkmConfig
 from wacanon.store import assignment as directory
 from wacanon.store import conversation_reads as reads
+from wacanon.store.score import skm_score
 
 router = APIRouter(prefix="/v1", tags=["assignment"])
 
@@ -77,6 +78,25 @@ def list_skms(service: ServiceDep, scope: ScopeDep, shopper_id: str | None = Non
 @router.get("/skms/{skm_id}")
 def get_skm(service: ServiceDep, scope: ScopeDep, skm_id: str) -> Response:
     return reply(200, _skm(service, scope, skm_id))
+
+
+@router.get("/skms/{skm_id}/score")
+def score(
+    service: ServiceDep,
+    scope: ScopeDep,
+    skm_id: str,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """The SKM's points and figures over ``since`` ≤ t < ``until`` (docs/assignment.md):
+    ``{skm_id, points, open, closed, waiting, first_response_p50_s,
+    first_response_p90_s, unanswered, risk_flags}``."""
+    start, end = parse_time(since, "since"), parse_time(until, "until")
+    if start is not None and end is not None and end <= start:
+        raise ApiError(400, "until: must be after since")
+    _skm(service, scope, skm_id)
+    with service.engine.connect() as connection:
+        return reply(200, skm_score(connection, skm_id, start, end).as_dict())
 
 
 @router.post("/skms")

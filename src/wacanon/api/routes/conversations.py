@@ -80,13 +80,14 @@ def api_error(request: Request, exc: Exception) -> Response:
     return reply(400, {"error": "cursor: not one this server gave out"})
 
 
-def _since(text: str | None) -> datetime | None:
+def parse_time(text: str | None, name: str = "since") -> datetime | None:
+    """A query parameter's RFC 3339 time (UTC when it names no offset)."""
     if text is None:
         return None
     try:
         return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
-        raise ApiError(400, f"since: expected an RFC 3339 time, got {text!r}") from None
+        raise ApiError(400, f"{name}: expected an RFC 3339 time, got {text!r}") from None
 
 
 def owned(connection: sa.Connection, scope: Scope, conversation_id: str) -> Any:
@@ -120,7 +121,7 @@ def list_conversations(
                 shoppers=shoppers,
                 status=status,
                 chat_type=chat_type,
-                since=_since(since),
+                since=parse_time(since),
                 cursor=cursor,
                 limit=limit,
             )
@@ -203,7 +204,7 @@ def list_events(
                 connection,
                 shoppers=scope.narrowed(shopper_id),
                 event_type=type,
-                since=_since(since),
+                since=parse_time(since),
                 cursor=cursor,
                 limit=limit,
             )

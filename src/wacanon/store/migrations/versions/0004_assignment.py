@@ -1,5 +1,6 @@
-"""Assignment: the SKM directory, round robin's cursor, and per conversation its
-assignment count, last SKM and place in the waiting queue.
+"""Assignment: the SKM directory, round robin's cursor, per conversation its
+assignment count, last SKM and place in the waiting queue, and an index of events by
+SKM (the score).
 
 Revision ID: 0004
 Revises: 0003
@@ -33,6 +34,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_skms_shopper_id", "skms", ["shopper_id"])
+    # The SKM score reads an SKM's events by time.
+    op.create_index("ix_events_skm_id_occurred_at", "events", ["skm_id", "occurred_at"])
     op.create_table(
         "assignment_cursors",
         sa.Column("shopper_id", sa.Text(), nullable=False),
@@ -68,5 +71,6 @@ def downgrade() -> None:
         batch_op.drop_column("last_skm_id")
         batch_op.drop_column("assignments")
     op.drop_table("assignment_cursors")
+    op.drop_index("ix_events_skm_id_occurred_at", table_name="events")
     op.drop_index("ix_skms_shopper_id", table_name="skms")
     op.drop_table("skms")
