@@ -161,6 +161,9 @@ class ShopperConfig(_Strict):
     close_after_hours: float = Field(default=DEFAULT_CLOSE_AFTER_HOURS, gt=0)
     #: The ``default`` policy's fallback SKM (one of this shopper's ``[[skms]]``).
     default_skm: str | None = Field(default=None, min_length=1)
+    #: A private conversation whose customer waits longer than this for the first reply
+    #: of the SKM it was assigned to goes to another SKM by the policy (off: None).
+    reassign_unanswered_minutes: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -289,6 +292,11 @@ class Settings(BaseSettings):
         if self._first_trial:
             names.update(f"shop-{i}" for i in range(1, TRIAL_SIMULATED_SHOPPERS + 1))
         return sorted(names)
+
+    def reassign_unanswered(self, shopper_id: str) -> float | None:
+        """``reassign_unanswered_minutes`` of this shopper (None: off)."""
+        found = self.shopper_config(shopper_id)
+        return found.reassign_unanswered_minutes if found else None
 
     def close_after(self, shopper_id: str) -> timedelta:
         """How long a conversation of this shopper stays open without a message."""

@@ -5,12 +5,15 @@ exceed capacity and says so, and a rebuild replays it — on SQLite and PostgreS
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
+from tests.api.conftest import make_settings
 from tests.ingest.test_assignment_live import (
     AUTH,
     SKMS,
@@ -27,10 +30,10 @@ OTHER_TOKEN = "token-of-shop-2-0123456789"
 
 
 def _client(make_client: Any, **overrides: Any) -> httpx.Client:
+    overrides.setdefault("shoppers", [{"id": "shop-1"}, {"id": "shop-2"}])
+    overrides.setdefault("skms", SKMS)
     client: httpx.Client = make_client(
         env=ROUTING_ON,
-        skms=SKMS,
-        shoppers=[{"id": "shop-1"}, {"id": "shop-2"}],
         api_tokens=[
             {"token": TOKEN, "shopper_id": "shop-1"},
             {"token": OTHER_TOKEN, "shopper_id": "shop-2"},
@@ -211,3 +214,44 @@ def test_manual_assignment_exceeds_capacity_and_a_rebuild_replays_it(
         ),
     )
     assert len(manual) == 1  # replayed, not stored again
+
+
+def test_a_customer_left_unanswered_goes_to_another_skm(
+    make_client: Any, database_url: str, tmp_path: Path
+) -> None:
+    shoppers = [{"id": "shop-1", "reassign_unanswered_minutes": 30}, {"id": "shop-2"}]
+    skms = [SKMS[0], {**SKMS[1], "capacity": 2}]
+    client = _client(make_client, shoppers=shoppers, skms=skms)
+    now = int(time.time()) - 60  # recent: the server's own check has nothing to do yet
+    evolution(client, text_body("W1", customer(0), at=now))
+    evolution(client, text_body("W2", customer(1), at=now + 1))
+    evolution(client, text_body("A2", customer(1), from_me=True, at=now + 5))  # answered
+    wait_routed(database_url, expected_events=3 + 2 + 2)
+    waiting = conversation_of(client, customer(0).split("@")[0])
+    answered = conversation_of(client, customer(1).split("@")[0])
+    router, engine = router_of(database_url, tmp_path)
+    try:
+        router.settings = make_settings(database_url, tmp_path, shoppers=shoppers, skms=skms)
+        at = datetime.fromtimestamp(now, UTC)
+        assert router.reassign_unanswered(at + timedelta(minutes=29)) == 0  # not yet
+        assert router.reassign_unanswered(at + timedelta(minutes=31)) == 1
+    finally:
+        engine.dispose()
+    moved = conversation_of(client, waiting["chat_id"])
+    assert moved["skm_id"] != waiting["skm_id"]
+    assert conversation_of(client, answered["chat_id"])["skm_id"] == answered["skm_id"]
+    last = client.get(f"/v1/conversations/{moved['id']}/assignments", headers=AUTH).json()["items"][
+        -1
+    ]
+    assert last["previous_skm_id"] == waiting["skm_id"]
+    assert last["reason"].startswith(f"unanswered: {waiting['skm_id']} did not answer within 30")
+    assert {k: v[0] for k, v in _loads(client).items()} == {"skm-ana": 0, "skm-bia": 2}
+    # Bia does not answer either: back to Ana, 30 minutes after Bia got it.
+    router, engine = router_of(database_url, tmp_path)
+    try:
+        router.settings = make_settings(database_url, tmp_path, shoppers=shoppers, skms=skms)
+        assert router.reassign_unanswered(at + timedelta(minutes=31 + 29)) == 0
+        assert router.reassign_unanswered(at + timedelta(minutes=31 + 31)) == 1
+    finally:
+        engine.dispose()
+    assert conversation_of(client, waiting["chat_id"])["skm_id"] == waiting["skm_id"]

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -53,6 +53,8 @@ POLL_SECONDS = 0.5
 #: budget of issue #7: every event has its conversation within 1 s).
 GATHER_SECONDS = 0.2
 IDLE_CHECK_SECONDS = 60.0
+#: How often conversations left unanswered are looked for (``reassign_unanswered_minutes``).
+UNANSWERED_CHECK_SECONDS = 15.0
 FLAG_CHECK_SECONDS = 1.0
 RETRY_SECONDS = 1.0
 
@@ -244,6 +246,42 @@ class Router:
         store.save(connection, state, [], [])
         directory_store.save_directory(connection, state.directory)
         return self._store_lifecycle(connection, emitted), seq
+
+    def reassign_unanswered(self, now: datetime | None = None) -> int:
+        """Give to another SKM the conversations whose customer has waited longer than
+        their shopper's ``reassign_unanswered_minutes`` for the assigned SKM's first reply
+        (counted from the assignment); how many moved. Nothing while events wait for
+        routing (an answer may be among them)."""
+        now = now or datetime.now(UTC)
+        limits = {
+            s: m
+            for s in self.settings.known_shoppers
+            if (m := self.settings.reassign_unanswered(s)) and self.flags_for(s).routing
+        }
+        if not limits:
+            return 0
+        with self.engine.begin() as connection:
+            seq = store.lock(connection)
+            if store.has_unrouted(connection):
+                return 0
+            state = RoutingState()
+            for shopper, minutes in limits.items():
+                directory_store.unanswered(
+                    connection, state, shopper, now - timedelta(minutes=minutes)
+                )
+            late = sorted(state.by_id.values(), key=lambda c: (c.assigned_at or now, c.id))
+            if not late:
+                return 0
+            self._load_directory(connection, state, {c.shopper_id for c in late})
+            projection = Projection(state, self.settings.close_after)
+            moved = sum(projection.assigner.unanswered(c, now, limits[c.shopper_id]) for c in late)
+            emitted, seq = self._lifecycle_rows(state, seq + 1)
+            store.save(connection, state, [], [])
+            directory_store.save_directory(connection, state.directory)
+            stored = self._store_lifecycle(connection, emitted)
+            store.set_seq(connection, seq)
+        self._signal(stored)
+        return moved
 
     def assign_conversation(
         self, conversation_id: str, skm_id: str, now: datetime | None = None
@@ -487,6 +525,7 @@ class RoutingWorker:
 
     def _run(self) -> None:
         next_idle = time.monotonic() + IDLE_CHECK_SECONDS
+        next_unanswered = time.monotonic() + UNANSWERED_CHECK_SECONDS
         next_flags = 0.0
         synced = False
         while not self._stop.is_set():
@@ -506,6 +545,9 @@ class RoutingWorker:
                 if now >= next_idle:
                     self.router.close_idle()
                     next_idle = now + IDLE_CHECK_SECONDS
+                if now >= next_unanswered:
+                    self.router.reassign_unanswered()
+                    next_unanswered = now + UNANSWERED_CHECK_SECONDS
             except Exception as exc:  # noqa: BLE001 - keep routing; events stay queued
                 log.error("routing failed; retrying", error=f"{type(exc).__name__}: {exc}")
                 self._stop.wait(RETRY_SECONDS)

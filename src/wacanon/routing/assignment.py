@@ -18,6 +18,7 @@ is right without bookkeeping of its own.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 
 from wacanon.routing.facts import StoredEvent
@@ -230,7 +231,7 @@ class Assigner:
     def _take(self, c: Conversation, skm_id: str, at: datetime) -> None:
         """The conversation is this SKM's now (it leaves the queue)."""
         c.skm_id = c.last_skm_id = skm_id
-        c.waiting_since, c.changed = None, True
+        c.waiting_since, c.assigned_at, c.changed = None, at, True
         directory = self.state.directory
         skm = directory.skms.get(skm_id) if directory is not None else None
         if skm is not None:
@@ -300,6 +301,29 @@ class Assigner:
             c.skm_id, c.changed = None, True
             return
         self._by_policy(c, (c.provider, c.account_id), at, losing=True)
+
+    def unanswered(self, c: Conversation, at: datetime, minutes: float) -> bool:
+        """Its SKM left the customer waiting longer than the shopper allows: another SKM
+        by the policy, the one who did not answer left out. Nobody else with room: it
+        stays theirs (better someone than the queue). Whether it moved."""
+        directory = self.state.directory
+        left = c.skm_id
+        if directory is None or left is None or c.status != "open" or c.chat_type != "private":
+            return False
+        pool = [x for x in self.pool(c.shopper_id, exclude=c) if x.skm_id != left]
+        account = directory.account_skms.get((c.provider, c.account_id))
+        facts = Facts(
+            account_skm=None if account == left else account,
+            default_skm=directory.default_skms.get(c.shopper_id),
+            cursor=directory.cursors.get(c.shopper_id),
+        )
+        decision = choose(directory.policy(c.shopper_id), pool, facts)
+        if decision is None:
+            return False
+        why = f"unanswered: {left} did not answer within {minutes:g} min; "
+        self._assign(c, replace(decision, reason=why + decision.reason), at)
+        self._freed(c, left, at)
+        return True
 
     def _freed(self, c: Conversation, previous: str | None, at: datetime) -> None:
         """The SKM who had this open conversation has room again: the queue moves."""

@@ -51,6 +51,8 @@ class Conversation:
     last_skm_id: str | None = None
     #: Since when it waits in its shopper's queue for an SKM with room.
     waiting_since: datetime | None = None
+    #: When its current SKM got it.
+    assigned_at: datetime | None = None
     new: bool = False
     changed: bool = False
 

@@ -267,6 +267,29 @@ def open_of(connection: sa.Connection, state: RoutingState, skm_ids: Sequence[st
             state.add_conversation(_conversation(row))
 
 
+def unanswered(
+    connection: sa.Connection, state: RoutingState, shopper_id: str, cutoff: datetime
+) -> None:
+    """Into the state: the shopper's open private conversations assigned before
+    ``cutoff`` whose SKM has not written since, with a customer message unanswered."""
+    c = conversations.c
+    query = sa.select(conversations).where(
+        c.shopper_id == shopper_id,
+        c.status == "open",
+        c.chat_type == "private",
+        c.skm_id.is_not(None),
+        c.assigned_at < cutoff,
+        c.last_inbound_at.is_not(None),
+        sa.or_(
+            c.last_outbound_at.is_(None),
+            sa.and_(c.last_outbound_at < c.assigned_at, c.last_outbound_at < c.last_inbound_at),
+        ),
+    )
+    for row in connection.execute(query.order_by(c.assigned_at, c.id)):
+        if row.id not in state.by_id:
+            state.add_conversation(_conversation(row))
+
+
 def sync_config(connection: sa.Connection, configured: Sequence[SkmConfig]) -> list[Change]:
     """Seed the directory from ``[[skms]]``: an SKM not in the table is added; one whose
     configuration entry changed since it was last applied takes the new values; one

@@ -207,6 +207,7 @@ def _conversation(row: Any) -> Conversation:
         assignments=row.assignments,
         last_skm_id=row.last_skm_id,
         waiting_since=_utc_or_none(row.waiting_since),
+        assigned_at=_utc_or_none(row.assigned_at),
     )
 
 
@@ -466,6 +467,7 @@ def _conversation_row(c: Conversation) -> dict[str, Any]:
         "assignments": c.assignments,
         "last_skm_id": c.last_skm_id,
         "waiting_since": c.waiting_since,
+        "assigned_at": c.assigned_at,
     }
 
 

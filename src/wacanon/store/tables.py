@@ -148,6 +148,8 @@ conversations = sa.Table(
     sa.Column("assignments", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_skm_id", sa.Text),
     sa.Column("waiting_since", When),
+    #: When its current SKM got it (``reassign_unanswered_minutes`` counts from here).
+    sa.Column("assigned_at", When),
     sa.Index("ix_conversations_shopper_id_last_event_at", "shopper_id", "last_event_at"),
     sa.Index("ix_conversations_shopper_id_status_skm_id", "shopper_id", "status", "skm_id"),
     sa.Index(

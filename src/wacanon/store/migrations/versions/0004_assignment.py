@@ -48,6 +48,7 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("last_skm_id", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("waiting_since", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
             "ix_conversations_shopper_id_status_skm_id", ["shopper_id", "status", "skm_id"]
         )
@@ -67,6 +68,7 @@ def downgrade() -> None:
             postgresql_where=sa.text("waiting_since IS NOT NULL"),
         )
         batch_op.drop_index("ix_conversations_shopper_id_status_skm_id")
+        batch_op.drop_column("assigned_at")
         batch_op.drop_column("waiting_since")
         batch_op.drop_column("last_skm_id")
         batch_op.drop_column("assignments")
