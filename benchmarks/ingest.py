@@ -13,7 +13,15 @@ unsigned Cloud API text webhooks (``POST /webhooks/cloud_api``):
 * the same, with ``WHATSAPP_ROUTING_ENABLED=true`` (issue #7 §7): its rate as a ratio to the
   routing-off server of the same backend, and the p99 of the routing lag (from receipt to
   the event's conversation being committed, ``wacanon_routing_lag_seconds``); leave it out
-  with ``--no-routing``.
+  with ``--no-routing``;
+* the same again with four SKMs in ``[[skms]]`` (issue #8 §6: assignment on, the
+  ``default`` policy): its rate as a ratio to the routing-off server of the same backend,
+  and the assignment latency p50/p99 from a conversation's first message's receipt to its
+  ``whatsapp.thread.assigned`` (from the stored events).
+
+Every target gets the same stream: messages of ``CUSTOMERS`` customers in turn, so the
+first ``CUSTOMERS`` webhooks each open (and, with SKMs, assign) a conversation and the
+rest join one.
 
 The load is wrk (``-t1 -c16 -d10s --latency``, a Lua script putting a counter in each
 message id) when ``wrk`` is on PATH (Debian: ``apt-get install wrk``), else the raw-socket
@@ -51,6 +59,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +72,29 @@ TOKEN = "bench-token"
 HOST = "127.0.0.1"
 CLOUD_PATH = "/webhooks/cloud_api"
 CLOUD_ACCOUNT = "106540352242922"
+#: How many customers the stream cycles through (one conversation each).
+CUSTOMERS = 5000
 #: A Cloud API text webhook (tests/fixtures/cloud_api/text_single.json); ``{id}`` makes
-#: each one distinct.
+#: each one distinct, ``{customer}`` (4 digits) names its sender.
 CLOUD_TEXT = (
     '{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":'
     '[{"value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":'
     f'"5511940028922","phone_number_id":"{CLOUD_ACCOUNT}"}},"contacts":[{{"profile":'
-    '{"name":"Ana Souza"},"wa_id":"5511987654321"}],"messages":[{"from":"5511987654321",'
-    '"id":"wamid.bench-{id}","timestamp":"1772366400","type":"text","text":{"body":'
-    '"Oi! Vocês têm esse tênis no tamanho 38? 👟"}}]},"field":"messages"}]}]}'
+    '{"name":"Ana Souza"},"wa_id":"551198765{customer}"}],"messages":[{"from":'
+    '"551198765{customer}","id":"wamid.bench-{id}","timestamp":"1772366400","type":"text",'
+    '"text":{"body":"Oi! Vocês têm esse tênis no tamanho 38? 👟"}}]},"field":"messages"}]}]}'
 )
 WRK_SCRIPT = """
-local head, tail = [==[HEAD]==], [==[TAIL]==]
+local head, middle, tail = [==[HEAD]==], [==[MIDDLE]==], [==[TAIL]==]
 local prefix, counter, threads = "", 0, 0
 local headers = {["Content-Type"] = "application/json"}
 function setup(thread) thread:set("tid", threads); threads = threads + 1 end
 function init(args) prefix = args[1] .. tid .. "-" end
 function request()
   counter = counter + 1
-  return wrk.format("POST", "PATH", headers, head .. prefix .. counter .. tail)
+  local customer = string.format("%04d", counter % CUSTOMERS)
+  return wrk.format("POST", "PATH", headers,
+    head .. customer .. middle .. customer .. tail1 .. prefix .. counter .. tail)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -198,7 +211,9 @@ def cloud_requests(host: str, port: int, prefix: str) -> Iterator[bytes]:
     counter = 0
     while True:
         counter += 1
-        body = CLOUD_TEXT.replace("{id}", f"{prefix}{counter}").encode()
+        customer = f"{counter % CUSTOMERS:04d}"
+        body = CLOUD_TEXT.replace("{id}", f"{prefix}{counter}").replace("{customer}", customer)
+        body = body.encode()
         yield post_request(host, port, body, CLOUD_PATH, token="")
 
 
@@ -221,7 +236,17 @@ def wait_listening(process: subprocess.Popen[bytes], port: int) -> subprocess.Po
     raise SystemExit(f"the server on port {port} did not start")
 
 
-def server_config(workdir: Path, url: str, mode: str, switch_interval: float | None = None) -> Path:
+#: The SKMs of the assignment target: room for every customer of the stream.
+BENCH_SKMS = 4
+
+
+def server_config(
+    workdir: Path,
+    url: str,
+    mode: str,
+    switch_interval: float | None = None,
+    skms: bool = False,
+) -> Path:
     config = workdir / "wacanon.toml"
     text = f'database_url = "{url}"\nlog_level = "WARNING"\nspool_path = "{workdir / "spool"}"\n'
     if switch_interval is not None:
@@ -233,6 +258,11 @@ def server_config(workdir: Path, url: str, mode: str, switch_interval: float | N
             "[providers.cloud_api]\nallow_unsigned = true\n"
             f'[[accounts]]\nprovider = "cloud_api"\naccount_id = "{CLOUD_ACCOUNT}"\n'
             'shopper_id = "shop-1"\n'
+        )
+    for n in range(BENCH_SKMS if skms else 0):
+        text += (
+            f'[[skms]]\nid = "skm-{n}"\nshopper_id = "shop-1"\nname = "SKM {n}"\n'
+            f'wa_ids = ["55119111100{n:02d}"]\ncapacity = {CUSTOMERS}\n'
         )
     config.write_text(text)
     return config
@@ -246,8 +276,9 @@ def start_server(
     mode: str = "health",
     switch_interval: float | None = None,
     routing: bool = False,
+    skms: bool = False,
 ) -> subprocess.Popen[bytes]:
-    config = server_config(workdir, url, mode, switch_interval)
+    config = server_config(workdir, url, mode, switch_interval, skms)
     env = {
         **os.environ,
         "WHATSAPP_CANONICAL_SHADOW_MODE": "false",
@@ -354,6 +385,9 @@ class Target:
     routing: bool = False
     baseline: str | None = None  # routing on: the label of the same backend, routing off
     lag_p99: float | None = None  # routing on: seconds from receipt to conversation
+    assignment: bool = False
+    #: assignment on: seconds from a conversation's first message to its assignment
+    assigned: tuple[float, float, int] | None = None  # p50, p99, conversations
 
     def load(self, prefix: str, seconds: float, args: argparse.Namespace) -> Figures:
         figures = load(self, prefix, seconds, args)
@@ -362,8 +396,16 @@ class Target:
 
 
 def wrk_script(workdir: Path) -> Path:
-    head, tail = CLOUD_TEXT.split("{id}")
-    text = WRK_SCRIPT.replace("HEAD", head).replace("TAIL", tail).replace("PATH", CLOUD_PATH)
+    head, middle, rest = CLOUD_TEXT.split("{customer}")
+    tail1, tail = rest.split("{id}")
+    text = (
+        WRK_SCRIPT.replace("HEAD", head)
+        .replace("MIDDLE", middle)
+        .replace("tail1 ..", f"[==[{tail1}]==] ..")
+        .replace("TAIL", tail)
+        .replace("PATH", CLOUD_PATH)
+        .replace("CUSTOMERS", str(CUSTOMERS))
+    )
     path = workdir / "cloud_text.lua"
     path.write_text(text, encoding="utf-8")
     return path
@@ -439,9 +481,40 @@ def routing_lag_p99(port: int, stored: int, timeout: float = 30.0) -> float:
     return float("inf")
 
 
-def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None, bool]]) -> None:
+def assignment_latency(url: str) -> tuple[float, float, int]:
+    """p50 and p99 (seconds) from each conversation's first message's receipt to its first
+    ``whatsapp.thread.assigned`` being stored, and how many conversations were assigned."""
+    query = sa.text(
+        "SELECT a.assigned, m.first FROM "
+        "(SELECT conversation_id, MIN(received_at) AS assigned FROM events "
+        " WHERE event_type = 'whatsapp.thread.assigned' GROUP BY conversation_id) a JOIN "
+        "(SELECT conversation_id, MIN(received_at) AS first FROM events "
+        " WHERE event_type = 'whatsapp.message.inbound' GROUP BY conversation_id) m "
+        "ON a.conversation_id = m.conversation_id"
+    )
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = list(connection.execute(query))
+    finally:
+        engine.dispose()
+    waits = sorted(max(0.0, (_time(a) - _time(f)).total_seconds()) for a, f in rows)
+    if not waits:
+        return (float("nan"), float("nan"), 0)
+    pick = lambda share: waits[min(len(waits) - 1, int(share * len(waits)))]  # noqa: E731
+    return (pick(0.50), pick(0.99), len(waits))
+
+
+def _time(value: Any) -> datetime:
+    """A stored time (SQLite gives text, PostgreSQL datetimes) as aware UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None, str]]) -> None:
     """Each ``(label, database URL, GIL switch interval or None, routing)`` against the
-    bare app."""
+    bare app; ``routing`` is ``off``, ``on`` or ``assignment`` (on, with SKMs)."""
     workdir = Path(tempfile.mkdtemp(prefix="wacanon-bench-"))
     args.wrk = wrk_script(workdir) if args.load != "python" and shutil.which("wrk") else None
     if args.load == "wrk" and not args.wrk:
@@ -453,12 +526,18 @@ def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | No
         for index, (name, url, interval, routing) in enumerate(databases):
             (workdir / str(index)).mkdir()
             port = free_port()
+            on, skms = routing != "off", routing == "assignment"
             server = start_server(
-                workdir / str(index), url, port, args.workers, "compare", interval, routing
+                workdir / str(index), url, port, args.workers, "compare", interval, on, skms
             )
-            label = f"wacanon {name}" + (" + routing" if routing else "")
-            baseline = f"wacanon {name}" if routing else None
-            targets.append(Target(label, port, server, url, routing=routing, baseline=baseline))
+            label = (
+                f"wacanon {name}"
+                + {"off": "", "on": " + routing", "assignment": " + assignment"}[routing]
+            )
+            baseline = f"wacanon {name}" if on else None
+            targets.append(
+                Target(label, port, server, url, routing=on, baseline=baseline, assignment=skms)
+            )
         for target in targets:  # warm up: imports, caches, first connections
             target.load("warm-", 1.0, args)
         for round_ in range(args.runs):  # the targets alternate, so drift hits them alike
@@ -468,6 +547,8 @@ def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | No
         for target in targets:
             if target.routing:
                 target.lag_p99 = routing_lag_p99(target.port, stored[target.label])
+            if target.assignment and target.url:
+                target.assigned = assignment_latency(target.url)
     finally:
         for target in targets:
             target.process.terminate()
@@ -502,6 +583,12 @@ def report(args: argparse.Namespace, targets: list[Target], stored: dict[str, in
             verdict = "meets" if ratio >= 0.70 and (t.lag_p99 or 99) <= 1.0 else "misses"
             print(f"  ratio {t.label} / {t.baseline}: {ratio:.2f}; routing lag p99 <= {lag} "
                   f"({verdict} the target of >= 0.70 with lag p99 <= 1 s)")  # fmt: skip
+            if t.assigned is not None:
+                p50, p99, n = t.assigned
+                print(
+                    f"    assignment latency (first message -> thread.assigned) over {n:,} "
+                    f"conversations: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+                )
             continue
         verdict = "meets" if m.rate / bare.rate >= 0.35 and m.p99_ms <= 20 else "misses"
         print(f"  ratio {t.label} / bare: {m.rate / bare.rate:.2f}  ({verdict} the target "
@@ -545,7 +632,7 @@ def main() -> None:
         "--no-routing",
         dest="routing",
         action="store_false",
-        help="compare mode: leave out the routing-on target of each backend",
+        help="compare mode: leave out the routing-on and assignment targets of each backend",
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -555,7 +642,7 @@ def main() -> None:
     if args.connections is None:
         args.connections = 16 if args.mode == "compare" else 32
     scratch: list[tuple[sa.Engine, str]] = []
-    databases: list[tuple[str, str, float | None, bool]] = []
+    databases: list[tuple[str, str, float | None, str]] = []
     directory = Path(tempfile.mkdtemp(prefix="wacanon-bench-db-"))
     intervals: list[float | None] = [None]
     if args.mode == "compare" and args.switch_intervals:
@@ -575,9 +662,10 @@ def main() -> None:
                 label = "SQLite" if backend == "sqlite" else "PostgreSQL"
                 if interval is not None:
                     label += f" (switch {interval * 1e6:g} µs)"
-                databases.append((label, fresh_database(backend), interval, False))
+                databases.append((label, fresh_database(backend), interval, "off"))
                 if args.mode == "compare" and interval is None and args.routing:
-                    databases.append((label, fresh_database(backend), None, True))
+                    databases.append((label, fresh_database(backend), None, "on"))
+                    databases.append((label, fresh_database(backend), None, "assignment"))
         if args.mode == "compare":
             compare(args, databases)
         else:

@@ -96,6 +96,10 @@ class SimulationOptions:
     customers_per_shopper: int = 20
     groups_per_shopper: int = 2
     redelivery_rate: float = 0.1
+    #: Numbers of sales agents (an ``[[skms]]`` entry's ``wa_ids``): with some, about a
+    #: third of group messages are theirs, so groups get claimed (none: the stream is
+    #: exactly what it is without them).
+    skm_numbers: tuple[str, ...] = ()
 
 
 class _Stream:
@@ -161,6 +165,9 @@ class _Stream:
         }
         if in_group:
             fact["group"] = self._group(acc)
+            skms = self.options.skm_numbers
+            if skms and self.rng.random() < 0.35:
+                fact["from"], fact["name"] = self.rng.choice(skms), "Vendedora"
         if kind == "text" or kind == "interactive":
             fact["text"] = self.rng.choice(TEXTS)
         elif kind == "location":

@@ -58,11 +58,15 @@ def list_command(
     if not page.items:
         typer.echo("no conversations" + (f" for shopper {shopper}" if shopper else ""))
         return
-    typer.echo(f"{'ID':36}  {'SHOPPER':10} {'TYPE':7} {'STATUS':6}  {'LAST ACTIVITY':20}  CHAT")
+    typer.echo(
+        f"{'ID':36}  {'SHOPPER':10} {'TYPE':7} {'STATUS':6}  {'LAST ACTIVITY':20}  {'SKM':14} CHAT"
+    )
     for item in page.items:
+        skm = item["skm_id"] or ("(waiting)" if item.get("waiting_since") else "–")
         typer.echo(
             f"{item['id']:36}  {item['shopper_id'][:10]:10} {item['chat_type']:7} "
-            f"{item['status']:6}  {to_second(item['last_event_at']):20}  {item['chat_id']}"
+            f"{item['status']:6}  {to_second(item['last_event_at']):20}  {skm[:14]:14} "
+            f"{item['chat_id']}"
         )
     if page.next_cursor:
         typer.echo(f"(more: raise --limit; showing the newest {limit})")

@@ -34,10 +34,26 @@ def simulate_command(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests with --post.")] = 8,
+    skm_number: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skm-number",
+            help="A sales agent's number (an [[skms]] wa_ids entry; repeat for several): "
+            "about a third of group messages are theirs.",
+        ),
+    ] = None,
 ) -> None:
     """Print a realistic simulated webhook stream, one JSON body per line — or POST it."""
+    digits = [("".join(ch for ch in n if ch.isdigit()), n) for n in skm_number or []]
+    for found, given in digits:
+        if not 8 <= len(found) <= 15:
+            raise fail(f"--skm-number {given!r} is not a WhatsApp number (8 to 15 digits)")
     options = SimulationOptions(
-        count=count, seed=seed, shoppers=shoppers, redelivery_rate=redeliveries
+        count=count,
+        seed=seed,
+        shoppers=shoppers,
+        redelivery_rate=redeliveries,
+        skm_numbers=tuple(found for found, _ in digits),
     )
     if post is not None:
         _post(post, options, token, concurrency)
