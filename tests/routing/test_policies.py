@@ -87,3 +87,14 @@ def test_nobody_with_room_is_no_decision(policy: str) -> None:
 def test_an_unknown_policy_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="round_robin"):
         choose("fastest", [ANA], Facts())
+
+
+def test_the_worked_example_in_docs_assignment_is_what_the_policy_says() -> None:
+    from pathlib import Path
+
+    pool = [Load("skm-ana", 2, 2), Load("skm-bia", 1, 5), Load("skm-caio", 0, 3, active=False)]
+    d = choose("default", pool, Facts(last_served="skm-ana", default_skm="skm-caio"))
+    assert d is not None
+    docs = (Path(__file__).parents[2] / "docs" / "assignment.md").read_text()
+    assert f'"reason": "{d.reason}"' in docs
+    assert f'"step": "{d.step}"' in docs
