@@ -19,9 +19,9 @@ unsigned Cloud API text webhooks (``POST /webhooks/cloud_api``):
   and the assignment latency p50/p99 from a conversation's first message's receipt to its
   ``whatsapp.thread.assigned`` (from the stored events).
 
-Every target gets the same stream: messages of ``CUSTOMERS`` customers in turn, so the
-first ``CUSTOMERS`` webhooks each open (and, with SKMs, assign) a conversation and the
-rest join one.
+Every target gets the same stream: messages of ``--customers`` customers (default 5,000)
+in turn, so the first ones each open (and, with SKMs, assign) a conversation and the rest
+join one; ``--customers 1`` is issue #7's stream (one conversation).
 
 The load is wrk (``-t1 -c16 -d10s --latency``, a Lua script putting a counter in each
 message id) when ``wrk`` is on PATH (Debian: ``apt-get install wrk``), else the raw-socket
@@ -608,6 +608,7 @@ def scratch_postgres(admin_url: str) -> tuple[str, sa.Engine, str]:
 
 
 def main() -> None:
+    global CUSTOMERS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=["compare", "health"], default="compare")
     parser.add_argument("--duration", "--seconds", type=float, default=10.0,
@@ -635,7 +636,10 @@ def main() -> None:
         help="compare mode: leave out the routing-on and assignment targets of each backend",
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--customers", type=int, default=CUSTOMERS, choices=range(1, 10001),
+                        metavar="1..10000", help="customers the stream cycles through")  # fmt: skip
     args = parser.parse_args()
+    CUSTOMERS = args.customers
     if args.serve_bare:
         serve_bare(args.serve_bare, args.workers)
         return

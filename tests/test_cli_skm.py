@@ -93,6 +93,11 @@ def test_the_directory_from_the_command_line(tmp_path: Path) -> None:
     )
     assert twice.returncode == 2
     assert "exists already" in twice.stderr
+    typo = wacanon(
+        tmp_path, "skm", "add", "skm-x", "--shopper", "shop-l", "--name", "X", "--config", path
+    )
+    assert typo.returncode == 2
+    assert typo.stderr.strip() == "wacanon: shopper_id: no shopper 'shop-l' (known: shop-1)"
     empty = wacanon(tmp_path, "skm", "update", "skm-ana", "--config", path)
     assert empty.returncode == 2
     assert "nothing to change" in empty.stderr

@@ -172,6 +172,9 @@ def test_manual_assignment_exceeds_capacity_and_a_rebuild_replays_it(
     assert (a["policy"], a["step"], a["previous_skm_id"]) == ("manual", "manual", "skm-bia")
     assert "above capacity" in a["reason"]
     assert conversation_of(client, third["chat_id"])["skm_id"] == "skm-bia"  # drained
+    assert [(f["conversation_id"], f["skm_id"]) for f in body["assignments"]] == [
+        (third["id"], "skm-bia")
+    ]
     assert _loads(client) == {"skm-ana": (2, 1, True), "skm-bia": (1, 1, True)}
     again = client.post(
         f"/v1/conversations/{bia_had['id']}/assign", json={"skm_id": "skm-ana"}, headers=AUTH

@@ -167,3 +167,33 @@ def test_round_robin_takes_turns_in_id_order() -> None:
     chats = by_chat(p)
     turns = [chats[CUSTOMERS[i].split("@")[0]].skm_id for i in range(5)]
     assert turns == ["skm-ana", "skm-bia", "skm-ana", "skm-bia", "skm-ana"]
+
+
+def test_an_idle_close_gives_its_room_no_earlier_than_the_heir_began_to_wait() -> None:
+    # Ana (capacity 1) has customer 0; customer 1 waits from T0+25h. Customer 0's
+    # conversation went idle at T0+24h but is closed only by their message at T0+30h: the
+    # close is dated T0+24h, yet the heir is assigned when it began to wait, not before.
+    d = directory(capacity=1)
+    d.skms.pop("skm-bia")
+    p = run(
+        d,
+        *stored(
+            text_body("M0", CUSTOMERS[0], at=T0),
+            text_body("M1", CUSTOMERS[1], at=T0 + 25 * 3600),
+            text_body("M2", CUSTOMERS[0], at=T0 + 30 * 3600),
+        ),
+    )
+    heir = by_chat(p)[CUSTOMERS[1].split("@")[0]]
+    assert heir.skm_id == "skm-ana"
+    assert heir.waiting_since is None
+    (drained,) = [e for e in assigned(p) if e.conversation is heir]
+    assert drained.at == heir.opened_at  # T0+25h, not the close's T0+24h
+
+
+def test_a_waiting_conversation_that_closes_leaves_the_queue() -> None:
+    d = directory(capacity=0)
+    p = run(d, *stored(text_body("M0", CUSTOMERS[0], at=T0)))
+    (c,) = p.state.by_id.values()
+    assert c.waiting_since is not None
+    p.close_idle([c], c.opened_at + timedelta(hours=25))
+    assert (c.status, c.waiting_since) == ("closed", None)

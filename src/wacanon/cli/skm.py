@@ -235,15 +235,16 @@ def assign_command(
     `manual`); may exceed the SKM's capacity, and says so."""
     loaded, engine = store_at_head(config)
     try:
-        event = router_for(loaded.settings, engine).assign_conversation(conversation_id, skm_id)
+        stored = router_for(loaded.settings, engine).assign_conversation(conversation_id, skm_id)
     except LookupError:
         raise fail(f"no conversation {conversation_id}", 1) from None
     except directory.DirectoryError as exc:
         raise fail(str(exc), 1 if exc.status == 404 else 2) from None
-    if event is None or event.assignment is None:
+    if not stored or stored[0].assignment is None:
         typer.echo(f"{conversation_id} is {skm_id}'s already")
         return
-    typer.echo(f"assigned {conversation_id} to {skm_id}: {event.assignment.reason}")
+    typer.echo(f"assigned {conversation_id} to {skm_id}: {stored[0].assignment.reason}")
+    _show_followed(stored[1:])
 
 
 def _time_option(text: str | None, name: str) -> datetime | None:

@@ -186,7 +186,18 @@ class Router:
 
     def add_skm(self, entry: SkmConfig) -> list[CanonicalEvent]:
         """A new SKM at runtime; the assignments their room made (the queue's head).
-        Raises ``store.assignment.DirectoryError``."""
+        Raises ``store.assignment.DirectoryError``, also for a shopper neither the
+        configuration nor any stored event names (a typo would stay for good)."""
+        known = set(self.settings.known_shoppers)
+        if entry.shopper_id not in known:
+            with self.engine.connect() as connection:
+                known.update(store.routed_shoppers(connection))
+        if entry.shopper_id not in known:
+            raise directory_store.DirectoryError(
+                422,
+                f"shopper_id: no shopper {entry.shopper_id!r} "
+                f"(known: {', '.join(sorted(known)) or 'none'})",
+            )
         return self._reconciled(lambda c: [directory_store.add_skm(c, entry)])
 
     def update_skm(self, skm_id: str, changes: dict[str, Any]) -> list[CanonicalEvent]:
@@ -285,9 +296,10 @@ class Router:
 
     def assign_conversation(
         self, conversation_id: str, skm_id: str, now: datetime | None = None
-    ) -> CanonicalEvent | None:
+    ) -> list[CanonicalEvent]:
         """Assign by command (may exceed capacity; the reason says so). The stored
-        ``thread.assigned``, or None when the conversation is that SKM's already. Raises
+        ``thread.assigned`` events — the manual one first, then those that followed (the
+        room it freed went to the queue) — none when it is that SKM's already. Raises
         ``LookupError`` (no such conversation), ``store.assignment.DirectoryError`` (no
         such SKM for its shopper, inactive, merged conversation).
 
@@ -316,14 +328,15 @@ class Router:
             except ValueError as exc:
                 raise directory_store.DirectoryError(409, str(exc)) from None
             if record is None:
-                return None
+                return []
             emitted, seq = self._lifecycle_rows(state, seq)
             store.save(connection, state, [], [])
             directory_store.save_directory(connection, state.directory)
             stored = self._store_lifecycle(connection, emitted)
             store.set_seq(connection, seq)
         self._signal(stored)
-        return next((e for e in stored if e.source.provider_event == COMMAND_ASSIGN), None)
+        stored.sort(key=lambda e: e.source.provider_event != COMMAND_ASSIGN)  # manual first
+        return stored
 
     def _write(self, connection: sa.Connection, plan: _Plan) -> list[CanonicalEvent]:
         store.pass_over(connection, plan.passed)

@@ -207,7 +207,10 @@ class Assigner:
                 break
             queue.pop(0)
             waited = c.waiting_since
-            self._assign(c, decision, at, waited_since=waited)
+            # An idle close is dated when the conversation went idle, which may be before
+            # this one started waiting: it is assigned no earlier than it began to wait.
+            when = at if waited is None or waited <= at else waited
+            self._assign(c, decision, when, waited_since=waited)
             done += 1
         return done
 
@@ -263,7 +266,7 @@ class Assigner:
             return None
         pool = self.pool(c.shopper_id, exclude=c)
         load = next(x for x in pool if x.skm_id == skm_id)
-        reason = f"manual: assigned to {skm_id} by command ({load.open}/{load.capacity})"
+        reason = f"manual: assigned to {skm_id} by hand ({load.open}/{load.capacity})"
         if c.status == "open" and not load.has_room:
             reason += "; above capacity (a manual assignment may exceed it)"
         previous = c.skm_id

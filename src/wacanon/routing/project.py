@@ -160,6 +160,7 @@ class Projection:
         s = self.state
         absorbed_open = absorbed.status == "open"
         absorbed.status, absorbed.merged_into, absorbed.changed = "merged", keep.id, True
+        absorbed.waiting_since = None
         keep.opened_at = min(keep.opened_at, absorbed.opened_at)
         keep.last_event_at = max(keep.last_event_at, absorbed.last_event_at)
         keep.last_message_at = _latest(keep.last_message_at, absorbed.last_message_at)
@@ -318,6 +319,7 @@ class Projection:
         if c.status == "open" and event.occurred_at >= c.active_since:
             c.status, c.closed_at, c.changed = "closed", event.occurred_at, True
             c.closed_by = "command" if event.conversation.reason == "command" else "inactivity"
+            c.waiting_since = None
             if c.skm_id is not None:
                 self.assigner.drain(c.shopper_id, event.occurred_at)
         self.state.routes[row_id] = c
@@ -382,6 +384,7 @@ class Projection:
 
     def _close(self, c: Conversation, at: datetime, reason: str, *, given: bool = False) -> None:
         c.status, c.closed_at, c.changed = "closed", at, True
+        c.waiting_since = None  # it leaves the queue; reopened, it is assigned afresh
         c.closed_by = "command" if reason == "command" else "inactivity"
         self.state.emitted.append(Lifecycle("closed", c, at, reason, c.opens, input=given))
         if c.skm_id is not None:  # their capacity frees: the queue's head is assigned

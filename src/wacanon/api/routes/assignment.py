@@ -148,12 +148,12 @@ def assign(
     service: ServiceDep, scope: ScopeDep, conversation_id: str, body: AssignRequest
 ) -> Response:
     """Assign to an SKM of its shopper by hand, even above capacity (the reason says
-    so): the conversation plus ``assigned_now`` (false when it was theirs already) and
-    the ``assignment``."""
+    so): the conversation plus ``assigned_now`` (false when it was theirs already), the
+    ``assignment`` and the ``assignments`` that followed (the room it freed)."""
     with service.engine.connect() as connection:
         owned(connection, scope, conversation_id)
     try:
-        event = service.routing.router.assign_conversation(conversation_id, body.skm_id)
+        stored = service.routing.router.assign_conversation(conversation_id, body.skm_id)
     except directory.DirectoryError as exc:
         raise _refused(exc) from None
     except LookupError:  # gone meanwhile (a rebuild)
@@ -161,6 +161,14 @@ def assign(
     with service.engine.connect() as connection:
         item = reads.conversation_dict(connection, owned(connection, scope, conversation_id))
     assignment = None
-    if event is not None and event.assignment is not None:
-        assignment = event.assignment.model_dump(mode="json")
-    return reply(200, {**item, "assigned_now": event is not None, "assignment": assignment})
+    if stored and stored[0].assignment is not None:
+        assignment = stored[0].assignment.model_dump(mode="json")
+    return reply(
+        200,
+        {
+            **item,
+            "assigned_now": bool(stored),
+            "assignment": assignment,
+            "assignments": _followed(stored[1:]),
+        },
+    )
