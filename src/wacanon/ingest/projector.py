@@ -253,6 +253,14 @@ class Router:
                 if c.shopper_id == shopper and c.status == "open" and c.skm_id in lost
             ]
             projection.directory_changed(shopper, losing, now)
+        return self._save_state(connection, state, seq)
+
+    def _save_state(
+        self, connection: sa.Connection, state: RoutingState, seq: int
+    ) -> tuple[list[CanonicalEvent], int]:
+        """Write what a projection outside a batch of events changed (a close, a command,
+        a directory change, the clock) with the lifecycle events it emitted; the stored
+        ones (to signal after commit) and the sequence number reached."""
         emitted, seq = self._lifecycle_rows(state, seq)
         store.save(connection, state, [], [])
         directory_store.save_directory(connection, state.directory)
@@ -286,10 +294,7 @@ class Router:
             self._load_directory(connection, state, {c.shopper_id for c in late})
             projection = Projection(state, self.settings.close_after)
             moved = sum(projection.assigner.unanswered(c, now, limits[c.shopper_id]) for c in late)
-            emitted, seq = self._lifecycle_rows(state, seq + 1)
-            store.save(connection, state, [], [])
-            directory_store.save_directory(connection, state.directory)
-            stored = self._store_lifecycle(connection, emitted)
+            stored, seq = self._save_state(connection, state, seq + 1)
             store.set_seq(connection, seq)
         self._signal(stored)
         return moved
@@ -329,10 +334,7 @@ class Router:
                 raise directory_store.DirectoryError(409, str(exc)) from None
             if record is None:
                 return []
-            emitted, seq = self._lifecycle_rows(state, seq)
-            store.save(connection, state, [], [])
-            directory_store.save_directory(connection, state.directory)
-            stored = self._store_lifecycle(connection, emitted)
+            stored, seq = self._save_state(connection, state, seq)
             store.set_seq(connection, seq)
         self._signal(stored)
         stored.sort(key=lambda e: e.source.provider_event != COMMAND_ASSIGN)  # manual first
@@ -374,10 +376,7 @@ class Router:
             self._load_directory(connection, state, {c.shopper_id for c in idle})
             projection = Projection(state, self.settings.close_after)
             projection.close_idle(idle, now)
-            emitted, seq = self._lifecycle_rows(state, seq)
-            store.save(connection, state, [], [])
-            directory_store.save_directory(connection, state.directory)
-            stored = self._store_lifecycle(connection, emitted)
+            stored, seq = self._save_state(connection, state, seq)
             store.set_seq(connection, seq)
         self._signal(stored)
         return len(stored)
@@ -401,10 +400,7 @@ class Router:
             projection = Projection(state, self.settings.close_after)
             if not projection.close(state.current(found), now, "command"):
                 return False
-            emitted, seq = self._lifecycle_rows(state, seq)
-            store.save(connection, state, [], [])
-            directory_store.save_directory(connection, state.directory)
-            stored = self._store_lifecycle(connection, emitted)
+            stored, seq = self._save_state(connection, state, seq)
             store.set_seq(connection, seq)
         self._signal(stored)
         return True
