@@ -169,7 +169,7 @@ def two_servers(postgres_server: str, tmp_path: Path, monkeypatch: pytest.Monkey
         server.wait(20)
 
 
-def test_round_robin_over_two_servers_gives_exactly_25_each(
+def test_round_robin_over_two_servers_is_fair_and_never_exceeds_capacity(
     two_servers: list[str], postgres_server: str
 ) -> None:
     posts = [
@@ -193,3 +193,36 @@ def test_round_robin_over_two_servers_gives_exactly_25_each(
         sa.select(sa.func.count()).where(events.c.event_type == "whatsapp.thread.assigned"),
     )
     assert assigned == [(100,)]  # one assignment per conversation
+    # 150 more customers at once over both servers: room for 100 more (capacity 50 each):
+    # nobody goes above it, the other 50 wait, and each conversation is assigned once.
+    more = [
+        (
+            two_servers[i % 2],
+            "/webhooks/simulated",
+            sim_body(sim_message(f"CAP-{i:03d}", text=f"Oi {i}", sender=f"55119800{i:05d}")),
+            bearer(),
+        )
+        for i in range(150)
+    ]
+    assert asyncio.run(_post_all(more)) == [200] * 150
+    wait_routed(postgres_server, expected_events=300 + 150 * 2 + 100, timeout=30)
+    c = conversations.c
+    load = dict(
+        fetch(
+            postgres_server,
+            sa.select(c.skm_id, sa.func.count())
+            .where(c.status == "open", c.skm_id.is_not(None))
+            .group_by(c.skm_id),
+        )
+    )
+    assert load == {"skm-a": 50, "skm-b": 50, "skm-c": 50, "skm-d": 50}
+    waiting = fetch(postgres_server, sa.select(sa.func.count()).where(c.waiting_since.is_not(None)))
+    assert waiting == [(50,)]
+    keys = fetch(
+        postgres_server,
+        sa.select(events.c.conversation_id, sa.func.count())
+        .where(events.c.event_type == "whatsapp.thread.assigned")
+        .group_by(events.c.conversation_id),
+    )
+    assert len(keys) == 200
+    assert {n for _, n in keys} == {1}
