@@ -258,3 +258,59 @@ def test_a_customer_left_unanswered_goes_to_another_skm(
     finally:
         engine.dispose()
     assert conversation_of(client, waiting["chat_id"])["skm_id"] == waiting["skm_id"]
+
+
+def test_least_loaded_and_sticky_through_the_live_server(
+    make_client: Any, database_url: str
+) -> None:
+    skms = [{**SKMS[0], "capacity": 2}, {**SKMS[1], "capacity": 2}]
+    env = {**ROUTING_ON, "WHATSAPP_ASSIGNMENT_POLICY": "least_loaded"}
+    client = make_client(
+        env=env,
+        skms=skms,
+        shoppers=[{"id": "shop-1"}],
+        api_tokens=[{"token": TOKEN, "shopper_id": "shop-1"}],
+    )
+    wait_for(lambda: len(client.get("/v1/skms", headers=AUTH).json()["items"]) == 2)
+    for i in range(3):
+        evolution(client, text_body(f"L{i}", customer(i), at=T0 + i))
+    wait_routed(database_url, expected_events=3 * 3)
+    got = [conversation_of(client, customer(i).split("@")[0])["skm_id"] for i in range(3)]
+    # A tie at 0/2 goes to who was never assigned, then by id; at 1/2 each, to the one
+    # idle longest: Ana.
+    assert got == ["skm-ana", "skm-bia", "skm-ana"]
+    third = conversation_of(client, customer(2).split("@")[0])
+    (entry,) = client.get(f"/v1/conversations/{third['id']}/assignments", headers=AUTH).json()[
+        "items"
+    ]
+    assert (entry["policy"], entry["step"]) == ("least_loaded", "least_loaded")
+
+
+def test_sticky_brings_a_returning_customer_back_to_their_skm(
+    make_client: Any, database_url: str
+) -> None:
+    env = {**ROUTING_ON, "WHATSAPP_ASSIGNMENT_POLICY": "sticky"}
+    skms = [{**SKMS[0], "capacity": 5}, {**SKMS[1], "capacity": 5}]
+    client = make_client(
+        env=env,
+        skms=skms,
+        shoppers=[{"id": "shop-1"}],
+        api_tokens=[{"token": TOKEN, "shopper_id": "shop-1"}],
+    )
+    wait_for(lambda: len(client.get("/v1/skms", headers=AUTH).json()["items"]) == 2)
+    evolution(client, text_body("S0", customer(0), at=T0))
+    evolution(client, text_body("S1", customer(1), at=T0 + 1))
+    wait_routed(database_url, expected_events=2 * 3)
+    first = conversation_of(client, customer(0).split("@")[0])
+    assert first["skm_id"] == "skm-ana"  # round robin from the start
+    assert conversation_of(client, customer(1).split("@")[0])["skm_id"] == "skm-bia"
+    assert client.post(f"/v1/conversations/{first['id']}/close", headers=AUTH).status_code == 200
+    evolution(client, text_body("S2", customer(2), at=T0 + 2))  # round robin's next: Ana
+    evolution(client, text_body("S3", customer(0), at=T0 + 3))  # back: to Ana, sticky
+    wait_routed(database_url, expected_events=6 + 1 + 3 + 2)
+    again = conversation_of(client, customer(0).split("@")[0])
+    # Round robin's next would be Bia; sticky keeps Ana, so nothing changes hands and
+    # nothing new is recorded.
+    assert (again["status"], again["skm_id"]) == ("open", "skm-ana")
+    history = client.get(f"/v1/conversations/{again['id']}/assignments", headers=AUTH).json()
+    assert [(h["skm_id"], h["policy"]) for h in history["items"]] == [("skm-ana", "sticky")]
