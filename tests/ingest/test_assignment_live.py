@@ -226,3 +226,47 @@ def test_round_robin_over_two_servers_is_fair_and_never_exceeds_capacity(
     )
     assert len(keys) == 200
     assert {n for _, n in keys} == {1}
+
+
+def _mention(message_id: str, at: int, mentioned: str) -> dict[str, Any]:
+    body = text_body(message_id, GROUP, participant=customer(6), at=at)
+    body["data"]["message"] = {
+        "extendedTextMessage": {
+            "text": f"@{mentioned} pode me ajudar com o pedido?",
+            "contextInfo": {"mentionedJid": [f"{mentioned}@s.whatsapp.net"]},
+        }
+    }
+    body["data"]["messageType"] = "extendedTextMessage"
+    return body
+
+
+def test_a_customer_mention_routes_the_group_to_that_skm(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client(
+        env=GROUPS_ON, skms=SKMS, api_tokens=[{"token": TOKEN, "shopper_id": "shop-1"}]
+    )
+    evolution(client, text_body("H1", GROUP, participant=f"{ANA}@s.whatsapp.net", at=T0))
+    evolution(client, _mention("H2", T0 + 30, BIA))
+    wait_routed(database_url, expected_events=2 + 1 + 2)
+    group = wait_for(lambda: (g := conversation_of(client, GROUP))["skm_id"] == "skm-bia" and g)
+    history = client.get(f"/v1/conversations/{group['id']}/assignments", headers=AUTH).json()
+    assert [(h["step"], h["skm_id"], h["previous_skm_id"]) for h in history["items"]] == [
+        ("entry_point", "skm-ana", None),
+        ("mention", "skm-bia", "skm-ana"),
+    ]
+
+
+def test_with_group_routing_off_groups_are_kept_but_nobody_is_assigned(
+    make_client: Any, database_url: str
+) -> None:
+    client = make_client(
+        env=ROUTING_ON, skms=SKMS, api_tokens=[{"token": TOKEN, "shopper_id": "shop-1"}]
+    )
+    evolution(client, text_body("K1", GROUP, participant=f"{ANA}@s.whatsapp.net", at=T0))
+    evolution(client, _mention("K2", T0 + 30, BIA))
+    wait_routed(database_url, expected_events=2 + 1)
+    group = conversation_of(client, GROUP)
+    assert (group["status"], group["skm_id"]) == ("open", None)
+    history = client.get(f"/v1/conversations/{group['id']}/assignments", headers=AUTH).json()
+    assert history == {"items": []}
