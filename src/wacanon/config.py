@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -119,12 +119,27 @@ class ProvidersConfig(_Strict):
         return section.allow_unsigned
 
 
+_LEGACY_URL = r"^https?://[^\s/?#]+[^\s#]*$"
+
+
 class AccountConfig(_Strict):
     provider: Literal["cloud_api", "evolution", "baileys", "simulated"]
     account_id: str = Field(min_length=1)
     shopper_id: str = Field(min_length=1)
     #: The seller's own number: this account's private chats are this SKM's.
     skm_id: str | None = Field(default=None, min_length=1)
+    #: The team's existing handler for this account's webhooks (beats ``[legacy]``).
+    legacy_url: str | None = Field(default=None, pattern=_LEGACY_URL)
+
+
+class LegacyConfig(_Strict):
+    """``[legacy]``: where each provider's webhooks went before wacanon (forwarded
+    byte-identical; docs/operations.md, "Legacy passthrough")."""
+
+    cloud_api: str | None = Field(default=None, pattern=_LEGACY_URL)
+    evolution: str | None = Field(default=None, pattern=_LEGACY_URL)
+    baileys: str | None = Field(default=None, pattern=_LEGACY_URL)
+    simulated: str | None = Field(default=None, pattern=_LEGACY_URL)
 
 
 DEFAULT_SKM_CAPACITY = 20
@@ -185,6 +200,9 @@ class Settings(BaseSettings):
     shoppers: list[ShopperConfig] = Field(default_factory=list)
     skms: list[SkmConfig] = Field(default_factory=list)
     api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
+    legacy: LegacyConfig = LegacyConfig()
+    #: A legacy handler slower than this: the provider gets 502 (and retries).
+    legacy_timeout_seconds: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Slow and greedy clients (see wacanon.api.limits and docs/operations.md, "Limits").
     header_read_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -292,6 +310,26 @@ class Settings(BaseSettings):
         if self._first_trial:
             names.update(f"shop-{i}" for i in range(1, TRIAL_SIMULATED_SHOPPERS + 1))
         return sorted(names)
+
+    def legacy_target(self, provider: str, accounts: Sequence[str]) -> str | None:
+        """Where a webhook of these accounts is forwarded: the accounts' ``legacy_url``
+        when they name one (all the same one), else the provider's ``[legacy]`` URL."""
+        urls = {
+            a.legacy_url
+            for a in self.accounts
+            if a.provider == provider and a.account_id in accounts and a.legacy_url
+        }
+        if len(urls) == 1:
+            return urls.pop()
+        found: str | None = getattr(self.legacy, provider, None)
+        return found
+
+    @cached_property
+    def legacy_on(self) -> bool:
+        """Whether any webhook is forwarded at all."""
+        return bool(self.legacy.model_dump(exclude_none=True)) or any(
+            a.legacy_url for a in self.accounts
+        )
 
     def reassign_unanswered(self, shopper_id: str) -> float | None:
         """``reassign_unanswered_minutes`` of this shopper (None: off)."""

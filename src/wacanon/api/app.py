@@ -39,6 +39,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
         try:
             yield
         finally:
+            await service.legacy.aclose()
             await run_in_threadpool(service.stop)
 
     api = FastAPI(title="wacanon", docs_url=None, redoc_url=None)

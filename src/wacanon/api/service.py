@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 import structlog
 
+from wacanon.api.legacy import LegacyForwarder
 from wacanon.config import Settings
 from wacanon.errors import DatabaseUnreachable
 from wacanon.ingest.flag_cache import FlagCache
@@ -51,6 +52,7 @@ class Service:
     routing: RoutingWorker
 
     def __post_init__(self) -> None:
+        self.legacy = LegacyForwarder(self.settings)
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency

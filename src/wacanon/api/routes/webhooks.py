@@ -196,6 +196,24 @@ async def _receive(
                 "error": f"body larger than {settings.max_body_bytes} bytes",
             },
         )
+    forwarding = service.legacy.start(provider, request, body, path_event)
+    if forwarding is None:
+        return await _verified(service, provider, request, body, correlation_id, path_event)
+    # Forwarded whatever wacanon makes of it; the provider gets the legacy handler's answer.
+    ours = await _verified(service, provider, request, body, correlation_id, path_event)
+    return await service.legacy.answer(forwarding, ours, stored_nowhere=ours.status_code == 503)
+
+
+async def _verified(
+    service: Service,
+    provider: str,
+    request: Request,
+    body: bytes,
+    correlation_id: str,
+    path_event: str | None,
+) -> Response:
+    """Verify, then persist: wacanon's own answer to a whole body."""
+    settings = service.settings
     try:
         signature_valid = verify(
             provider,
