@@ -191,3 +191,20 @@ def test_stored_nowhere_is_503_whatever_the_handler_said(database_url: str, tmp_
 
     assert asyncio.run(decide(True)).status_code == 503  # the provider must retry
     assert asyncio.run(decide(False)).status_code == 200
+
+
+def test_when_wacanons_pipeline_breaks_the_handler_still_gets_the_webhook(
+    make_client: Any, database_url: str, legacy: Legacy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wacanon.api.routes import webhooks
+
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug in the canonical pipeline")
+
+    monkeypatch.setattr(webhooks, "_verified", broken)
+    client = make_client(legacy={"evolution": legacy.url})
+    body = orjson.dumps(text_body("B1", "5511987654321@s.whatsapp.net", at=T0))
+    headers = {"apikey": EVOLUTION_KEY, "Content-Type": "application/json"}
+    answer = client.post("/webhooks/evolution", content=body, headers=headers)
+    assert answer.status_code == 503  # stored nowhere: the provider retries
+    assert [data for _, _, data in legacy.received] == [body]

@@ -200,7 +200,11 @@ async def _receive(
     if forwarding is None:
         return await _verified(service, provider, request, body, correlation_id, path_event)
     # Forwarded whatever wacanon makes of it; the provider gets the legacy handler's answer.
-    ours = await _verified(service, provider, request, body, correlation_id, path_event)
+    try:
+        ours = await _verified(service, provider, request, body, correlation_id, path_event)
+    except Exception:  # a bug of ours must not cost the legacy handler its webhook
+        log.exception("webhook pipeline failed; the legacy handler still answers")
+        ours = reply(503, {"correlation_id": correlation_id, "error": "storage unavailable"})
     return await service.legacy.answer(forwarding, ours, stored_nowhere=ours.status_code == 503)
 
 
