@@ -246,6 +246,7 @@ def server_config(
     mode: str,
     switch_interval: float | None = None,
     skms: bool = False,
+    legacy: str | None = None,
 ) -> Path:
     config = workdir / "wacanon.toml"
     text = f'database_url = "{url}"\nlog_level = "WARNING"\nspool_path = "{workdir / "spool"}"\n'
@@ -264,6 +265,8 @@ def server_config(
             f'[[skms]]\nid = "skm-{n}"\nshopper_id = "shop-1"\nname = "SKM {n}"\n'
             f'wa_ids = ["55119111100{n:02d}"]\ncapacity = {CUSTOMERS}\n'
         )
+    if legacy is not None:
+        text += f'[legacy]\ncloud_api = "{legacy}"\n'
     config.write_text(text)
     return config
 
@@ -277,8 +280,9 @@ def start_server(
     switch_interval: float | None = None,
     routing: bool = False,
     skms: bool = False,
+    legacy: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    config = server_config(workdir, url, mode, switch_interval, skms)
+    config = server_config(workdir, url, mode, switch_interval, skms, legacy)
     env = {
         **os.environ,
         "WHATSAPP_CANONICAL_SHADOW_MODE": "false",
@@ -386,6 +390,7 @@ class Target:
     baseline: str | None = None  # routing on: the label of the same backend, routing off
     lag_p99: float | None = None  # routing on: seconds from receipt to conversation
     assignment: bool = False
+    legacy: bool = False  # every webhook also forwarded to the bare app
     #: assignment on: seconds from a conversation's first message to its assignment
     assigned: tuple[float, float, int] | None = None  # p50, p99, conversations
 
@@ -514,7 +519,8 @@ def _time(value: Any) -> datetime:
 
 def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | None, str]]) -> None:
     """Each ``(label, database URL, GIL switch interval or None, routing)`` against the
-    bare app; ``routing`` is ``off``, ``on`` or ``assignment`` (on, with SKMs)."""
+    bare app; ``routing`` is ``off``, ``on``, ``assignment`` (on, with SKMs) or
+    ``legacy`` (off, every webhook also forwarded to the bare app as the legacy handler)."""
     workdir = Path(tempfile.mkdtemp(prefix="wacanon-bench-"))
     args.wrk = wrk_script(workdir) if args.load != "python" and shutil.which("wrk") else None
     if args.load == "wrk" and not args.wrk:
@@ -523,21 +529,26 @@ def compare(args: argparse.Namespace, databases: list[tuple[str, str, float | No
     try:
         port = free_port()
         targets.append(Target("bare Starlette + orjson", port, start_bare(port, args.workers)))
+        legacy_url = f"http://{HOST}:{port}{CLOUD_PATH}"
         for index, (name, url, interval, routing) in enumerate(databases):
             (workdir / str(index)).mkdir()
             port = free_port()
-            on, skms = routing != "off", routing == "assignment"
+            on, skms = routing in ("on", "assignment"), routing == "assignment"
+            forward = legacy_url if routing == "legacy" else None
             server = start_server(
-                workdir / str(index), url, port, args.workers, "compare", interval, on, skms
-            )
-            label = (
-                f"wacanon {name}"
-                + {"off": "", "on": " + routing", "assignment": " + assignment"}[routing]
-            )
-            baseline = f"wacanon {name}" if on else None
+                workdir / str(index), url, port, args.workers, "compare", interval, on, skms,
+                forward,
+            )  # fmt: skip
+            suffix = {"off": "", "on": " + routing", "assignment": " + assignment",
+                      "legacy": " + legacy forward"}[routing]  # fmt: skip
+            label = f"wacanon {name}{suffix}"
+            baseline = f"wacanon {name}" if routing != "off" else None
             targets.append(
-                Target(label, port, server, url, routing=on, baseline=baseline, assignment=skms)
-            )
+                Target(
+                    label, port, server, url, routing=on, baseline=baseline, assignment=skms,
+                    legacy=forward is not None,
+                )
+            )  # fmt: skip
         for target in targets:  # warm up: imports, caches, first connections
             target.load("warm-", 1.0, args)
         for round_ in range(args.runs):  # the targets alternate, so drift hits them alike
@@ -576,6 +587,13 @@ def report(args: argparse.Namespace, targets: list[Target], stored: dict[str, in
     bare = medians[targets[0].label]
     for t in targets[1:]:
         m = medians[t.label]
+        if t.legacy and t.baseline in medians:
+            off = medians[str(t.baseline)]
+            added = f"p50 {m.p50_ms - off.p50_ms:+.2f} ms, p99 {m.p99_ms - off.p99_ms:+.2f} ms"
+            print(
+                f"  {t.label} / {t.baseline}: rate {m.rate / off.rate:.2f}; forwarding adds {added}"
+            )
+            continue
         if t.baseline is not None and t.baseline in medians:
             off = medians[t.baseline]
             ratio = m.rate / off.rate
@@ -635,6 +653,12 @@ def main() -> None:
         action="store_false",
         help="compare mode: leave out the routing-on and assignment targets of each backend",
     )
+    parser.add_argument(
+        "--no-legacy",
+        dest="legacy",
+        action="store_false",
+        help="compare mode: leave out the legacy-forwarding target of each backend",
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--customers", type=int, default=CUSTOMERS, choices=range(1, 10001),
                         metavar="1..10000", help="customers the stream cycles through")  # fmt: skip
@@ -670,6 +694,8 @@ def main() -> None:
                 if args.mode == "compare" and interval is None and args.routing:
                     databases.append((label, fresh_database(backend), None, "on"))
                     databases.append((label, fresh_database(backend), None, "assignment"))
+                if args.mode == "compare" and interval is None and args.legacy:
+                    databases.append((label, fresh_database(backend), None, "legacy"))
         if args.mode == "compare":
             compare(args, databases)
         else:
