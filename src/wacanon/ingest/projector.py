@@ -179,7 +179,7 @@ class Router:
     def sync_directory(self) -> int:
         """Seed the SKM table from ``[[skms]]`` (see ``store.assignment.sync_config``),
         under the routing lock, then reconcile what it changed (:meth:`_reconcile`)."""
-        changes = self._change(lambda c: directory_store.sync_config(c, self.settings.skms))
+        changes, _ = self._change(lambda c: directory_store.sync_config(c, self.settings.skms))
         if changes:
             log.info("SKM directory seeded from the configuration", skms=len(changes))
         return len(changes)
@@ -191,47 +191,38 @@ class Router:
         known = set(self.settings.known_shoppers)
         if entry.shopper_id not in known:
             with self.engine.connect() as connection:
-                known.update(store.routed_shoppers(connection))
+                if store.has_events_of(connection, entry.shopper_id):
+                    known.add(entry.shopper_id)
         if entry.shopper_id not in known:
             raise directory_store.DirectoryError(
                 422,
                 f"shopper_id: no shopper {entry.shopper_id!r} "
                 f"(known: {', '.join(sorted(known)) or 'none'})",
             )
-        return self._reconciled(lambda c: [directory_store.add_skm(c, entry)])
+        return self._change(lambda c: [directory_store.add_skm(c, entry)])[1]
 
     def update_skm(self, skm_id: str, changes: dict[str, Any]) -> list[CanonicalEvent]:
         """Change an SKM at runtime (``store.assignment.EDITABLE``); the assignments
         that followed: their open conversations reassigned when deactivated, the queue's
         head when anyone gained room. Raises ``store.assignment.DirectoryError``."""
-        return self._reconciled(lambda c: [directory_store.update_skm(c, skm_id, changes)])
-
-    def _reconciled(
-        self, write: Callable[[sa.Connection], list[directory_store.Change]]
-    ) -> list[CanonicalEvent]:
-        out: list[CanonicalEvent] = []
-        self._change(write, out)
-        return out
+        return self._change(lambda c: [directory_store.update_skm(c, skm_id, changes)])[1]
 
     def _change(
-        self,
-        write: Callable[[sa.Connection], list[directory_store.Change]],
-        stored: list[CanonicalEvent] | None = None,
-    ) -> list[directory_store.Change]:
+        self, write: Callable[[sa.Connection], list[directory_store.Change]]
+    ) -> tuple[list[directory_store.Change], list[CanonicalEvent]]:
         """One directory write under the routing lock, reconciled in the same transaction
-        (so no batch assigns from a directory that is half changed), then signalled."""
+        (so no batch assigns from a directory that is half changed), then signalled:
+        what changed, and the assignments that followed."""
         with self.engine.begin() as connection:
             seq = store.lock(connection)
             changes = write(connection)
             if not changes:
-                return changes
+                return changes, []
             # An optimistic batch read before this must read again: the step counts.
             emitted, seq = self._reconcile(connection, seq + 1, changes)
             store.set_seq(connection, seq)
         self._signal(emitted)
-        if stored is not None:
-            stored.extend(emitted)
-        return changes
+        return changes, emitted
 
     def _reconcile(
         self, connection: sa.Connection, seq: int, changes: Sequence[directory_store.Change]

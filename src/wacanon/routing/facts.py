@@ -76,8 +76,6 @@ class _Conversation(msgspec.Struct, frozen=True):
 
 class _Assignment(msgspec.Struct, frozen=True):
     skm_id: str | None = None
-    previous_skm_id: str | None = None
-    reason: str = ""
 
 
 class StoredEvent(msgspec.Struct, frozen=True):

@@ -432,6 +432,12 @@ def confirm_lifecycle(connection: sa.Connection, rows: Sequence[dict[str, Any]])
         )
 
 
+def has_events_of(connection: sa.Connection, shopper_id: str) -> bool:
+    """Whether any event names this shopper (one index probe, not a scan)."""
+    query = sa.select(events.c.id).where(events.c.shopper_id == shopper_id).limit(1)
+    return connection.execute(query).first() is not None
+
+
 def routed_shoppers(connection: sa.Connection) -> list[str]:
     """Shoppers with events (the ones a rebuild of everything covers)."""
     query = sa.select(events.c.shopper_id).where(events.c.shopper_id.is_not(None)).distinct()
