@@ -27,6 +27,8 @@ CANONICAL_SHADOW_MODE = "WHATSAPP_CANONICAL_SHADOW_MODE"
 ROUTING_ENABLED = "WHATSAPP_ROUTING_ENABLED"
 GROUP_ROUTING_ENABLED = "WHATSAPP_GROUP_ROUTING_ENABLED"
 ASSIGNMENT_POLICY = "WHATSAPP_ASSIGNMENT_POLICY"
+#: Not a seed name (the seed's Phase 1 says only "comparative logs enabled"): ours.
+COMPARATIVE_LOGS = "WACANON_COMPARATIVE_LOGS"
 
 #: The seed's Phase 0: canonical on, shadow on, routing off.
 BOOLEAN_DEFAULTS: dict[str, bool] = {
@@ -34,6 +36,7 @@ BOOLEAN_DEFAULTS: dict[str, bool] = {
     CANONICAL_SHADOW_MODE: True,
     ROUTING_ENABLED: False,
     GROUP_ROUTING_ENABLED: False,
+    COMPARATIVE_LOGS: False,
 }
 STRING_DEFAULTS: dict[str, str] = {ASSIGNMENT_POLICY: "default"}
 NARROWING_SUFFIXES = ("_ALLOWLIST", "_DENYLIST", "_PERCENT")
@@ -190,6 +193,7 @@ class ShopperFlags:
     routing: bool
     group_routing: bool
     assignment_policy: str
+    comparative_logs: bool = False
 
     @classmethod
     def resolve(cls, snapshot: FlagSnapshot, shopper_id: str | None) -> ShopperFlags:
@@ -202,4 +206,5 @@ class ShopperFlags:
             routing=on(ROUTING_ENABLED),
             group_routing=on(GROUP_ROUTING_ENABLED),
             assignment_policy=str(snapshot.string(ASSIGNMENT_POLICY, shopper_id).value),
+            comparative_logs=on(COMPARATIVE_LOGS),
         )

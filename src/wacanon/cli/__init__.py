@@ -31,7 +31,17 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-from wacanon.cli import conversations, db, flags, normalize, replay, serve, simulate, skm  # noqa: E402,F401 - registers commands
+from wacanon.cli import (  # noqa: E402,F401 - registers commands
+    conversations,
+    db,
+    flags,
+    normalize,
+    replay,
+    rollout,
+    serve,
+    simulate,
+    skm,
+)
 
 
 def main() -> None:

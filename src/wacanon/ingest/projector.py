@@ -302,7 +302,7 @@ class Router:
         What waits for routing is routed first, as for a close by command: the command
         applies to the conversation as its events make it."""
         now = now or datetime.now(UTC)
-        self._route_queue()
+        self.route_queue()
         with self.engine.begin() as connection:
             seq = store.lock(connection)
             state = store.conversation_state(connection, conversation_id)
@@ -380,7 +380,7 @@ class Router:
         as its events make it (during a rebuild, not to a half-built one whose earlier
         closes are still queued to be replayed)."""
         now = now or datetime.now(UTC)
-        self._route_queue()
+        self.route_queue()
         with self.engine.begin() as connection:
             seq = store.lock(connection)
             state = store.conversation_state(connection, conversation_id)
@@ -412,13 +412,13 @@ class Router:
             queued = {s: store.reset_shopper(connection, s) for s in shoppers if s not in off}
         if not queued:
             return queued
-        self._route_queue(progress)
+        self.route_queue(progress)
         for _ in range(REBUILD_REQUEUES):
             # A server whose flags were behind may have passed some over meanwhile: they
             # belong to this rebuild, in their order, not to a later check's.
             if not self._requeue_passed_over(list(queued)):
                 break
-            self._route_queue(progress)
+            self.route_queue(progress)
         self.close_idle()
         with self.engine.begin() as connection:
             store.lock(connection)
@@ -427,7 +427,7 @@ class Router:
                     store.drop_unconfirmed(connection, shopper)
         return queued
 
-    def _route_queue(self, progress: Callable[[str, int], None] | None = None) -> int:
+    def route_queue(self, progress: Callable[[str, int], None] | None = None) -> int:
         """Route until the queue is empty (as it was when a batch found it so)."""
         done = 0
         while True:

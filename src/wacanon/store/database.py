@@ -142,9 +142,14 @@ class SchemaState:
         """Why this version cannot use the database (schema not at head), or None."""
         if self.at_head:
             return None
+        where = (
+            f"the database schema is at {self.current}"
+            if self.current
+            else "the database has no wacanon schema yet"
+        )
         return (
-            f"the database schema is at {self.current or 'nothing'}, this version needs "
-            f"{self.head}: run `wacanon db upgrade` (same --config / WACANON_DATABASE_URL)"
+            f"{where}, this version needs {self.head}: run `wacanon db upgrade` "
+            "(same --config / WACANON_DATABASE_URL)"
         )
 
 

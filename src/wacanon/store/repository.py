@@ -351,10 +351,19 @@ class StoredWebhook:
 
 
 def journal_since(
-    connection: sa.Connection, since: datetime, chunk: int = 500
+    connection: sa.Connection, since: datetime, chunk: int = 500, shopper_id: str | None = None
 ) -> Iterator[StoredWebhook]:
-    """Journaled webhooks received at or after ``since``, oldest first, in chunks."""
+    """Journaled webhooks received at or after ``since``, oldest first, in chunks.
+
+    With ``shopper_id``: that shopper's, and those that name no shopper (a batch spanning
+    several shoppers, or whose account nobody owned then) — they may hold its events too.
+    """
     j = webhook_journal
+    owner = (
+        sa.true()
+        if shopper_id is None
+        else sa.or_(j.c.shopper_id == shopper_id, j.c.shopper_id.is_(None))
+    )
     last_id = 0
     while True:
         rows = connection.execute(
@@ -367,7 +376,7 @@ def journal_since(
                 j.c.signature_valid,
                 j.c.path_event,
             )
-            .where(j.c.received_at >= since, j.c.id > last_id)
+            .where(j.c.received_at >= since, j.c.id > last_id, owner)
             .order_by(j.c.id)
             .limit(chunk)
         ).all()

@@ -252,3 +252,20 @@ assignment_cursors = sa.Table(
     sa.Column("shopper_id", sa.Text, primary_key=True),
     sa.Column("skm_id", sa.Text, nullable=False),
 )
+
+
+# ------------------------------------------------------------------ rollout (docs/rollout.md)
+
+#: Each ``wacanon rollback``: its scope (a shopper, or ``*`` for every shopper), when it
+#: took effect, the override values it replaced (JSON ``{name: value or null}``, null: no
+#: override was there) and, once ``wacanon rollout resume`` restored them, when.
+rollbacks = sa.Table(
+    "rollbacks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("started_at", When, nullable=False),
+    sa.Column("replaced", sa.Text, nullable=False),
+    sa.Column("resumed_at", When),
+    sa.Column("resumed_counts", sa.Text),  # JSON: what the resume's replay did
+)

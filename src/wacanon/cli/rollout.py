@@ -1,0 +1,281 @@
+"""``wacanon rollout plan|apply|resume`` and ``wacanon rollback``: the seed checklist's
+phases as runtime flag changes, and a rollback that a resume undoes without losing a
+webhook (docs/rollout.md).
+
+Every change goes through the override store, so running servers obey it within
+``flag_refresh_seconds`` and nothing restarts. Like ``wacanon flags``, these commands
+read this shell's environment beside the stored overrides: run them with the server's.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+
+from wacanon.cli import app, fail
+from wacanon.cli.options import ConfigOption, store_at_head
+from wacanon.errors import ConfigError
+from wacanon.flags import GLOBAL, FlagSnapshot
+from wacanon.rollout import phases
+from wacanon.rollout.phases import Step
+from wacanon.rollout.rollback import ROLLBACK_VALUES, Progress, active, resume, roll_back
+from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag
+
+rollout_app = typer.Typer(
+    help="The seed checklist as commands: plan, apply, check, resume, drill.",
+    no_args_is_help=True,
+)
+app.add_typer(rollout_app, name="rollout")
+
+
+def _snapshot(engine: sa.Engine) -> FlagSnapshot:
+    with engine.connect() as connection:
+        return FlagSnapshot(env=dict(os.environ), overrides=flag_overrides_map(connection))
+
+
+def _current(snapshot: FlagSnapshot) -> dict[str, str | None]:
+    try:
+        return phases.current(snapshot)
+    except ConfigError as exc:
+        raise fail(f"invalid flag: {exc}") from None
+
+
+# ------------------------------------------------------------------ plan
+
+
+@rollout_app.command("plan")
+def plan_command(config: ConfigOption = None) -> None:
+    """The seed's phases with the exact flag values of each step; ← marks the current one."""
+    _, engine = store_at_head(config)
+    snapshot = _snapshot(engine)
+    now = phases.matching(_current(snapshot))
+    allow = now.allow if now is not None else frozenset()
+    typer.echo("The seed checklist's steps, in order (global flag values; docs/rollout.md):")
+    for step in phases.plan():
+        shown = Step(step.phase, step.percent, _shown_allow(step, allow))
+        here = now is not None and (now.phase, now.percent) == (step.phase, step.percent)
+        typer.echo("")
+        typer.echo(f"{'←' if here else ' '} Phase {step.label}: {_title(step)}")
+        for line in shown.lines():
+            typer.echo(f"    {line}")
+        typer.echo(f"    apply: wacanon rollout apply {_apply_args(step)}")
+        typer.echo(f"    check: wacanon rollout check --phase {step.phase}")
+    typer.echo("")
+    if now is None:
+        typer.echo(
+            "the current global flags match no step exactly (`wacanon flags list`); "
+            "`wacanon rollout apply` sets one"
+        )
+    else:
+        typer.echo(f"← the current global flags are at Phase {now.label}")
+    _note_shopper_overrides(snapshot)
+
+
+def _title(step: Step) -> str:
+    title = phases.TITLES[step.phase]
+    if step.phase == 3:
+        day = phases.PERCENTS.index(step.percent or 0) + 1
+        return f"{title} (day {day}: {step.percent:g} % of the shoppers)"
+    return title
+
+
+def _shown_allow(step: Step, allow: frozenset[str]) -> frozenset[str]:
+    if step.phase == 2:
+        return allow or frozenset({"SHOPPER,…"})
+    if step.phase == 3:
+        return allow  # the beta's shoppers stay on until 100 %
+    return frozenset()
+
+
+def _apply_args(step: Step) -> str:
+    if step.phase == 2:
+        return "--phase 2 --allow SHOPPER [--allow SHOPPER…]"
+    if step.phase == 3:
+        return f"--phase 3 --percent {step.percent:g}"
+    return f"--phase {step.phase}"
+
+
+def _note_shopper_overrides(snapshot: FlagSnapshot) -> None:
+    """Per-shopper overrides beat every global value a phase sets: say so."""
+    own = sorted(
+        (shopper, name)
+        for shopper, name in snapshot.overrides
+        if shopper != GLOBAL and name in phases.MANAGED
+    )
+    if own:
+        listed = ", ".join(f"{name} for {shopper}" for shopper, name in own[:5])
+        more = f" and {len(own) - 5} more" if len(own) > 5 else ""
+        typer.echo(
+            f"note: {len(own)} per-shopper override(s) beat these global values: "
+            f"{listed}{more} (`wacanon flags list --overrides`)"
+        )
+
+
+# ------------------------------------------------------------------ apply
+
+AllowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow",
+        help="Narrow what this phase changes to these shoppers (repeat, or comma-separated).",
+    ),
+]
+
+
+@rollout_app.command("apply")
+def apply_command(
+    phase: Annotated[int, typer.Option("--phase", help="0, 1, 2 or 3.")],
+    percent: Annotated[
+        float | None,
+        typer.Option("--percent", help="Phase 3: the share of shoppers (10, 25, 50, 75, 100)."),
+    ] = None,
+    allow: AllowOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Set a phase's flags at runtime (no restart) and print what changed."""
+    allowed = sorted({s.strip() for item in allow or [] for s in item.split(",") if s.strip()})
+    try:
+        step = phases.step_for(phase, percent, allowed)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    loaded, engine = store_at_head(config)
+    snapshot = _snapshot(engine)
+    now = _current(snapshot)  # a malformed environment value stops here, with its name
+    if phase == 3 and not step.allow and (percent or 0) < 100:
+        step = Step(3, percent, phases.allowed(now))  # the beta's shoppers stay on
+    changes = phases.changes_to(step, snapshot)
+    with engine.begin() as connection:
+        for change in changes:
+            if change.store is None:
+                unset_flag(connection, GLOBAL, change.name)
+            else:
+                set_flag(connection, GLOBAL, change.name, change.store)
+    scope = f" for {', '.join(sorted(step.allow))}" if step.allow else ""
+    if not changes:
+        typer.echo(f"already at Phase {step.label}{scope}: nothing changed")
+    else:
+        typer.echo(f"Phase {step.label}{scope}: {phases.TITLES[step.phase]}")
+        for change in changes:
+            typer.echo(f"  {change.name}: {_shown(change.before)} → {_shown(change.after)}")
+        typer.echo(
+            f"running servers obey within {loaded.settings.flag_refresh_seconds:g} s "
+            "(flag_refresh_seconds), no restart"
+        )
+    typer.echo(f"verify: wacanon rollout check --phase {step.phase}")
+    _note_shopper_overrides(_snapshot(engine))
+
+
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else (value or '""')
+
+
+# ------------------------------------------------------------------ rollback and resume
+
+ShopperOption = Annotated[
+    str | None,
+    typer.Option("--shopper", help="Only this shopper (default: every shopper)."),
+]
+
+
+@app.command("rollback")
+def rollback_command(shopper: ShopperOption = None, config: ConfigOption = None) -> None:
+    """Switch canonical events and routing off at runtime; `wacanon rollout resume` undoes it.
+
+    Webhooks keep being verified, journaled (with their raw bodies) and forwarded to the
+    legacy handler; nothing else is stored until the resume replays them.
+    """
+    loaded, engine = store_at_head(config)
+    before = _snapshot(engine)
+    record, new = roll_back(engine, shopper)
+    after = _snapshot(engine)
+    who = f"shopper {shopper}" if shopper else "every shopper"
+    when = _iso(record.started_at)
+    if new:
+        typer.echo(f"rolled back {who} at {when}:")
+    else:
+        typer.echo(f"{who} is already rolled back (since {when}); its flags are off again:")
+    for name in ROLLBACK_VALUES:
+        typer.echo(f"  {name}: {_value(before, name, shopper)} → {_value(after, name, shopper)}")
+    own = sorted({s for s, _, _ in record.replaced if s != record.scope})
+    if own:
+        typer.echo(f"  and for {', '.join(own)}, whose own overrides would have beaten it")
+    typer.echo(
+        f"in force within {loaded.settings.flag_refresh_seconds:g} s on every server, no "
+        "restart; webhooks are still journaled and forwarded to the legacy handler"
+    )
+    resume = "wacanon rollout resume" + (f" --shopper {shopper}" if shopper else "")
+    typer.echo(f"undo, replaying what is journaled meanwhile: {resume}")
+
+
+def _value(snapshot: FlagSnapshot, name: str, shopper: str | None) -> str:
+    try:
+        return str(snapshot.boolean(name, shopper).value).lower()
+    except ConfigError:
+        found = snapshot.raw(name, shopper)
+        return found[0] if found else "(unset)"
+
+
+@rollout_app.command("resume")
+def resume_command(shopper: ShopperOption = None, config: ConfigOption = None) -> None:
+    """Restore what the last rollback replaced and replay everything journaled since it.
+
+    Replayed events are deduplicated by their idempotency keys (nothing is stored twice),
+    then routed here, in order, as live routing would have.
+    """
+    loaded, engine = store_at_head(config)
+    record = active(engine, shopper)
+    if record is None:
+        which = f" for shopper {shopper}" if shopper else ""
+        raise fail(f"no rollback in force{which}: nothing to resume", code=1)
+    before = _snapshot(engine)
+    scoped = None if record.scope == GLOBAL else record.scope
+    who = "every shopper" if scoped is None else f"shopper {scoped}"
+    typer.echo(f"resuming {who} (rolled back at {_iso(record.started_at)}):")
+
+    def waiting(seconds: float) -> None:
+        after = _snapshot(engine)
+        for name in ROLLBACK_VALUES:
+            typer.echo(f"  {name}: {_value(before, name, scoped)} → {_value(after, name, scoped)}")
+        own = sorted({s for s, _, _ in record.replaced if s != record.scope})
+        if own:
+            typer.echo(f"  and the per-shopper overrides of {', '.join(own)}, as they were")
+        typer.echo(f"waiting {seconds:g} s for every server to obey the restored flags…", err=True)
+
+    done = resume(
+        engine,
+        loaded.settings,
+        os.environ,
+        record,
+        Progress(
+            waiting=waiting,
+            replayed=lambda t: typer.echo(f"... {t.webhooks} webhook(s) replayed", err=True),
+            routed=lambda n: typer.echo(f"... {n} event(s) routed", err=True),
+        ),
+    )
+    totals = done.totals
+    typer.echo(
+        f"resumed {who}: {totals.webhooks} webhook(s) replayed, {totals.new} new event(s), "
+        f"{totals.duplicates} already stored, {totals.failing} failing, {done.routed} "
+        f"event(s) routed, conversations {done.conversations_before} → "
+        f"{done.conversations_after}, {done.seconds:.1f} s"
+    )
+    if totals.duplicates:
+        typer.echo(
+            "  (already stored: webhooks received before every server had obeyed the "
+            "rollback, or redelivered by the provider — each fact is stored once)"
+        )
+    if totals.not_stored:
+        typer.echo(
+            f"wacanon: {totals.not_stored} webhook(s) not stored: shadow mode or canonical "
+            "events are off for their shopper in this shell's environment and the stored "
+            "overrides (`wacanon flags explain --shopper ID`)",
+            err=True,
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
