@@ -57,6 +57,12 @@ def test_unlisted_account_without_default_has_no_shopper(tmp_path: Path) -> None
         ),
         ("max_body_bytes = 0\n", "max_body_bytes"),
         ("this is = not toml [", "not valid TOML"),
+        (
+            "[[accounts]]\nprovider = 'simulated'\naccount_id = 'wacanon-probe'\n"
+            "shopper_id = 's'\n",
+            "accounts\\[wacanon-probe\\].account_id: 'wacanon-probe' is reserved",
+        ),
+        ("default_shopper_id = 'wacanon-probe'\n", "default_shopper_id: 'wacanon-probe' is"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -45,6 +45,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from wacanon.errors import ConfigError
 from wacanon.files import loose_mode
+from wacanon.probe import PROBE, PROBE_PROVIDER
 
 DEFAULT_CONFIG_NAME = "wacanon.toml"
 DEFAULT_DATABASE_URL = "sqlite:///./wacanon.db"
@@ -246,6 +247,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _probe_is_reserved(self) -> Settings:
+        """``wacanon-probe`` is `wacanon rollout check`'s own shopper and account."""
+        named = [
+            ("default_shopper_id", self.default_shopper_id),
+            *((f"accounts[{a.account_id}].shopper_id", a.shopper_id) for a in self.accounts),
+            *((f"accounts[{a.account_id}].account_id", a.account_id) for a in self.accounts),
+            *((f"shoppers[{s.id}].id", s.id) for s in self.shoppers),
+            *((f"skms[{k.id}].shopper_id", k.shopper_id) for k in self.skms),
+        ]
+        for where, value in named:
+            if value == PROBE:
+                raise ValueError(f"{where}: {PROBE!r} is reserved for `wacanon rollout check`")
+        return self
+
+    @model_validator(mode="after")
     def _skms_are_consistent(self) -> Settings:
         """SKM ids are unique across shoppers; every reference names an SKM of its shopper."""
         owner: dict[str, str] = {}
@@ -289,6 +305,8 @@ class Settings(BaseSettings):
         ``sim-shop-N-…`` — what ``wacanon simulate --shoppers N`` sends — belongs to
         shopper ``shop-N``, so a simulated stream keeps its tenants apart.
         """
+        if provider == PROBE_PROVIDER and account_id == PROBE:
+            return PROBE  # `wacanon rollout check`'s reserved shopper
         owner = self.account_owners.get((provider, account_id))
         if owner is not None:
             return owner

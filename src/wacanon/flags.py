@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wacanon.errors import ConfigError
+from wacanon.probe import PROBE
 from wacanon.routing.policies import POLICIES
 
 CANONICAL_EVENTS_ENABLED = "WHATSAPP_CANONICAL_EVENTS_ENABLED"
@@ -105,6 +106,11 @@ def bucket(shopper_id: str) -> float:
     return int.from_bytes(digest[:8], "big") % 10_000 / 100
 
 
+def _listed(shopper_id: str, text: str, front: bool) -> bool:
+    listed = parse_list(text)
+    return shopper_id in listed or (front and bool(listed))
+
+
 @dataclass(frozen=True, slots=True)
 class FlagValue:
     """One flag's effective value for one shopper, and why."""
@@ -146,16 +152,20 @@ class FlagSnapshot:
         return self._narrow(name, shopper_id, origin)
 
     def _narrow(self, name: str, shopper_id: str, origin: str) -> FlagValue:
+        # The probe is the rollout's front: in the list that moves shoppers forward (the
+        # allowlist; shadow mode's denylist) whenever it names anyone, at bucket 0.
+        probe = shopper_id == PROBE
+        forward = "_DENYLIST" if name in ROLLED_OUT_BY_TURNING_OFF else "_ALLOWLIST"
         deny = self.raw(name + "_DENYLIST", shopper_id)
-        if deny and shopper_id in parse_list(deny[0]):
+        if deny and _listed(shopper_id, deny[0], probe and forward == "_DENYLIST"):
             return FlagValue(name, False, f"off: {shopper_id} in {name}_DENYLIST ({deny[1]})")
         allow = self.raw(name + "_ALLOWLIST", shopper_id)
-        if allow and shopper_id in parse_list(allow[0]):
+        if allow and _listed(shopper_id, allow[0], probe and forward == "_ALLOWLIST"):
             return FlagValue(name, True, f"on: {shopper_id} in {name}_ALLOWLIST ({allow[1]})")
         percent = self.raw(name + "_PERCENT", shopper_id)
         if percent is not None:
             share = parse_percent(name + "_PERCENT", percent[0])
-            position = bucket(shopper_id)
+            position = 0.0 if probe else bucket(shopper_id)
             # Shadow mode is rolled out by turning it *off*: its percent keeps the top of
             # the buckets in shadow, so the shoppers leaving shadow first are the same
             # low buckets that every other flag's percent enables first.

@@ -25,6 +25,7 @@ from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
+from wacanon.ingest.window import Window
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.routing.facts import StoredEvent
 from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
@@ -53,6 +54,9 @@ class Service:
 
     def __post_init__(self) -> None:
         self.legacy = LegacyForwarder(self.settings)
+        self.window = Window()
+        # Probes (wacanon.probe) are planned with metrics nobody exports.
+        self.probe_pipeline = Pipeline(self.settings, self.flags.for_shopper, Metrics())
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.cli.options import ConfigOption, store_at_head
+from wacanon.cli.options import (
+    ConfigOption,
+    JsonOption,
+    load_or_fail,
+    print_json,
+    store_at_head,
+)
+from wacanon.config import TRIAL_TOKEN_FILE
 from wacanon.errors import ConfigError
 from wacanon.flags import GLOBAL, FlagSnapshot
+from wacanon.probe import PROBE_PROVIDER
 from wacanon.rollout import phases
+from wacanon.rollout.check import FAIL, OK, SKIP, Check, CouldNotCheck, Item, parse_window
 from wacanon.rollout.phases import Step
 from wacanon.rollout.rollback import ROLLBACK_VALUES, Progress, active, resume, roll_back
+from wacanon.store.database import create_engine
 from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag
 
 rollout_app = typer.Typer(
@@ -279,3 +290,85 @@ def resume_command(shopper: ShopperOption = None, config: ConfigOption = None) -
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------------ check
+
+MARKS = {OK: "✓", FAIL: "✗", SKIP: "–"}
+
+
+@rollout_app.command("check")
+def check_command(
+    phase: Annotated[int, typer.Option("--phase", help="The phase to verify: 0, 1, 2 or 3.")],
+    url: Annotated[
+        str, typer.Option("--url", help="The running server to probe.")
+    ] = "http://127.0.0.1:8000",
+    window: Annotated[
+        str, typer.Option("--window", help="How far back the server's figures go (≤ 1h).")
+    ] = "15m",
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Verify every machine-checkable item of a phase, each with what was measured.
+
+    Exit 0 when every item holds, 1 naming each ✗, 2 when it could not check.
+    """
+    if phase not in phases.TITLES:
+        raise fail(f"--phase: expected 0, 1, 2 or 3, got {phase}")
+    try:
+        seconds = parse_window(window)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    loaded = load_or_fail(config)  # a schema behind head is an item (✗), not a refusal
+    engine = create_engine(loaded.settings.database_url)
+    token = loaded.settings.providers.secret_of(PROBE_PROVIDER) or _trial_token()
+    check = Check(
+        phase,
+        loaded,
+        engine,
+        url.rstrip("/"),
+        seconds,
+        token,
+        progress=lambda what: typer.echo(f"... {what}", err=True),
+    )
+    try:
+        items = check.run()
+    except CouldNotCheck as exc:
+        raise fail(f"could not check: {exc}") from None
+    failed = [item for item in items if item.status == FAIL]
+    if json_output:
+        print_json(
+            {
+                "phase": phase,
+                "url": url,
+                "window_seconds": seconds,
+                "ok": not failed,
+                "items": [item.as_dict() for item in items],
+            }
+        )
+    else:
+        _print_checklist(phase, url, window, items, failed)
+    for item in failed:
+        typer.echo(f"✗ {item.name}: {item.measured}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_checklist(
+    phase: int, url: str, window: str, items: list[Item], failed: list[Item]
+) -> None:
+    typer.echo(f"Phase {phase} ({phases.TITLES[phase]}) against {url}, window {window}:")
+    width = max(len(item.name) for item in items)
+    for item in items:
+        required = f"   (needs {item.required})" if item.required and item.status == FAIL else ""
+        typer.echo(f"  {MARKS[item.status]} {item.name.ljust(width)}  {item.measured}{required}")
+    skipped = sum(item.status == SKIP for item in items)
+    typer.echo(
+        f"{len(items) - len(failed) - skipped} ✓, {len(failed)} ✗, {skipped} – "
+        f"of {len(items)} item(s)"
+    )
+
+
+def _trial_token() -> str | None:
+    path = Path(TRIAL_TOKEN_FILE)
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None

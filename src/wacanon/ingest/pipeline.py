@@ -244,9 +244,11 @@ class Pipeline:
         plan.write.resumes = True
         return plan.write, plan
 
-    def committed(self, plan: Plan, result: WriteResult | None) -> None:
+    def committed(self, plan: Plan, result: WriteResult | None) -> int:
         """After the commit: signals, logs, metrics. ``None`` means spooled: only that is
-        counted now; the rest is counted once, when the drain stores the webhook."""
+        counted now; the rest is counted once, when the drain stores the webhook.
+
+        Returns how many ``event_stored`` signals were sent (a probe reports it)."""
         provider = plan.received.provider
         m = self._metrics
         quiet = plan.outcome in SILENT_OUTCOMES  # shadow / disabled: no signal at all
@@ -256,7 +258,7 @@ class Pipeline:
                 self._send(
                     signals.webhook_spooled, provider, correlation_id=plan.received.correlation_id
                 )
-            return
+            return 0
         outcome = "store_error" if result.refused is not None else plan.outcome
         m.child(m.webhooks, provider, outcome).inc()
         if plan.result.ignored:
@@ -278,7 +280,7 @@ class Pipeline:
             m.events.labels(provider, event.event_type, "shadow").inc()
             _log_shadow(event)
         if quiet:
-            return
+            return 0
         if result.refused is not None:  # kept as a dead letter: no event was stored
             m.store_errors.labels(provider).inc()
             self._send(
@@ -287,11 +289,13 @@ class Pipeline:
                 correlation_id=plan.received.correlation_id,
                 outcome=outcome,
             )
-            return
+            return 0
+        sent = 0
         for event in plan.to_store:
             if event.idempotency_key in result.new_keys:
                 m.child(m.events, provider, event.event_type, "stored").inc()
                 self._send(signals.event_stored, provider, event=event)
+                sent += 1
             else:
                 m.child(m.duplicates, provider).inc()
                 self._send(signals.duplicate_received, provider, event=event)
@@ -301,6 +305,7 @@ class Pipeline:
             correlation_id=plan.received.correlation_id,
             outcome=plan.outcome,
         )
+        return sent
 
     def drained(self, stored: Sequence[tuple[object, WriteResult]]) -> None:
         """Signals and metrics for webhooks stored from the spool."""

@@ -32,6 +32,7 @@ from wacanon.config import Settings, SkmConfig
 from wacanon.flags import ShopperFlags
 from wacanon.ingest import signals
 from wacanon.ingest.pipeline import event_row
+from wacanon.probe import PROBE
 from wacanon.routing.facts import StoredEvent, read_event
 from wacanon.routing.lifecycle import COMMAND_ASSIGN, lifecycle_event
 from wacanon.routing.project import Projection
@@ -188,7 +189,7 @@ class Router:
         """A new SKM at runtime; the assignments their room made (the queue's head).
         Raises ``store.assignment.DirectoryError``, also for a shopper neither the
         configuration nor any stored event names (a typo would stay for good)."""
-        known = set(self.settings.known_shoppers)
+        known = {*self.settings.known_shoppers, PROBE}  # PROBE: `wacanon rollout check`'s
         if entry.shopper_id not in known:
             with self.engine.connect() as connection:
                 if store.has_events_of(connection, entry.shopper_id):
@@ -197,7 +198,7 @@ class Router:
             raise directory_store.DirectoryError(
                 422,
                 f"shopper_id: no shopper {entry.shopper_id!r} "
-                f"(known: {', '.join(sorted(known)) or 'none'})",
+                f"(known: {', '.join(sorted(known - {PROBE})) or 'none'})",
             )
         return self._change(lambda c: [directory_store.add_skm(c, entry)])[1]
 

@@ -18,9 +18,10 @@ import orjson
 import sqlalchemy as sa
 
 from wacanon.flags import GLOBAL
+from wacanon.probe import PROBE
 from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag
-from wacanon.store.routing import lock
-from wacanon.store.tables import rollbacks
+from wacanon.store.routing import lock, reset_shopper
+from wacanon.store.tables import dead_letters, events, rollbacks, skms, webhook_journal
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +113,21 @@ def finish(
         .where(rollbacks.c.id == rollback_id)
         .values(resumed_at=now or datetime.now(UTC), resumed_counts=orjson.dumps(counts).decode())
     )
+
+
+def purge_probe(connection: sa.Connection) -> None:
+    """Delete everything the probes of ``wacanon rollout check`` left: the reserved
+    shopper's conversations and graph (by the rebuild's reset, which also keeps a
+    concurrent routing batch from writing after it), events, journal rows, dead letters
+    and SKMs."""
+    lock(connection)
+    reset_shopper(connection, PROBE)
+    probe_journal = sa.select(webhook_journal.c.correlation_id).where(
+        webhook_journal.c.shopper_id == PROBE
+    )
+    connection.execute(
+        dead_letters.delete().where(dead_letters.c.correlation_id.in_(probe_journal))
+    )
+    connection.execute(events.delete().where(events.c.shopper_id == PROBE))
+    connection.execute(webhook_journal.delete().where(webhook_journal.c.shopper_id == PROBE))
+    connection.execute(skms.delete().where(skms.c.shopper_id == PROBE))

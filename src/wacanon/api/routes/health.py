@@ -1,4 +1,5 @@
-"""``/health`` (process up), ``/ready`` (database reachable, schema at head), ``/metrics``."""
+"""``/health`` (process up), ``/ready`` (database reachable, schema at head), ``/metrics``
+and ``/metrics/window`` (the last hour in this process, for ``wacanon rollout check``)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,12 @@ async def ready(service: ServiceDep) -> Response:
 async def metrics(service: ServiceDep) -> Response:
     data = generate_latest(service.metrics.registry)  # spool depth: kept by housekeeping
     return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/metrics/window")
+async def window(service: ServiceDep, seconds: float = 900) -> Response:
+    """The last ``seconds`` (at most 3600) of this process's webhooks, probes included:
+    rates and p50/p95/p99 for ``wacanon rollout check`` (counts only, like /metrics)."""
+    if not 0 < seconds <= 3600:
+        return reply(400, {"error": "seconds: expected more than 0 and at most 3600"})
+    return reply(200, service.window.summary(seconds))

@@ -37,10 +37,12 @@ from wacanon.api.limits import (
 from wacanon.api.replies import reply
 from wacanon.api.service import Arrival, Service
 from wacanon.errors import VerificationError
+from wacanon.ingest.legacy import accounts_of
 from wacanon.ingest.masking import mask_secrets
 from wacanon.ingest.pipeline import Received
 from wacanon.ingest.verify import verify
 from wacanon.ingest.writer import Failed, Spooled
+from wacanon.probe import PROBE_PROVIDER, is_probe
 from wacanon.providers.registry import PROVIDERS
 
 router = APIRouter()
@@ -150,11 +152,18 @@ async def receive(
     started = time.perf_counter()
     correlation_id = os.urandom(16).hex()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
+    status = 500
     try:
-        return await _receive(service, provider, request, correlation_id, path_event)
+        response = await _receive(service, provider, request, correlation_id, path_event)
+        status = response.status_code
+        return response
     finally:
-        metrics = service.metrics
-        metrics.child(metrics.latency, provider).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        probe = getattr(request.state, "probe", False)
+        service.window.webhook(status, seconds, probe=probe)
+        if not probe:  # probes stay out of /metrics (wacanon.probe)
+            metrics = service.metrics
+            metrics.child(metrics.latency, provider).observe(seconds)
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
 
@@ -196,6 +205,9 @@ async def _receive(
                 "error": f"body larger than {settings.max_body_bytes} bytes",
             },
         )
+    if provider == PROBE_PROVIDER and is_probe(provider, accounts_of(provider, body)):
+        request.state.probe = True  # never forwarded, never in /metrics
+        return await _verified(service, provider, request, body, correlation_id, path_event)
     forwarding = service.legacy.start(provider, request, body, path_event)
     if forwarding is None:
         return await _verified(service, provider, request, body, correlation_id, path_event)
@@ -239,22 +251,30 @@ async def _verified(
     # Only now, with a whole verified body in hand, tell the writer a job is coming: a
     # request still arriving, or one that may fail verification, must not make every
     # commit wait for it (see GroupCommitWriter._gather).
+    probe = getattr(request.state, "probe", False)
     with service.arrival() as arrival:
-        return await _persist(service, received, arrival)
+        return await _persist(service, received, arrival, probe)
 
 
-async def _persist(service: Service, received: Received, arrival: Arrival) -> Response:
+async def _persist(
+    service: Service, received: Received, arrival: Arrival, probe: bool = False
+) -> Response:
     provider, correlation_id = received.provider, received.correlation_id
-    plan = await plan_off_loop(service.pipeline, received)
+    pipeline = service.probe_pipeline if probe else service.pipeline
+    plan = await plan_off_loop(pipeline, received)
     outcome = await service.persist(plan, received, arrival)
     if isinstance(outcome, Failed):
         service.metrics.webhooks.labels(provider, "unavailable").inc()
         log.error("webhook not stored; asking the provider to retry", reason=outcome.reason)
         return reply(503, {"correlation_id": correlation_id, "error": "storage unavailable"})
     result = None if isinstance(outcome, Spooled) else outcome
-    service.pipeline.committed(plan, result)
+    signalled = pipeline.committed(plan, result)
     if plan.invalid_json is not None:
         log.warning("webhook body is not JSON; kept in the dead letter")
         return reply(400, {"correlation_id": correlation_id, "error": plan.invalid_json.message})
     answer = plan.reply(result)
+    service.window.normalized(bool(plan.result.errors), answer["events"], answer["duplicates"])
+    if probe:  # what `wacanon rollout check` measures from the reply
+        answer["idempotency_keys"] = [e.idempotency_key for e in plan.result.events]
+        answer["signals"] = signalled
     return reply(200, answer)

@@ -1,0 +1,120 @@
+"""The last hour of webhooks in ten-second buckets: what ``wacanon rollout check`` judges
+(normalization rate, error rate, p50/p95/p99) over a window, probes included, without a
+Prometheus server in between.
+
+Prometheus counters only grow, so "the last 15 minutes" needs someone who scraped 15
+minutes ago; this keeps the answer in the process that saw the webhooks. It is per
+process, like ``/metrics`` without multiprocess mode. Probes (:mod:`wacanon.probe`) are
+counted here — an idle server is judged on them — and nowhere in ``/metrics``.
+Recorded from the event loop only, so it needs no lock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wacanon.ingest.metrics import LATENCY_BUCKETS
+
+BUCKET_SECONDS = 10
+KEEP_SECONDS = 3600
+
+
+@dataclass(slots=True)
+class _Bucket:
+    index: int
+    webhooks: int = 0
+    server_errors: int = 0  # answered 5xx
+    json_webhooks: int = 0  # reached the normalizers
+    failing: int = 0  # with a part the normalizers did not understand
+    events: int = 0
+    duplicates: int = 0
+    probes: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+
+class Window:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: deque[_Bucket] = deque()
+
+    def _now(self) -> _Bucket:
+        index = int(self._clock() // BUCKET_SECONDS)
+        if not self._buckets or self._buckets[-1].index != index:
+            self._buckets.append(_Bucket(index))
+            oldest = index - KEEP_SECONDS // BUCKET_SECONDS
+            while self._buckets[0].index <= oldest:
+                self._buckets.popleft()
+        return self._buckets[-1]
+
+    def webhook(self, status: int, seconds: float, probe: bool = False) -> None:
+        """One answered webhook: its status and end-to-end seconds."""
+        bucket = self._now()
+        bucket.webhooks += 1
+        bucket.server_errors += status >= 500
+        bucket.probes += probe
+        slot = next((i for i, edge in enumerate(LATENCY_BUCKETS) if seconds <= edge), None)
+        bucket.latency[len(LATENCY_BUCKETS) if slot is None else slot] += 1
+
+    def normalized(self, failing: bool, events: int, duplicates: int) -> None:
+        """What the normalizers made of one JSON webhook."""
+        bucket = self._now()
+        bucket.json_webhooks += 1
+        bucket.failing += failing
+        bucket.events += events
+        bucket.duplicates += duplicates
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """The figures of the last ``seconds`` (at most an hour; to the bucket)."""
+        first = int(self._clock() // BUCKET_SECONDS) - math.ceil(seconds / BUCKET_SECONDS) + 1
+        chosen = [b for b in self._buckets if b.index >= first]
+        total = _Bucket(first)
+        for b in chosen:
+            for name in ("webhooks", "server_errors", "json_webhooks", "failing"):
+                setattr(total, name, getattr(total, name) + getattr(b, name))
+            total.events += b.events
+            total.duplicates += b.duplicates
+            total.probes += b.probes
+            total.latency = [x + y for x, y in zip(total.latency, b.latency, strict=True)]
+        return {
+            "seconds": min(seconds, KEEP_SECONDS),
+            "webhooks": total.webhooks,
+            "probes": total.probes,
+            "events": total.events,
+            "duplicates": total.duplicates,
+            "server_errors": total.server_errors,
+            "normalization_failures": total.failing,
+            "normalization_rate": _share(total.json_webhooks - total.failing, total.json_webhooks),
+            "error_rate": _share(total.server_errors + total.failing, total.webhooks),
+            "latency_ms": {f"p{q}": _ms(quantile(q / 100, total.latency)) for q in (50, 95, 99)},
+        }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+def quantile(q: float, counts: Sequence[int]) -> float | None:
+    """Prometheus's ``histogram_quantile`` over per-bucket counts (the last: above every
+    edge, reported as the highest edge): linear within the bucket the rank falls in."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count:
+            if i == len(LATENCY_BUCKETS):
+                return LATENCY_BUCKETS[-1]
+            low = LATENCY_BUCKETS[i - 1] if i else 0.0
+            return low + (LATENCY_BUCKETS[i] - low) * (rank - seen) / count
+        seen += count
+    return LATENCY_BUCKETS[-1]
