@@ -215,6 +215,8 @@ class Settings(BaseSettings):
     gil_switch_interval_seconds: float | None = Field(default=None, gt=0, le=0.1)
     spool_path: str = "./wacanon-spool"
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
+    #: The share of webhooks ``WACANON_COMPARATIVE_LOGS`` compares (docs/rollout.md).
+    comparative_logs_sample_rate: float = Field(default=0.01, gt=0, le=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Set by :func:`first_trial` only (not a key of the file or the environment).

@@ -32,6 +32,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 from wacanon.cli import (  # noqa: E402,F401 - registers commands
+    compare,
     conversations,
     db,
     flags,

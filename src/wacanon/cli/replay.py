@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.cli.options import ConfigOption, store_at_head
+from wacanon.cli.options import ConfigOption, parse_since, store_at_head
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline
@@ -33,7 +32,7 @@ def replay_command(
     """Reprocess dead letters or journaled webhooks; prints progress and a summary."""
     if dead_letter == (since is not None):
         raise fail("say what to replay: --dead-letter or --since TIME (one of them)")
-    start = _parse_since(since) if since else None
+    start = parse_since(since) if since else None
     loaded, engine = store_at_head(config)
     flags = FlagCache(engine, os.environ, loaded.settings.flag_refresh_seconds)
     flags.refresh()
@@ -61,11 +60,3 @@ def replay_command(
 
 def _progress(totals: ReplayTotals) -> None:
     typer.echo(f"... {totals.webhooks} webhook(s) replayed", err=True)
-
-
-def _parse_since(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail(f"--since: not an ISO 8601 time: {text!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
+from wacanon.api.comparing import maybe_compare
 from wacanon.api.deps import ServiceDep, get_service
 from wacanon.api.limits import (
     RETRY_AFTER_SECONDS,
@@ -274,6 +275,10 @@ async def _persist(
         return reply(400, {"correlation_id": correlation_id, "error": plan.invalid_json.message})
     answer = plan.reply(result)
     service.window.normalized(bool(plan.result.errors), answer["events"], answer["duplicates"])
+    if not probe:
+        maybe_compare(
+            plan, service.flags.for_shopper, service.settings.comparative_logs_sample_rate
+        )
     if probe:  # what `wacanon rollout check` measures from the reply
         answer["idempotency_keys"] = [e.idempotency_key for e in plan.result.events]
         answer["signals"] = signalled
