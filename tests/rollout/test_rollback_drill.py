@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -20,11 +22,16 @@ from tests.conftest import _clean
 from tests.ingest.test_durability import _free_port, _start_server
 from tests.ingest.test_routing_live import fetch
 from tests.test_cli_service import wacanon
+from wacanon.ingest.replay import ReplayTotals
 from wacanon.providers.registry import normalize
-from wacanon.simulate import SimulationOptions, account_shoppers, expected_conversations, generate
-from wacanon.store.tables import conversations, events
+from wacanon.rollout import drill
+from wacanon.rollout.drill import OPTIONS, conversation_rows, expected_keys, stored_keys
+from wacanon.simulate import account_shoppers, expected_conversations, generate
+from wacanon.store import rollout as records
+from wacanon.store.database import create_engine
+from wacanon.store.tables import events
 
-OPTIONS = SimulationOptions(count=240, seed=11, shoppers=2, customers_per_shopper=12)
+# The drill's own stream (wacanon.rollout.drill), here through real `serve` processes.
 PERSIST = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false"}  # what _start_server gives the servers
 
 
@@ -69,32 +76,9 @@ def post_in_order(servers: list[str], bodies: list[bytes]) -> None:
             assert reply.status_code == 202, reply.text  # the legacy handler's own answer
 
 
-def stored_keys(url: str) -> list[str]:
-    """The keys of the provider's events (not the lifecycle events routing derives)."""
-    derived = events.c.provider_event.startswith("wacanon.")
-    rows = fetch(url, sa.select(events.c.idempotency_key).where(~derived))
-    return [key for (key,) in rows]
-
-
-def expected_keys(bodies: list[bytes]) -> set[str]:
-    shoppers = account_shoppers(OPTIONS)
-    return {
-        event.idempotency_key
-        for body in bodies
-        for event in normalize("simulated", body, shopper_of=shoppers.get).events
-    }
-
-
 def occurrences(bodies: list[bytes]) -> int:
     shoppers = account_shoppers(OPTIONS)
     return sum(len(normalize("simulated", b, shopper_of=shoppers.get).events) for b in bodies)
-
-
-def conversations_now(url: str) -> list[tuple[Any, ...]]:
-    c = conversations.c
-    return sorted(
-        fetch(url, sa.select(c.id, c.shopper_id, c.thread_key, c.status, c.skm_id, c.assignments))
-    )
 
 
 def wait_routed(url: str, timeout: float = 30) -> None:
@@ -108,6 +92,7 @@ def test_rollback_and_resume_lose_nothing_over_two_servers(
     postgres_server: str, tmp_path: Path, legacy: Legacy
 ) -> None:
     _clean(postgres_server)
+    engine = create_engine(postgres_server)
     config = drill_config(tmp_path, postgres_server, legacy.url)
     cli = ("--config", str(config))
     bodies = list(generate(OPTIONS))
@@ -123,7 +108,7 @@ def test_rollback_and_resume_lose_nothing_over_two_servers(
         time.sleep(1.2)  # two refreshes of 0.5 s
         post_in_order(servers, first)
         wait_routed(postgres_server)
-        before_rollback = stored_keys(postgres_server)
+        before_rollback = stored_keys(engine)
         assert set(before_rollback) == expected_keys(first)
 
         rolled = wacanon(tmp_path, "rollback", *cli, env=PERSIST)
@@ -132,7 +117,7 @@ def test_rollback_and_resume_lose_nothing_over_two_servers(
         assert "WHATSAPP_ROUTING_ENABLED: true → false" in rolled.stdout
         time.sleep(1.2)
         post_in_order(servers, during)
-        assert stored_keys(postgres_server) == before_rollback  # journaled and forwarded only
+        assert stored_keys(engine) == before_rollback  # journaled and forwarded only
         journaled = fetch(
             postgres_server,
             sa.text("SELECT count(*) FROM webhook_journal WHERE outcome = 'disabled'"),
@@ -156,10 +141,10 @@ def test_rollback_and_resume_lose_nothing_over_two_servers(
             process.terminate()
             process.wait(20)
 
-    keys = stored_keys(postgres_server)
+    keys = stored_keys(engine)
     assert len(keys) == len(set(keys))  # every event exactly once
     assert set(keys) == expected_keys(bodies)
-    live = conversations_now(postgres_server)
+    live = conversation_rows(engine)
     per_shopper: dict[str, int] = {}
     for row in live:
         if row[3] != "merged":
@@ -168,6 +153,42 @@ def test_rollback_and_resume_lose_nothing_over_two_servers(
     assert any(row[4] is not None for row in live)  # assignments happened
     rebuilt = wacanon(tmp_path, "conversations", "rebuild", *cli, env=PERSIST)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert conversations_now(postgres_server) == live
+    assert conversation_rows(engine) == live
     assert [data for _, _, data in legacy.received] == bodies  # every webhook once, in order
     assert {path for path, _, _ in legacy.received} == {"/legacy"}
+    engine.dispose()
+
+
+def test_the_drill_command_on_sqlite_and_on_an_empty_postgresql(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    scratch = wacanon(tmp_path, "rollout", "drill", "--json")
+    assert scratch.returncode == 0, scratch.stderr
+    figures = orjson.loads(scratch.stdout)
+    assert figures["ok"] is True
+    assert figures["webhooks"] == 240
+    assert figures["duplicates"] == 0
+    assert figures["events"] == len(expected_keys(list(generate(OPTIONS))))
+    assert figures["replayed_webhooks"] == 80
+    assert "... rolled back every shopper" in scratch.stderr
+    _clean(postgres_server)
+    on_pg = wacanon(tmp_path, "rollout", "drill", "--database-url", postgres_server)
+    assert on_pg.returncode == 0, on_pg.stderr
+    assert "nothing lost, nothing stored twice" in on_pg.stdout
+    again = wacanon(tmp_path, "rollout", "drill", "--database-url", postgres_server)
+    assert again.returncode == 2  # it holds the first drill's webhooks now
+    assert "needs an empty database" in again.stderr
+
+
+def test_the_drill_fails_loudly_when_a_resume_loses_the_rollbacks_webhooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def restore_only(engine: sa.Engine, settings: Any, env: Any, record: Any) -> Any:
+        with engine.begin() as connection:
+            records.restore(connection, record)  # flags back, nothing replayed
+        return SimpleNamespace(totals=ReplayTotals())
+
+    monkeypatch.setattr(drill, "resume", restore_only)
+    report = drill.run_drill()
+    assert not report.ok
+    assert any(f.startswith("events: ") and "lost" in f for f in report.failures)
