@@ -17,6 +17,8 @@ from pathlib import Path
 import sqlalchemy as sa
 import structlog
 
+from wacanon.api import host
+from wacanon.api.exposition import worker_exited
 from wacanon.api.legacy import LegacyForwarder
 from wacanon.config import Settings
 from wacanon.errors import DatabaseUnreachable
@@ -28,6 +30,7 @@ from wacanon.ingest.spool import Spool
 from wacanon.ingest.window import Window
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.routing.facts import StoredEvent
+from wacanon.store import measures
 from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
 from wacanon.store.repository import WebhookWrite
 
@@ -37,6 +40,8 @@ log = structlog.get_logger("wacanon.service")
 #: :meth:`Service.start`): measured with ``benchmarks/ingest.py``-style wrk runs.
 SWITCH_INTERVAL = {"sqlite": 0.00005, "postgresql": 0.0005}
 HOUSEKEEPING_SECONDS = 1.0
+#: How often the store's figures (table sizes, disk, queue, stored twice) are measured.
+MEASURE_SECONDS = 30.0
 #: Past this, answer 503 (the provider retries) rather than keep the provider waiting.
 PERSIST_TIMEOUT_SECONDS = 30.0
 
@@ -58,6 +63,9 @@ class Service:
         # Probes (wacanon.probe) are planned with metrics nobody exports.
         self.probe_pipeline = Pipeline(self.settings, self.flags.for_shopper, Metrics())
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
+        self._measuring = Periodic(
+            MEASURE_SECONDS, self._measure, "wacanon-measures", at_start=True
+        )
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency
 
@@ -67,6 +75,32 @@ class Service:
             self.metrics.spool_depth.set(self.spool.depth())
         else:
             self.metrics.spool_depth.set(0)
+
+    def _measure(self) -> None:
+        """The store's figures as gauges; a database that does not answer skips a turn."""
+        m = self.metrics
+        m.host_cpus.set(host.cpus())
+        m.host_memory.set(host.memory_bytes())
+        disk = host.disk_of(self.settings)
+        m.disk_free_bytes.set(disk.free)
+        m.disk_free_ratio.set(disk.free / disk.total if disk.total else 0)
+        try:
+            with self.engine.connect() as connection:
+                figures = measures.measure(connection)
+        except sa.exc.SQLAlchemyError as exc:
+            log.info("store figures not measured this turn", error=type(exc).__name__)
+            return
+        for table, rows in figures.rows.items():
+            m.table_rows.labels(table).set(rows)
+        m.database_bytes.set(
+            figures.database_bytes
+            if figures.database_bytes is not None
+            else host.sqlite_bytes(self.settings.database_url)
+        )
+        m.queue_waiting.set(figures.waiting)
+        m.queue_oldest.set(figures.oldest_wait_seconds)
+        m.facts_twice.set(figures.stored_twice)
+        m.facts_checked.set(figures.checked)
 
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Service:
@@ -141,6 +175,7 @@ class Service:
         self.writer.start(database_up=database_up)
         self.routing.start()
         self._housekeeping.start()
+        self._measuring.start()
         # Everything built so far (frameworks, schemas, the engine) lives as long as the
         # process: move it out of the collector's sight, or each full collection walks it
         # all — a 50 ms pause every few seconds under load.
@@ -149,6 +184,8 @@ class Service:
 
     def stop(self) -> None:
         self._housekeeping.stop()
+        self._measuring.stop()
+        worker_exited()
         self.writer.stop()
         self.routing.stop()
         self.flags.stop()
@@ -206,9 +243,12 @@ def _give_up(future: asyncio.Future[Outcome]) -> None:
 class Periodic:
     """A daemon thread calling ``work`` every ``seconds`` until stopped."""
 
-    def __init__(self, seconds: float, work: Callable[[], None], name: str) -> None:
+    def __init__(
+        self, seconds: float, work: Callable[[], None], name: str, at_start: bool = False
+    ) -> None:
         self._seconds = seconds
         self._work = work
+        self._at_start = at_start
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -220,6 +260,8 @@ class Periodic:
         self._thread.join(10)
 
     def _run(self) -> None:
+        if self._at_start:
+            self._work()
         while not self._stop.wait(self._seconds):
             self._work()
 

@@ -114,6 +114,8 @@ def serve_command(
         os.environ["WACANON_CONFIG"] = str(config.resolve())
     if loaded.first_trial and loaded.settings.providers.simulated.token:
         os.environ["WACANON_SIMULATED_TOKEN"] = loaded.settings.providers.simulated.token
+    if workers > 1:
+        _multiprocess_metrics()
     wlogging.configure(loaded.settings.log_level)
     uvicorn.run(
         "wacanon.api.app:app_from_environment",
@@ -126,6 +128,24 @@ def serve_command(
         # Header timeout and size, connection cap, keep-alive timeout (docs: "Limits").
         **uvicorn_options(loaded.settings),
     )
+
+
+def _multiprocess_metrics() -> None:
+    """Every worker's metrics in one ``/metrics`` (prometheus-client's multiprocess mode):
+    a fresh directory of the workers' value files, set before they start."""
+    import tempfile
+
+    from wacanon.api.exposition import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:  # the operator's: emptied, as prometheus-client asks at each start
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="wacanon-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
 
 
 @app.command("init")

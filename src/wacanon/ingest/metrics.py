@@ -7,10 +7,11 @@ p95 > 500 ms, duplication > 0.1 %) are written against these names in ``docs/ope
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -44,6 +45,8 @@ class Metrics:
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # else: every worker's, by pid
+            ProcessCollector(registry=r)
         self.webhooks = Counter(
             "wacanon_webhooks_total",
             "Webhooks received, by provider and outcome.",
@@ -110,7 +113,85 @@ class Metrics:
             registry=r,
         )
         self.spool_depth = Gauge(
-            "wacanon_spool_depth", "Webhooks waiting in the spool for the database.", registry=r
+            "wacanon_spool_depth",
+            "Webhooks waiting in the spool for the database.",
+            registry=r,
+            multiprocess_mode="livesum",  # each worker has its own spool file
+        )
+        self.responses = Counter(
+            "wacanon_webhook_responses_total",
+            "Webhook requests answered, by provider and HTTP status.",
+            ["provider", "status"],
+            registry=r,
+        )
+        self.normalized = Counter(
+            "wacanon_normalized_webhooks_total",
+            "JSON webhooks the normalizers read: result ok, or failed (a part not understood).",
+            ["provider", "result"],
+            registry=r,
+        )
+        # The store's figures, measured every 30 s by one thread per process (all the
+        # same for every worker: "max" across them).
+        self.table_rows = Gauge(
+            "wacanon_table_rows",
+            "Rows of wacanon's main tables (PostgreSQL: the planner's estimate).",
+            ["table"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.database_bytes = Gauge(
+            "wacanon_database_bytes",
+            "Disk used by the database (the SQLite file with its WAL, or pg_database_size).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.disk_free_ratio = Gauge(
+            "wacanon_disk_free_ratio",
+            "Free share of the filesystem holding the SQLite file (else the spool).",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.disk_free_bytes = Gauge(
+            "wacanon_disk_free_bytes",
+            "Free bytes of the filesystem holding the SQLite file (else the spool).",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.queue_waiting = Gauge(
+            "wacanon_queue_waiting_conversations",
+            "Conversations waiting for an SKM.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.queue_oldest = Gauge(
+            "wacanon_queue_oldest_wait_seconds",
+            "How long the conversation waiting longest has waited (0: none waits).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.facts_twice = Gauge(
+            "wacanon_events_stored_twice",
+            "Messages stored as two rows among the latest 10,000 events (should be 0).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.facts_checked = Gauge(
+            "wacanon_events_checked_for_twice",
+            "Events the stored-twice figure looked at (at most 10,000).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.host_cpus = Gauge(
+            "wacanon_host_cpus",
+            "CPUs this process may run on (for CPU-use ratios).",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.host_memory = Gauge(
+            "wacanon_host_memory_bytes",
+            "Memory of the machine (for memory-use ratios).",
+            registry=r,
+            multiprocess_mode="max",
         )
         self.latency = Histogram(
             "wacanon_webhook_seconds",

@@ -261,6 +261,8 @@ class Pipeline:
             return 0
         outcome = "store_error" if result.refused is not None else plan.outcome
         m.child(m.webhooks, provider, outcome).inc()
+        if plan.invalid_json is None:
+            m.child(m.normalized, provider, "failed" if plan.result.errors else "ok").inc()
         if plan.result.ignored:
             m.ignored.labels(provider).inc(plan.result.ignored)
         if plan.unknown_account_events:  # also when a batch mixes owned and unowned accounts

@@ -33,6 +33,7 @@ from wacanon.ingest.projector import Router
 from wacanon.probe import PROBE, PROBE_PROVIDER
 from wacanon.rollout import phases
 from wacanon.store.database import schema_state
+from wacanon.store.measures import stored_twice
 from wacanon.store.repository import flag_overrides_map
 from wacanon.store.rollout import purge_probe
 from wacanon.store.tables import conversations, events, metadata
@@ -44,7 +45,6 @@ ERROR_RATE = 0.001
 PROBE_SKM = "wacanon-probe-skm"
 PROBE_CUSTOMER = "5500000000001"
 ROUTED_WITHIN_SECONDS = 15.0
-FACT_TYPES = ("whatsapp.message.inbound", "whatsapp.message.outbound")
 
 OK, FAIL, SKIP = "ok", "fail", "skip"
 
@@ -374,24 +374,12 @@ class Check:
 
     def _facts(self) -> None:
         since = datetime.now(UTC) - timedelta(seconds=self.window_seconds)
-        e = events.c
-        twice = (
-            sa.select(e.provider, e.account_id, e.event_type, e.provider_message_id)
-            .where(
-                e.received_at >= since,
-                e.event_type.in_(FACT_TYPES),
-                e.provider_message_id.is_not(None),
-            )
-            .group_by(e.provider, e.account_id, e.event_type, e.provider_message_id)
-            .having(sa.func.count() > 1)
-        )
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(sa.func.count()).select_from(twice.subquery()))
-            doubled = int(found.scalar_one())
+            doubled, checked = stored_twice(connection, since=since)
         self._add(
             "no two rows for one fact",
             doubled == 0,
-            f"{doubled} message(s) stored twice over {_span(self.window_seconds)}",
+            f"{doubled} message(s) stored twice among {checked} over {_span(self.window_seconds)}",
             "0",
         )
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from wacanon.api.deps import ServiceDep
+from wacanon.api.exposition import exposition
 from wacanon.api.replies import reply
 
 router = APIRouter()
@@ -34,7 +35,7 @@ async def ready(service: ServiceDep) -> Response:
 
 @router.get("/metrics")
 async def metrics(service: ServiceDep) -> Response:
-    data = generate_latest(service.metrics.registry)  # spool depth: kept by housekeeping
+    data = exposition(service.metrics.registry)  # spool depth: kept by housekeeping
     return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)
 
 

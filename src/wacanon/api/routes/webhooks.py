@@ -165,6 +165,7 @@ async def receive(
         if not probe:  # probes stay out of /metrics (wacanon.probe)
             metrics = service.metrics
             metrics.child(metrics.latency, provider).observe(seconds)
+            metrics.child(metrics.responses, provider, str(status)).inc()
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
 
