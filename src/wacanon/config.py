@@ -422,6 +422,13 @@ def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:
     return token
 
 
+def saved_trial_token() -> str | None:
+    """The token a first-trial ``wacanon serve`` saved in the working directory, if any
+    (what ``simulate --post`` and ``rollout check`` fall back on)."""
+    path = Path(TRIAL_TOKEN_FILE)
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+
 def trial_api_token(simulated_token: str) -> str:
     """The first trial's read-API token: derived from the simulated provider's (kept in
     ``.wacanon-dev-token``), so it is the same at every start."""

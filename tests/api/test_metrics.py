@@ -5,6 +5,7 @@ alerts divide by, and the response and normalization counters the KPIs are built
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import SIM_TOKEN, bearer, sim_body, sim_message
@@ -36,16 +39,34 @@ def total(text: str, name: str, **labels: str) -> float:
     )
 
 
+def stored_by_worker(values: Path) -> dict[str, float]:
+    """Webhooks stored by each worker, read from its own counter file alone."""
+    found = {}
+    for path in values.glob("counter_*.db"):
+        alone = values.parent / f"alone-{path.stem}"
+        alone.mkdir(exist_ok=True)
+        shutil.copy(path, alone / path.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(alone))
+        text = generate_latest(registry).decode()
+        count = total(text, "wacanon_webhooks_total", outcome="stored")
+        if count:
+            found[path.stem.removeprefix("counter_")] = count
+    return found
+
+
 def test_every_workers_webhooks_are_in_each_scrape(postgres_server: str, tmp_path: Path) -> None:
     _clean(postgres_server)
     config = serve_config(tmp_path, postgres_server)
+    values = tmp_path / "metrics"  # the workers' value files, one per pid
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
          "--port", str(port), "--workers", "2"],
         stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path,
-        env={**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false"},
+        env={**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false",
+             "PROMETHEUS_MULTIPROC_DIR": str(values)},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -58,15 +79,21 @@ def test_every_workers_webhooks_are_in_each_scrape(postgres_server: str, tmp_pat
                 pass
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
             time.sleep(0.2)
-        for i in range(40):  # a new connection each: the workers take turns accepting
-            body = sim_body(sim_message(f"MP-{i}", sender=f"55119700{i:05d}"))
+        sent = 0
+        # A new connection each, until both workers have stored some: otherwise one
+        # worker's own figures would pass for the sum.
+        while len(stored_by_worker(values)) < 2 or sent < 40:
+            assert sent < 400, f"one worker took every webhook: {stored_by_worker(values)}"
+            body = sim_body(sim_message(f"MP-{sent}", sender=f"55119700{sent:05d}"))
             reply = httpx.post(f"{base}/webhooks/simulated", content=body, headers=bearer())
             assert reply.status_code == 200
+            sent += 1
+        assert sum(stored_by_worker(values).values()) == sent
         scrapes = [httpx.get(f"{base}/metrics").text for _ in range(8)]
         for text in scrapes:
-            assert total(text, "wacanon_webhooks_total", outcome="stored") == 40
-            assert total(text, "wacanon_webhook_responses_total", status="200") == 40
-            assert total(text, "wacanon_webhook_seconds_count") == 40
+            assert total(text, "wacanon_webhooks_total", outcome="stored") == sent
+            assert total(text, "wacanon_webhook_responses_total", status="200") == sent
+            assert total(text, "wacanon_webhook_seconds_count") == sent
         pids = {
             dict(found)["pid"]
             for (name, found) in samples(scrapes[-1])

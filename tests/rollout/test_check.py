@@ -23,13 +23,14 @@ from tests.routing.events import normalized
 from tests.test_cli_rollout import CLEAN_ENV
 from tests.test_cli_service import wacanon
 from wacanon.config import LoadedConfig
-from wacanon.flags import CANONICAL_SHADOW_MODE, GLOBAL, ROUTING_ENABLED
+from wacanon.flags import CANONICAL_SHADOW_MODE, ROUTING_ENABLED
 from wacanon.ingest.pipeline import event_row
 from wacanon.probe import PROBE
+from wacanon.rollout.apply import apply_step
 from wacanon.rollout.check import FAIL, OK, Check, Item
-from wacanon.rollout.phases import Step, changes_to
+from wacanon.rollout.phases import Step
 from wacanon.store.database import alembic_config, create_engine
-from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag, write_events
+from wacanon.store.repository import set_flag, write_events
 from wacanon.store.tables import conversations, events, skms, webhook_journal
 
 NO_FLAGS: dict[str, str] = {}  # the server's environment: the defaults (Phase 0)
@@ -38,15 +39,8 @@ NO_FLAGS: dict[str, str] = {}  # the server's environment: the defaults (Phase 0
 def apply(url: str, step: Step) -> None:
     """What `wacanon rollout apply` writes, written directly."""
     engine = create_engine(url)
-    from wacanon.flags import FlagSnapshot
-
     with engine.begin() as connection:
-        snapshot = FlagSnapshot(env={}, overrides=flag_overrides_map(connection))
-        for change in changes_to(step, snapshot):
-            if change.store is None:
-                unset_flag(connection, GLOBAL, change.name)
-            else:
-                set_flag(connection, GLOBAL, change.name, change.store)
+        apply_step(connection, step, env=NO_FLAGS)
     engine.dispose()
 
 

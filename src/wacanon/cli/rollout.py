@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -25,16 +24,17 @@ from wacanon.cli.options import (
     print_json,
     store_at_head,
 )
-from wacanon.config import TRIAL_TOKEN_FILE
+from wacanon.config import saved_trial_token
 from wacanon.errors import ConfigError
 from wacanon.flags import GLOBAL, FlagSnapshot
 from wacanon.probe import PROBE_PROVIDER
 from wacanon.rollout import phases
+from wacanon.rollout.apply import apply_step
 from wacanon.rollout.check import FAIL, OK, SKIP, Check, CouldNotCheck, Item, parse_window
 from wacanon.rollout.phases import Step
 from wacanon.rollout.rollback import ROLLBACK_VALUES, Progress, active, resume, roll_back
 from wacanon.store.database import create_engine
-from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag
+from wacanon.store.repository import flag_overrides_map
 
 rollout_app = typer.Typer(
     help="The seed checklist as commands: plan, apply, check, resume, drill.",
@@ -158,13 +158,8 @@ def apply_command(
     now = _current(snapshot)  # a malformed environment value stops here, with its name
     if phase == 3 and not step.allow and (percent or 0) < 100:
         step = Step(3, percent, phases.allowed(now))  # the beta's shoppers stay on
-    changes = phases.changes_to(step, snapshot)
     with engine.begin() as connection:
-        for change in changes:
-            if change.store is None:
-                unset_flag(connection, GLOBAL, change.name)
-            else:
-                set_flag(connection, GLOBAL, change.name, change.store)
+        changes = apply_step(connection, step, os.environ)
     scope = f" for {', '.join(sorted(step.allow))}" if step.allow else ""
     if not changes:
         typer.echo(f"already at Phase {step.label}{scope}: nothing changed")
@@ -321,7 +316,7 @@ def check_command(
         raise fail(str(exc)) from None
     loaded = load_or_fail(config)  # a schema behind head is an item (✗), not a refusal
     engine = create_engine(loaded.settings.database_url)
-    token = loaded.settings.providers.secret_of(PROBE_PROVIDER) or _trial_token()
+    token = loaded.settings.providers.secret_of(PROBE_PROVIDER) or saved_trial_token()
     check = Check(
         phase,
         loaded,
@@ -367,11 +362,6 @@ def _print_checklist(
         f"{len(items) - len(failed) - skipped} ✓, {len(failed)} ✗, {skipped} – "
         f"of {len(items)} item(s)"
     )
-
-
-def _trial_token() -> str | None:
-    path = Path(TRIAL_TOKEN_FILE)
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
 # ------------------------------------------------------------------ drill

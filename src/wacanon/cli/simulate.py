@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.config import TRIAL_TOKEN_FILE
+from wacanon.config import TRIAL_TOKEN_FILE, saved_trial_token
 from wacanon.simulate import SimulationOptions, expected_conversations, generate
 
 
@@ -75,18 +74,13 @@ def _expectation(options: SimulationOptions) -> str:
     )
 
 
-def _saved_trial_token() -> str | None:
-    path = Path(TRIAL_TOKEN_FILE)
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
-
-
 def _post(base: str, options: SimulationOptions, token: str | None, concurrency: int) -> None:
     import asyncio
     import os
 
     from wacanon.load import post_all
 
-    token = token or os.environ.get("WACANON_SIMULATED_TOKEN") or _saved_trial_token()
+    token = token or os.environ.get("WACANON_SIMULATED_TOKEN") or saved_trial_token()
     if not token:
         raise fail(
             "no token: pass --token (the [providers.simulated] token), set "

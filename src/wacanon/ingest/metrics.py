@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
@@ -38,6 +38,10 @@ LATENCY_BUCKETS = (
 )
 
 
+#: How prometheus-client's multiprocess mode combines the workers' values of a gauge.
+Combine = Literal["min", "max", "livesum"]
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -47,151 +51,135 @@ class Metrics:
         r = self.registry
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # else: every worker's, by pid
             ProcessCollector(registry=r)
-        self.webhooks = Counter(
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, mode: Combine, labels: tuple[str, ...] = ()) -> Gauge:
+            """``mode``: how multiprocess mode combines the workers' values."""
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)
+
+        self.webhooks = counter(
             "wacanon_webhooks_total",
             "Webhooks received, by provider and outcome.",
-            ["provider", "outcome"],
-            registry=r,
+            ("provider", "outcome"),
         )
-        self.events = Counter(
+        self.events = counter(
             "wacanon_events_total",
             "Canonical events newly stored (or normalized in shadow mode).",
-            ["provider", "event_type", "mode"],
-            registry=r,
+            ("provider", "event_type", "mode"),
         )
-        self.duplicates = Counter(
+        self.duplicates = counter(
             "wacanon_duplicates_total",
             "Events recognized as already stored.",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.ignored = Counter(
+        self.ignored = counter(
             "wacanon_ignored_total",
             "Items with nothing canonical in them.",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.normalization_errors = Counter(
+        self.normalization_errors = counter(
             "wacanon_normalization_errors_total",
             "Parts of webhooks that could not be normalized.",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.invalid_bodies = Counter(
+        self.invalid_bodies = counter(
             "wacanon_invalid_json_total",
             "Webhook bodies that are not JSON at all (kept as dead letters, answered 400).",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.store_errors = Counter(
+        self.store_errors = counter(
             "wacanon_store_errors_total",
             "Webhooks whose data the database refused (kept as store_error dead letters).",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.signature_failures = Counter(
+        self.signature_failures = counter(
             "wacanon_signature_failures_total",
             "Webhooks refused by verification.",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.unknown_accounts = Counter(
+        self.unknown_accounts = counter(
             "wacanon_unknown_accounts_total",
             "Webhooks for accounts no shopper owns.",
-            ["provider"],
-            registry=r,
+            ("provider",),
         )
-        self.signal_failures = Counter(
+        self.signal_failures = counter(
             "wacanon_signal_receiver_failures_total",
             "Signal receivers that raised.",
-            ["signal"],
-            registry=r,
+            ("signal",),
         )
-        self.client_disconnects = Counter(
+        self.client_disconnects = counter(
             "wacanon_client_disconnects_total",
             "Clients that went away before their webhook body had arrived.",
-            registry=r,
         )
-        self.spool_depth = Gauge(
+        self.spool_depth = gauge(
             "wacanon_spool_depth",
             "Webhooks waiting in the spool for the database.",
-            registry=r,
-            multiprocess_mode="livesum",  # each worker has its own spool file
+            "livesum",  # each worker has its own spool file
         )
-        self.responses = Counter(
+        self.responses = counter(
             "wacanon_webhook_responses_total",
             "Webhook requests answered, by provider and HTTP status.",
-            ["provider", "status"],
-            registry=r,
+            ("provider", "status"),
         )
-        self.normalized = Counter(
+        self.normalized = counter(
             "wacanon_normalized_webhooks_total",
             "JSON webhooks the normalizers read: result ok, or failed (a part not understood).",
-            ["provider", "result"],
-            registry=r,
+            ("provider", "result"),
         )
         # The store's figures, measured every 30 s by one thread per process (all the
         # same for every worker: "max" across them).
-        self.table_rows = Gauge(
+        self.table_rows = gauge(
             "wacanon_table_rows",
             "Rows of wacanon's main tables (PostgreSQL: the planner's estimate).",
-            ["table"],
-            registry=r,
-            multiprocess_mode="max",
+            "max",
+            ("table",),
         )
-        self.database_bytes = Gauge(
+        self.database_bytes = gauge(
             "wacanon_database_bytes",
             "Disk used by the database (the SQLite file with its WAL, or pg_database_size).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.disk_free_ratio = Gauge(
+        self.disk_free_ratio = gauge(
             "wacanon_disk_free_ratio",
             "Free share of the filesystem holding the SQLite file (else the spool).",
-            registry=r,
-            multiprocess_mode="min",
+            "min",
         )
-        self.disk_free_bytes = Gauge(
+        self.disk_free_bytes = gauge(
             "wacanon_disk_free_bytes",
             "Free bytes of the filesystem holding the SQLite file (else the spool).",
-            registry=r,
-            multiprocess_mode="min",
+            "min",
         )
-        self.queue_waiting = Gauge(
+        self.queue_waiting = gauge(
             "wacanon_queue_waiting_conversations",
             "Conversations waiting for an SKM.",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.queue_oldest = Gauge(
+        self.queue_oldest = gauge(
             "wacanon_queue_oldest_wait_seconds",
             "How long the conversation waiting longest has waited (0: none waits).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.facts_twice = Gauge(
+        self.facts_twice = gauge(
             "wacanon_events_stored_twice",
             "Messages stored as two rows among the latest 10,000 events (should be 0).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.facts_checked = Gauge(
+        self.facts_checked = gauge(
             "wacanon_events_checked_for_twice",
             "Events the stored-twice figure looked at (at most 10,000).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.host_cpus = Gauge(
+        self.host_cpus = gauge(
             "wacanon_host_cpus",
             "CPUs this process may run on (for CPU-use ratios).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.host_memory = Gauge(
+        self.host_memory = gauge(
             "wacanon_host_memory_bytes",
             "Memory of the machine (for memory-use ratios).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
         self.latency = Histogram(
             "wacanon_webhook_seconds",
@@ -232,10 +220,9 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
-        self.routed = Counter(
+        self.routed = counter(
             "wacanon_routed_events_total",
             "Events routing applied (joined to a conversation, or waiting for their message).",
-            registry=r,
         )
 
     def child(self, metric: Any, *labels: str) -> Any:

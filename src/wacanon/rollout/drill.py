@@ -32,15 +32,14 @@ import uvicorn
 
 from wacanon.api.app import create_app
 from wacanon.config import Settings
-from wacanon.flags import GLOBAL, FlagSnapshot
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
 from wacanon.providers.registry import normalize
-from wacanon.rollout.phases import Step, changes_to
+from wacanon.rollout.apply import apply_step
+from wacanon.rollout.phases import Step
 from wacanon.rollout.rollback import resume, roll_back
 from wacanon.simulate import SimulationOptions, account_shoppers, expected_conversations, generate
 from wacanon.store.database import create_engine, upgrade
-from wacanon.store.repository import flag_overrides_map, set_flag, unset_flag
 from wacanon.store.tables import conversations, events, webhook_journal
 
 OPTIONS = SimulationOptions(count=240, seed=11, shoppers=2, customers_per_shopper=12)
@@ -266,12 +265,7 @@ def _story(
 
 def _apply(engine: sa.Engine, step: Step) -> None:
     with engine.begin() as connection:
-        snapshot = FlagSnapshot(env={}, overrides=flag_overrides_map(connection))
-        for change in changes_to(step, snapshot):
-            if change.store is None:
-                unset_flag(connection, GLOBAL, change.name)
-            else:
-                set_flag(connection, GLOBAL, change.name, change.store)
+        apply_step(connection, step, env={})
 
 
 def _wait_routed(engine: sa.Engine, report: DrillReport) -> None:
