@@ -16,7 +16,7 @@ beats the environment. This module is pure: callers hand it the two mappings.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from wacanon.errors import ConfigError
@@ -109,6 +109,14 @@ def bucket(shopper_id: str) -> float:
 def _listed(shopper_id: str, text: str, front: bool) -> bool:
     listed = parse_list(text)
     return shopper_id in listed or (front and bool(listed))
+
+
+def known_shoppers(
+    configured: Iterable[str], overrides: Mapping[tuple[str, str], str]
+) -> list[str]:
+    """The shoppers to show flags for: the configuration's and those with an override of
+    their own (``flags list``, the console), sorted."""
+    return sorted({*configured, *(shopper for shopper, _ in overrides if shopper != GLOBAL)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,16 @@ from wacanon.flags import (
     FlagSnapshot,
     ShopperFlags,
 )
-from wacanon.rollout.phases import Step, changes_to, current, matching, plan, step_for
+from wacanon.rollout.phases import (
+    SWITCHES,
+    Step,
+    changes_to,
+    current,
+    matching,
+    phase_of,
+    plan,
+    step_for,
+)
 
 SHOPPERS = [f"shop-{i}" for i in range(400)]
 
@@ -173,3 +182,19 @@ def test_steps_the_seed_has_not_are_refused(
 def test_the_comparative_logs_flag_is_ours_and_off_by_default() -> None:
     assert COMPARATIVE_LOGS == "WACANON_COMPARATIVE_LOGS"
     assert ShopperFlags.resolve(FlagSnapshot(env={}, overrides={}), "s").comparative_logs is False
+
+
+
+def test_a_shoppers_effective_flags_name_their_phase() -> None:
+    def values_at(step: Step, shopper: str) -> dict[str, bool]:
+        snapshot = snapshot_of(step)
+        return {name: bool(snapshot.boolean(name, shopper).value) for name in SWITCHES}
+
+    assert phase_of(values_at(Step(0), "shop-1")) == 0
+    assert phase_of(values_at(Step(1), "shop-1")) == 1
+    beta = Step(2, None, frozenset({"shop-beta"}))
+    assert phase_of(values_at(beta, "shop-beta")) == 2
+    assert phase_of(values_at(beta, "shop-other")) == 1  # still staging
+    assert phase_of(values_at(Step(3, 100.0), "anyone")) == 2
+    rolled_back = {**values_at(Step(3, 100.0), "x"), CANONICAL_EVENTS_ENABLED: False}
+    assert phase_of(rolled_back) is None

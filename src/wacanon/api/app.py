@@ -22,7 +22,7 @@ from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from wacanon.api.replies import reply
-from wacanon.api.routes import assignment, business, conversations, health, webhooks
+from wacanon.api.routes import assignment, business, console, conversations, health, webhooks
 from wacanon.api.service import Service
 from wacanon.config import Settings
 from wacanon.store.conversation_reads import BadCursor
@@ -52,6 +52,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Webh
     api.include_router(conversations.router)
     api.include_router(assignment.router)
     api.include_router(business.router)
+    api.include_router(console.router)
     app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
     return WebhookFront(app)

@@ -60,8 +60,9 @@ class Service:
     def __post_init__(self) -> None:
         self.legacy = LegacyForwarder(self.settings)
         self.window = Window()
-        # Probes (wacanon.probe) are planned with metrics nobody exports.
-        self.probe_pipeline = Pipeline(self.settings, self.flags.for_shopper, Metrics())
+        # Probes (wacanon.probe) and the console's replays are planned with metrics nobody
+        # exports: /metrics counts the webhooks providers sent, once (as `wacanon replay`).
+        self.uncounted_pipeline = Pipeline(self.settings, self.flags.for_shopper, Metrics())
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
         self._measuring = Periodic(
             MEASURE_SECONDS, self._measure, "wacanon-measures", at_start=True

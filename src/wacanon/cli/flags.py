@@ -11,16 +11,14 @@ those with an override of their own.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
 from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, store_at_head
-from wacanon.config import LoadedConfig
 from wacanon.errors import ConfigError
-from wacanon.flags import GLOBAL, FlagSnapshot, FlagValue, validate
+from wacanon.flags import GLOBAL, FlagSnapshot, FlagValue, known_shoppers, validate
 from wacanon.store.repository import flag_override_rows, flag_overrides_map, set_flag, unset_flag
 
 flags_app = typer.Typer(help="Rollout flags: set, unset, list, explain.", no_args_is_help=True)
@@ -62,12 +60,6 @@ def unset_command(name: str, shopper: ShopperOption = None, config: ConfigOption
         typer.echo(f"removed the {name} override for {scope}")
     else:
         typer.echo(f"no {name} override for {scope} to remove")
-
-
-def _known_shoppers(loaded: LoadedConfig, overrides: Mapping[tuple[str, str], str]) -> list[str]:
-    named = set(loaded.settings.known_shoppers)
-    named.update(shopper for shopper, _ in overrides if shopper != GLOBAL)
-    return sorted(named)
 
 
 def _word(flag: FlagValue) -> str:
@@ -117,7 +109,7 @@ def list_command(
             )
         return
     snapshot = FlagSnapshot(env=dict(os.environ), overrides=stored)
-    shoppers = _known_shoppers(loaded, stored)
+    shoppers = known_shoppers(loaded.settings.known_shoppers, stored)
     if not shoppers:
         _echo_unnarrowed(snapshot)
     else:
@@ -161,7 +153,7 @@ def explain_command(
     if shopper is not None:
         _echo_explained(snapshot, shopper)
         return
-    shoppers = _known_shoppers(loaded, stored)
+    shoppers = known_shoppers(loaded.settings.known_shoppers, stored)
     if not shoppers:
         _echo_unnarrowed(snapshot)
         return

@@ -25,16 +25,32 @@ KEEP_SECONDS = 3600
 
 
 @dataclass(slots=True)
-class _Bucket:
-    index: int
+class _Counts:
     webhooks: int = 0
     server_errors: int = 0  # answered 5xx
     json_webhooks: int = 0  # reached the normalizers
     failing: int = 0  # with a part the normalizers did not understand
     events: int = 0
     duplicates: int = 0
-    probes: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+    def add(self, other: _Counts) -> None:
+        self.webhooks += other.webhooks
+        self.server_errors += other.server_errors
+        self.json_webhooks += other.json_webhooks
+        self.failing += other.failing
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.latency = [x + y for x, y in zip(self.latency, other.latency, strict=True)]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Ten seconds: real traffic and probes apart, so the console can leave probes out."""
+
+    index: int
+    traffic: _Counts = field(default_factory=_Counts)
+    probes: _Counts = field(default_factory=_Counts)
 
 
 class Window:
@@ -42,48 +58,48 @@ class Window:
         self._clock = clock
         self._buckets: deque[_Bucket] = deque()
 
-    def _now(self) -> _Bucket:
+    def _now(self, probe: bool) -> _Counts:
         index = int(self._clock() // BUCKET_SECONDS)
         if not self._buckets or self._buckets[-1].index != index:
             self._buckets.append(_Bucket(index))
             oldest = index - KEEP_SECONDS // BUCKET_SECONDS
             while self._buckets[0].index <= oldest:
                 self._buckets.popleft()
-        return self._buckets[-1]
+        bucket = self._buckets[-1]
+        return bucket.probes if probe else bucket.traffic
 
     def webhook(self, status: int, seconds: float, probe: bool = False) -> None:
         """One answered webhook: its status and end-to-end seconds."""
-        bucket = self._now()
-        bucket.webhooks += 1
-        bucket.server_errors += status >= 500
-        bucket.probes += probe
+        counts = self._now(probe)
+        counts.webhooks += 1
+        counts.server_errors += status >= 500
         slot = next((i for i, edge in enumerate(LATENCY_BUCKETS) if seconds <= edge), None)
-        bucket.latency[len(LATENCY_BUCKETS) if slot is None else slot] += 1
+        counts.latency[len(LATENCY_BUCKETS) if slot is None else slot] += 1
 
-    def normalized(self, failing: bool, events: int, duplicates: int) -> None:
+    def normalized(self, failing: bool, events: int, duplicates: int, probe: bool = False) -> None:
         """What the normalizers made of one JSON webhook."""
-        bucket = self._now()
-        bucket.json_webhooks += 1
-        bucket.failing += failing
-        bucket.events += events
-        bucket.duplicates += duplicates
+        counts = self._now(probe)
+        counts.json_webhooks += 1
+        counts.failing += failing
+        counts.events += events
+        counts.duplicates += duplicates
 
-    def summary(self, seconds: float) -> dict[str, Any]:
-        """The figures of the last ``seconds`` (at most an hour; to the bucket)."""
+    def summary(self, seconds: float, probes: bool = True) -> dict[str, Any]:
+        """The figures of the last ``seconds`` (at most an hour; to the bucket), probes
+        included (what ``rollout check`` judges) or left out (``probes=False``: what the
+        console shows, like ``/metrics``)."""
         first = int(self._clock() // BUCKET_SECONDS) - math.ceil(seconds / BUCKET_SECONDS) + 1
-        chosen = [b for b in self._buckets if b.index >= first]
-        total = _Bucket(first)
-        for b in chosen:
-            for name in ("webhooks", "server_errors", "json_webhooks", "failing"):
-                setattr(total, name, getattr(total, name) + getattr(b, name))
-            total.events += b.events
-            total.duplicates += b.duplicates
-            total.probes += b.probes
-            total.latency = [x + y for x, y in zip(total.latency, b.latency, strict=True)]
+        total, probed = _Counts(), 0
+        for bucket in self._buckets:
+            if bucket.index >= first:
+                total.add(bucket.traffic)
+                probed += bucket.probes.webhooks
+                if probes:
+                    total.add(bucket.probes)
         return {
             "seconds": min(seconds, KEEP_SECONDS),
             "webhooks": total.webhooks,
-            "probes": total.probes,
+            "probes": probed if probes else 0,
             "events": total.events,
             "duplicates": total.duplicates,
             "server_errors": total.server_errors,

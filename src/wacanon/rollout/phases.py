@@ -226,6 +226,15 @@ def matching(settings: Mapping[str, str | None]) -> Step | None:
     return None
 
 
+def phase_of(values: Mapping[str, bool]) -> int | None:
+    """The phase whose switch values one shopper's effective flags are (2 stands for the
+    production phases, 2 and 3, which differ only in who gets them); None for none."""
+    for phase in (0, 1, 2):
+        if all(values.get(name) == on for name, on in _PHASE_VALUES[phase].items()):
+            return phase
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One global setting a step changes: its value before and after, and what to store

@@ -9,7 +9,6 @@ so their database reads never hold up the event loop (or the webhooks on it).
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from fastapi.responses import Response
 
 from wacanon.api.deps import ServiceDep
 from wacanon.api.replies import reply
+from wacanon.api.tokens import matching_token
 from wacanon.canonical.times import as_utc
 from wacanon.store import conversation_reads as reads
 
@@ -60,13 +60,11 @@ def token_scope(request: Request, service: ServiceDep) -> Scope:
     challenge = {"WWW-Authenticate": 'Bearer realm="wacanon"'}
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
-    found: Scope | None = None
-    for entry in service.settings.api_tokens:
-        if hmac.compare_digest(entry.token.encode(), given.strip().encode()):
-            found = Scope(None if entry.shopper_id == ALL else frozenset({entry.shopper_id}))
+    tokens = [(entry.token, entry.shopper_id) for entry in service.settings.api_tokens]
+    found = matching_token(tokens, given.strip())
     if found is None:
         raise ApiError(401, "unknown bearer token", challenge)
-    return found
+    return Scope(None if found[1] == ALL else frozenset({found[1]}))
 
 
 ScopeDep = Annotated[Scope, Depends(token_scope)]

@@ -262,7 +262,7 @@ async def _persist(
     service: Service, received: Received, arrival: Arrival, probe: bool = False
 ) -> Response:
     provider, correlation_id = received.provider, received.correlation_id
-    pipeline = service.probe_pipeline if probe else service.pipeline
+    pipeline = service.uncounted_pipeline if probe else service.pipeline
     plan = await plan_off_loop(pipeline, received)
     outcome = await service.persist(plan, received, arrival)
     if isinstance(outcome, Failed):
@@ -275,7 +275,9 @@ async def _persist(
         log.warning("webhook body is not JSON; kept in the dead letter")
         return reply(400, {"correlation_id": correlation_id, "error": plan.invalid_json.message})
     answer = plan.reply(result)
-    service.window.normalized(bool(plan.result.errors), answer["events"], answer["duplicates"])
+    service.window.normalized(
+        bool(plan.result.errors), answer["events"], answer["duplicates"], probe=probe
+    )
     if not probe:
         maybe_compare(
             plan, service.flags.for_shopper, service.settings.comparative_logs_sample_rate

@@ -1,0 +1,114 @@
+"""What the operator's console shows from the database: every node's figures at once
+(the events stored, the SKMs' open conversations, who waits, the latest events and dead
+letters), read in one short transaction.
+
+Probes (:mod:`wacanon.probe`) are left out of every figure, as they are of ``/metrics``:
+``rollout check`` writes and removes them, and an operator must not see them come and
+go. Ids, types and error paths only — no message text — as at INFO in the logs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from wacanon.probe import PROBE
+from wacanon.store.assignment import list_skms, queue_of
+from wacanon.store.conversation_reads import iso
+from wacanon.store.tables import conversations, dead_letters, events
+
+LATEST = 15
+#: An error longer than this is cut (the whole of it is in the dead letter).
+ERROR_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleFigures:
+    events: int
+    open_conversations: int
+    skms: list[dict[str, Any]]  # each: id, shopper_id, name, capacity, active, open
+    waiting: dict[str, int]  # shopper → conversations waiting for an SKM
+    latest_events: list[dict[str, Any]]
+    latest_errors: list[dict[str, Any]]
+    dead_letters_pending: int
+    dead_letters: int
+
+
+def _not_probe(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    return sa.or_(column.is_(None), column != PROBE)
+
+
+def console_figures(connection: sa.Connection) -> ConsoleFigures:
+    e, c, d = events.c, conversations.c, dead_letters.c
+    count = sa.select(sa.func.count())
+    stored = connection.execute(
+        count.select_from(events).where(_not_probe(e.shopper_id))
+    ).scalar_one()
+    open_now = connection.execute(
+        count.select_from(conversations).where(c.status == "open", c.shopper_id != PROBE)
+    ).scalar_one()
+    skms = [s for s in list_skms(connection, None) if s["shopper_id"] != PROBE]
+    waiting = Counter(
+        w["shopper_id"] for w in queue_of(connection, None) if w["shopper_id"] != PROBE
+    )
+    latest = connection.execute(
+        sa.select(
+            e.id,
+            e.received_at,
+            e.provider,
+            e.shopper_id,
+            e.event_type,
+            e.conversation_id,
+            e.skm_id,
+        )
+        .where(_not_probe(e.shopper_id))
+        .order_by(e.id.desc())
+        .limit(LATEST)
+    ).all()
+    errors = connection.execute(
+        sa.select(d.id, d.created_at, d.provider, d.kind, d.error, d.replayed_at)
+        .order_by(d.id.desc())
+        .limit(LATEST)
+    ).all()
+    pending = connection.execute(
+        count.select_from(dead_letters).where(d.replayed_at.is_(None))
+    ).scalar_one()
+    total = connection.execute(count.select_from(dead_letters)).scalar_one()
+    return ConsoleFigures(
+        events=int(stored),
+        open_conversations=int(open_now),
+        skms=skms,
+        waiting=dict(sorted(waiting.items())),
+        latest_events=[
+            {
+                "id": row.id,
+                "received_at": iso(row.received_at),
+                "provider": row.provider,
+                "shopper_id": row.shopper_id,
+                "event_type": row.event_type,
+                "conversation_id": row.conversation_id,
+                "skm_id": row.skm_id,
+            }
+            for row in latest
+        ],
+        latest_errors=[
+            {
+                "id": row.id,
+                "created_at": iso(row.created_at),
+                "provider": row.provider,
+                "kind": row.kind,
+                "error": _cut(row.error),
+                "replayed": row.replayed_at is not None,
+            }
+            for row in errors
+        ],
+        dead_letters_pending=int(pending),
+        dead_letters=int(total),
+    )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
