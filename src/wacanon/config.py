@@ -458,7 +458,8 @@ def first_trial(env: Mapping[str, str]) -> LoadedConfig:
         "simulated accounts sim-shop-N-... belong to shopper shop-N (as `wacanon simulate "
         f"--shoppers N` sends them); every other account to shopper {TRIAL_SHOPPER}",
         "cloud_api, evolution and baileys refuse webhooks until configured",
-        f"read API (/v1) open to token {trial_api_token(token)} (every shopper)",
+        f"read API (/v1) and operator's console (/console) open to token "
+        f"{trial_api_token(token)} (every shopper)",
         *warnings,
     ]
     return LoadedConfig(settings=settings, source=None, notes=notes, first_trial=True)

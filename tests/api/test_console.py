@@ -8,15 +8,20 @@ from __future__ import annotations
 import re
 import time
 from html import unescape
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 
-from tests.api.conftest import bearer, sim_body, sim_message
+from tests.api.conftest import PERSIST, LiveServer, bearer, make_settings, sim_body, sim_message
+from tests.conftest import _clean
+from tests.ingest.proxy import CuttableProxy
 from tests.ingest.test_assignment_live import wait_for
 from tests.ingest.test_routing_live import ROUTING_ON
+from wacanon.api.app import create_app
 from wacanon.api.console_auth import COOKIE, SESSION_SECONDS, Credential
 from wacanon.flags import CANONICAL_SHADOW_MODE, GLOBAL
 from wacanon.probe import PROBE
@@ -209,3 +214,30 @@ def test_a_read_api_token_of_one_shopper_cannot_replay(make_client: Any, path: s
     auth = {"Authorization": f"Bearer {SHOP_TOKEN}"}
     answer = client.request("POST" if path.endswith("replay") else "GET", path, headers=auth)
     assert answer.status_code == 403
+
+
+def test_with_the_database_away_it_says_so_and_shows_the_spool(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    target = sa.engine.make_url(postgres_server)
+    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy.open()
+    via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+    _clean(postgres_server)
+    settings = make_settings(via_proxy, tmp_path, api_tokens=TOKENS)
+    server = LiveServer(create_app(settings, env=PERSIST))
+    auth = {"Authorization": f"Bearer {ALL_TOKEN}"}
+    try:
+        with httpx.Client(base_url=server.start(), timeout=30) as client:
+            proxy.cut()
+            body = sim_body(sim_message("AWAY-1"))
+            answer = client.post("/webhooks/simulated", content=body, headers=bearer())
+            assert answer.json().get("spooled") is True
+            page = client.get("/console", headers=auth)
+    finally:
+        server.stop()
+        proxy.cut()
+    assert page.status_code == 200
+    assert 'id="database-down"' in page.text
+    assert figure(page.text, "live-webhooks") == "1"
+    assert figure(page.text, "spool-depth") == "1"

@@ -184,7 +184,6 @@ def test_the_comparative_logs_flag_is_ours_and_off_by_default() -> None:
     assert ShopperFlags.resolve(FlagSnapshot(env={}, overrides={}), "s").comparative_logs is False
 
 
-
 def test_a_shoppers_effective_flags_name_their_phase() -> None:
     def values_at(step: Step, shopper: str) -> dict[str, bool]:
         snapshot = snapshot_of(step)
