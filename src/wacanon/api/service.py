@@ -31,7 +31,14 @@ from wacanon.ingest.window import Window
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.routing.facts import StoredEvent
 from wacanon.store import measures
-from wacanon.store.database import create_engine, ensure_schema, schema_problem, schema_state
+from wacanon.store.database import (
+    POOL_OVERFLOW,
+    POOL_SIZE,
+    create_engine,
+    ensure_schema,
+    schema_problem,
+    schema_state,
+)
 from wacanon.store.repository import WebhookWrite
 
 log = structlog.get_logger("wacanon.service")
@@ -71,11 +78,16 @@ class Service:
         self._persist_latency = self.metrics.persist_latency
 
     def _housekeep(self) -> None:
-        """Keep the spool gauge current (the spool only changes while the database is away)."""
+        """Keep the spool gauge current (the spool only changes while the database is
+        away), and the pool's use (``wacanon doctor --url`` judges saturation by it)."""
         if not self.writer.database_up or self.spool.has_records():
             self.metrics.spool_depth.set(self.spool.depth())
         else:
             self.metrics.spool_depth.set(0)
+        pool = self.engine.pool
+        if isinstance(pool, sa.pool.QueuePool):
+            self.metrics.pool_in_use.set(pool.checkedout())
+            self.metrics.pool_limit.set(POOL_SIZE + POOL_OVERFLOW)
 
     def _measure(self) -> None:
         """The store's figures as gauges; a database that does not answer skips a turn."""

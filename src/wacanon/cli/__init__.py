@@ -35,6 +35,7 @@ from wacanon.cli import (  # noqa: E402,F401 - registers commands
     compare,
     conversations,
     db,
+    doctor,
     flags,
     normalize,
     replay,

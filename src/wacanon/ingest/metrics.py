@@ -118,6 +118,16 @@ class Metrics:
             "Webhooks waiting in the spool for the database.",
             "livesum",  # each worker has its own spool file
         )
+        self.pool_in_use = gauge(
+            "wacanon_db_pool_in_use",
+            "Database connections checked out of the pool (every process, each second).",
+            "livesum",
+        )
+        self.pool_limit = gauge(
+            "wacanon_db_pool_limit",
+            "Connections the pools may hold at most (pool size plus overflow, every process).",
+            "livesum",
+        )
         self.responses = counter(
             "wacanon_webhook_responses_total",
             "Webhook requests answered, by provider and HTTP status.",

@@ -36,7 +36,8 @@ from wacanon.store.database import schema_state
 from wacanon.store.measures import stored_twice
 from wacanon.store.repository import flag_overrides_map
 from wacanon.store.rollout import purge_probe
-from wacanon.store.tables import conversations, events, metadata
+from wacanon.store.schema_checks import inspect_schema
+from wacanon.store.tables import conversations, events
 
 #: p95 bound of each phase (the seed: none in development, 100 ms staging, 200 ms prod).
 P95_BOUND_MS: dict[int, float | None] = {0: None, 1: 100.0, 2: 200.0, 3: 200.0}
@@ -157,33 +158,19 @@ class Check:
         if not state.at_head:
             self._add("everything else", None, "not checked: the schema is not at head")
             return False
-        inspector = sa.inspect(self.engine)
-        present = set(inspector.get_table_names())
-        missing_tables = [t for t in metadata.sorted_tables if t.name not in present]
+        found = inspect_schema(self.engine)
         self._add(
             "tables present",
-            not missing_tables,
-            _listed([t.name for t in metadata.sorted_tables if t.name in present], missing_tables),
+            not found.missing_tables,
+            f"missing: {', '.join(found.missing_tables)}"
+            if found.missing_tables
+            else f"all {len(found.tables)}",
         )
-        wanted = {
-            (table.name, index.name)
-            for table in metadata.sorted_tables
-            if table.name in present
-            for index in table.indexes
-        }
-        found = {
-            (name, index["name"])
-            for name in present
-            for index in [*inspector.get_indexes(name), *inspector.get_unique_constraints(name)]
-        }
-        unique_key = _has_unique_key(inspector)
-        missing = sorted(f"{t}.{i}" for t, i in wanted - found)
-        if not unique_key:
-            missing.append("events: unique idempotency_key")
+        missing = found.missing_index_names
         self._add(
             "indexes present",
             not missing,
-            f"{len(wanted) - len(wanted - found)} named indexes and the unique idempotency_key"
+            f"{found.indexes} named indexes and the unique idempotency_key"
             if not missing
             else f"missing: {', '.join(missing)}",
         )
@@ -382,20 +369,6 @@ class Check:
             f"{doubled} message(s) stored twice among {checked} over {_span(self.window_seconds)}",
             "0",
         )
-
-
-def _has_unique_key(inspector: Any) -> bool:
-    keyed = [
-        *inspector.get_unique_constraints("events"),
-        *(i for i in inspector.get_indexes("events") if i.get("unique")),
-    ]
-    return any(c.get("column_names") == ["idempotency_key"] for c in keyed)
-
-
-def _listed(present: list[str], missing: list[Any]) -> str:
-    if missing:
-        return f"missing: {', '.join(t.name for t in missing)}"
-    return f"all {len(present)}"
 
 
 def _ms(started: float) -> str:

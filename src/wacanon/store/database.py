@@ -31,10 +31,22 @@ WAL_CHECKPOINT_PAGES = 4000
 log = structlog.get_logger("wacanon.store")
 
 
+#: Each process's connection pool: kept connections, and how many more it may open.
+#: ``wacanon doctor`` and the ``wacanon_db_pool_*`` gauges judge saturation against them.
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
+#: How wacanon's connections are named in ``pg_stat_activity``.
+APPLICATION_NAME = "wacanon"
+
+
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine with the durability settings wacanon relies on."""
+    parsed = sa.engine.make_url(url)
+    if not url.startswith("sqlite") or parsed.database not in (None, "", ":memory:"):
+        kwargs.setdefault("pool_size", POOL_SIZE)  # in-memory SQLite has a pool of one
+        kwargs.setdefault("max_overflow", POOL_OVERFLOW)
     if url.startswith("sqlite"):
-        _private_sqlite_file(sa.engine.make_url(url))
+        _private_sqlite_file(parsed)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -43,6 +55,7 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
         pool_pre_ping=True,
         connect_args={
             "connect_timeout": 3,
+            "application_name": APPLICATION_NAME,
             "options": "-c synchronous_commit=on",
             # A partition drops packets instead of refusing them: without these, a commit
             # waits for TCP's own timeout (many minutes) instead of failing over to the

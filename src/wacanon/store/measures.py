@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -94,11 +95,8 @@ def queue(connection: sa.Connection, now: datetime) -> tuple[int, float]:
     return int(count), max(0.0, (now - since).total_seconds())
 
 
-def stored_twice(
-    connection: sa.Connection, *, since: datetime | None = None, latest: int | None = None
-) -> tuple[int, int]:
-    """(messages stored as two or more rows, rows looked at): among events received since
-    ``since``, or among the ``latest`` rows by id."""
+def _facts(connection: sa.Connection, since: datetime | None, latest: int | None) -> sa.Select[Any]:
+    """The message events among those received since ``since`` or the ``latest`` by id."""
     e = events.c
     scope: list[sa.ColumnElement[bool]] = [
         e.event_type.in_(FACT_TYPES),
@@ -109,14 +107,34 @@ def stored_twice(
     if latest is not None:
         top = connection.execute(sa.select(sa.func.max(e.id))).scalar_one() or 0
         scope.append(e.id > top - latest)
-    recent = sa.select(e.provider, e.account_id, e.event_type, e.provider_message_id).where(*scope)
+    return sa.select(e.provider, e.account_id, e.event_type, e.provider_message_id).where(*scope)
+
+
+def _twice(recent: sa.Select[Any]) -> sa.Select[Any]:
+    e = events.c
+    return recent.group_by(e.provider, e.account_id, e.event_type, e.provider_message_id).having(
+        sa.func.count() > 1
+    )
+
+
+def stored_twice(
+    connection: sa.Connection, *, since: datetime | None = None, latest: int | None = None
+) -> tuple[int, int]:
+    """(messages stored as two or more rows, rows looked at): among events received since
+    ``since``, or among the ``latest`` rows by id."""
+    recent = _facts(connection, since, latest)
     checked = connection.execute(
         sa.select(sa.func.count()).select_from(recent.subquery())
     ).scalar_one()
-    grouped = (
-        recent.group_by(e.provider, e.account_id, e.event_type, e.provider_message_id)
-        .having(sa.func.count() > 1)
-        .subquery()
-    )
+    grouped = _twice(recent).subquery()
     twice = connection.execute(sa.select(sa.func.count()).select_from(grouped)).scalar_one()
     return int(twice), int(checked)
+
+
+def stored_twice_examples(
+    connection: sa.Connection, *, latest: int, limit: int = 3
+) -> list[tuple[str, str, str]]:
+    """Up to ``limit`` messages stored twice among the ``latest`` events: (provider,
+    account, provider message id), for an operator to look up."""
+    rows = connection.execute(_twice(_facts(connection, None, latest)).limit(limit)).all()
+    return [(r.provider, r.account_id, r.provider_message_id) for r in rows]

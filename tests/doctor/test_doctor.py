@@ -1,0 +1,252 @@
+"""``wacanon doctor`` (issue #9 §7) as an operator runs it, on both databases: a healthy
+store has no finding; each of the seed's troubleshooting problems, provoked for real,
+is found — and the fix it prints, run as printed, clears it; exit 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from tests.api.conftest import LiveServer, bearer, make_settings, sim_body, sim_message
+from tests.ingest.test_routing_live import ROUTING_ON, wait_routed
+from tests.test_cli_service import wacanon
+from wacanon.api.app import create_app
+from wacanon.store.database import create_engine
+from wacanon.store.tables import events
+
+ROUTING_OFF = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false", "WHATSAPP_ROUTING_ENABLED": "false"}
+
+
+def doctor_config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "wacanon.toml"
+    path.write_text(
+        f'database_url = "{url}"\nspool_path = "{tmp_path / "spool"}"\n'
+        '[providers.simulated]\ntoken = "sim-token-for-tests"\n'
+        '[[accounts]]\nprovider = "simulated"\naccount_id = "sim-store-1"\nshopper_id = "shop-1"\n'
+    )
+    return path
+
+
+def doctor(tmp_path: Path, config: Path, *args: str, env: dict[str, str]) -> tuple[int, Any]:
+    """Exit code and the --json report (the stderr line when it could not check)."""
+    done = wacanon(tmp_path, "doctor", "--json", "--config", str(config), *args, env=env)
+    if done.returncode == 2:
+        return 2, done.stderr
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+
+def traffic(
+    url: str, tmp_path: Path, env: dict[str, str], messages: int, prefix: str = "DOC"
+) -> None:
+    """Real webhooks through a real server, which is stopped afterwards (nothing routes
+    behind the doctor's back)."""
+    server = LiveServer(create_app(make_settings(url, tmp_path), env=env))
+    try:
+        with httpx.Client(base_url=server.start(), timeout=30) as client:
+            for i in range(messages):
+                body = sim_body(sim_message(f"{prefix}-{i}", sender=f"5511944400{i:03d}"))
+                answer = client.post("/webhooks/simulated", content=body, headers=bearer())
+                assert answer.status_code == 200
+        if env.get("WHATSAPP_ROUTING_ENABLED") == "true":
+            wait_routed(url, expected_events=2 * messages)  # each message opens its conversation
+        else:
+            time.sleep(0.5)  # passed over by the router
+    finally:
+        server.stop()
+
+
+def run_sql(url: str, statements: list[str]) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_each_problem_is_found_and_its_printed_fix_clears_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = doctor_config(tmp_path, database_url)
+    traffic(database_url, tmp_path, ROUTING_ON, messages=4)
+    rc, healthy = doctor(tmp_path, config, env=ROUTING_ON)
+    assert rc == 0, healthy
+    assert healthy["idempotency keys derived as when stored"]["measured"].startswith("4 of 4 keys")
+
+    engine = create_engine(database_url)
+    e = events.c
+    with engine.begin() as connection:
+        messages = connection.execute(
+            sa.select(events).where(e.event_type == "whatsapp.message.inbound").order_by(e.id)
+        ).all()
+        copy = {**messages[0]._mapping, "idempotency_key": "f" * 64}
+        del copy["id"]
+        connection.execute(events.insert().values(copy))  # one message, two rows
+        connection.execute(  # stored under a key today's normalizers do not derive
+            events.update().where(e.id == messages[1].id).values(idempotency_key="0" * 64)
+        )
+        connection.execute(  # routed, yet without its conversation
+            events.update().where(e.id == messages[2].id).values(conversation_id=None)
+        )
+    engine.dispose()
+    run_sql(database_url, ["DROP INDEX ix_events_skm_id_occurred_at"])
+    traffic(database_url, tmp_path, ROUTING_OFF, messages=6, prefix="OFF")  # passed over
+    spooled = tmp_path / "spool" / "spool-4242.jsonl"  # as a server left it in an outage
+    spooled.write_text('{"provider": "simulated"}\n')
+
+    rc, report = doctor(tmp_path, config, env=ROUTING_ON)  # ... and routing on now
+    assert rc == 1
+    found = {name for name, c in report.items() if c["status"] == "found"}
+    assert found == {
+        "indexes present",
+        "one row per message",
+        "idempotency keys derived as when stored",
+        "spool empty",
+        "no event passed over while routing is on",
+        "every routed message has a conversation",
+    }
+    assert "sim-store-1 DOC-0" in report["one row per message"]["measured"]
+    assert (
+        "1 not stored under that key"
+        in report["idempotency keys derived as when stored"]["measured"]
+    )
+    assert report["no event passed over while routing is on"]["measured"].startswith("shop-1 6")
+    assert report["spool empty"]["measured"].startswith("1 webhook(s)")
+    index_fix = report["indexes present"]["fix"]
+    assert "ix_events_skm_id_occurred_at" in index_fix
+    assert report["indexes present"]["measured"] == "missing: events.ix_events_skm_id_occurred_at"
+
+    # The fixes, as printed.
+    run_sql(database_url, index_fix.split("; "))
+    (rebuild,) = set(re.findall(r"wacanon conversations rebuild --shopper [^\s;]+", report[
+        "no event passed over while routing is on"]["fix"] + "; " + report[
+        "every routed message has a conversation"]["fix"]))  # fmt: skip
+    rebuilt = wacanon(tmp_path, *shlex.split(rebuild)[1:], "--config", str(config), env=ROUTING_ON)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    spooled.unlink()  # a server drains it; here, nothing real was in it
+    engine = create_engine(database_url)
+    with engine.begin() as connection:  # the two rows the normalizers did not make
+        connection.execute(events.delete().where(e.idempotency_key == "f" * 64))
+        connection.execute(
+            events.update()
+            .where(e.id == messages[1].id)
+            .values(idempotency_key=messages[1].idempotency_key)
+        )
+    engine.dispose()
+    rc, after = doctor(tmp_path, config, env=ROUTING_ON)
+    assert rc == 0, {n: c for n, c in after.items() if c["status"] == "found"}
+
+
+def test_normalization_errors_name_their_paths_and_the_commands(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = doctor_config(tmp_path, database_url)
+    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
+    base = server.start()
+    try:
+        for i in range(3):
+            body = sim_body(sim_message(f"N-{i}"), {"type": "teleport", "id": f"T-{i}"})
+            assert httpx.post(f"{base}/webhooks/simulated", content=body, headers=bearer())
+        assert httpx.post(f"{base}/webhooks/simulated", content=b"{not json", headers=bearer())
+
+        rc, report = doctor(tmp_path, config, "--url", base, env=ROUTING_ON)
+        assert rc == 1
+        letters = report["dead letters replayed"]
+        assert letters["status"] == "found"
+        assert letters["measured"].startswith("4 waiting; top error paths: ")
+        assert "simulated $.events[*].type: Invalid value … (3)" in letters["measured"]
+        assert "wacanon compare --from-journal --since 20" in letters["fix"]
+        assert "wacanon replay --dead-letter" in letters["fix"]
+        rate = report["normalization rate (journal, last hour)"]
+        assert (rate["status"], rate["measured"]) == (
+            "found",
+            "0.00% of 3 webhook(s) normalized whole",
+        )
+        # The running server: ready, its error rate (3 of 4 not understood), spool, pools.
+        assert report["ready"]["status"] == "ok"
+        assert report["error rate"]["status"] == "found"
+        assert "3 not understood" in report["error rate"]["measured"]
+        assert report["spool empty"]["status"] == "ok"
+        pools = report["connection pools"]
+        assert pools["status"] == "ok"
+        assert re.fullmatch(r"\d+ of 15 connections checked out", pools["measured"]), pools
+    finally:
+        server.stop()
+    unreachable = doctor(tmp_path, config, "--url", base, env=ROUTING_ON)
+    assert unreachable[0] == 2
+    assert "could not check: server" in unreachable[1]
+
+
+def test_it_could_not_check_says_why_and_exits_2(tmp_path: Path) -> None:
+    missing = doctor_config(tmp_path, f"sqlite:///{tmp_path / 'nowhere.db'}")
+    rc, why = doctor(tmp_path, missing, env={})
+    assert rc == 2
+    assert "no database at" in why
+    assert not (tmp_path / "nowhere.db").exists()  # a doctor creates nothing
+    down = doctor_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    rc, why = doctor(tmp_path, down, env={})
+    assert rc == 2
+    assert "could not check" in why
+
+
+def test_a_schema_behind_head_is_the_one_finding(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    create_engine(url).connect().close()  # a database file with no schema yet
+    rc, report = doctor(tmp_path, doctor_config(tmp_path, url), env={})
+    assert rc == 1
+    assert report["migrations at head"]["fix"] == "wacanon db upgrade"
+    assert report["everything else"]["status"] == "skip"
+    human = wacanon(tmp_path, "doctor", "--config", str(doctor_config(tmp_path, url)))
+    assert human.returncode == 1
+    assert "✗ migrations at head" in human.stdout
+    assert "fix: wacanon db upgrade" in human.stdout
+
+
+def test_a_unique_key_dropped_on_postgresql_is_found_with_its_collisions(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    from tests.conftest import _clean
+
+    _clean(postgres_server)
+    config = doctor_config(tmp_path, postgres_server)
+    traffic(postgres_server, tmp_path, ROUTING_ON, messages=2)
+    engine = create_engine(postgres_server)
+    inspector = sa.inspect(engine)
+    (unique,) = [
+        c["name"]
+        for c in inspector.get_unique_constraints("events")
+        if c["column_names"] == ["idempotency_key"]
+    ]
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"ALTER TABLE events DROP CONSTRAINT {unique}"))
+        row = connection.execute(sa.select(events).limit(1)).first()
+        assert row is not None
+        copy = dict(row._mapping)
+        del copy["id"]
+        connection.execute(events.insert().values(copy))
+    engine.dispose()
+    try:
+        rc, report = doctor(tmp_path, config, env=ROUTING_ON)
+        assert rc == 1
+        assert report["unique idempotency_key"]["status"] == "found"
+        collisions = report["one row per idempotency_key"]
+        assert (collisions["status"], collisions["measured"]) == (
+            "found",
+            "1 key(s) stored more than once",
+        )
+        assert collisions["fix"].startswith("delete all but the first row of each key, then ")
+        assert report["database connections"]["status"] == "ok"
+        assert "wacanon's" in report["database connections"]["measured"]
+    finally:
+        _clean(postgres_server)
+        run_sql(
+            postgres_server,
+            [f"ALTER TABLE events ADD CONSTRAINT {unique} UNIQUE (idempotency_key)"],
+        )
