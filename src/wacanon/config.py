@@ -19,7 +19,6 @@ Environment references in string values of the file:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -201,6 +200,10 @@ class Settings(BaseSettings):
     shoppers: list[ShopperConfig] = Field(default_factory=list)
     skms: list[SkmConfig] = Field(default_factory=list)
     api_tokens: list[ApiTokenConfig] = Field(default_factory=list)
+    #: The console's session cookie is ``Secure``: true, false, or (unset) when the
+    #: request came over https — behind a TLS proxy, as uvicorn reads X-Forwarded-Proto
+    #: from the addresses in FORWARDED_ALLOW_IPS (default 127.0.0.1).
+    console_secure_cookie: bool | None = None
     legacy: LegacyConfig = LegacyConfig()
     #: A legacy handler slower than this: the provider gets 502 (and retries).
     legacy_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -396,6 +399,7 @@ class LoadedConfig:
 
 
 TRIAL_TOKEN_FILE = ".wacanon-dev-token"
+TRIAL_API_TOKEN_FILE = ".wacanon-dev-api-token"
 TRIAL_SHOPPER = "shop-1"
 
 
@@ -405,21 +409,27 @@ def trial_token(env: Mapping[str, str], notes: list[str] | None = None) -> str:
     finds it too. A group/world-readable existing file is used but reported."""
     if env.get("WACANON_SIMULATED_TOKEN"):
         return env["WACANON_SIMULATED_TOKEN"]
-    path = Path(TRIAL_TOKEN_FILE)
-    token = secrets.token_urlsafe(18)
+    return _saved_secret(Path(TRIAL_TOKEN_FILE), "the simulated provider's token file", notes)
+
+
+def _saved_secret(path: Path, what: str, notes: list[str] | None) -> str:
+    """A random secret kept in ``path``: created once with mode 0600 (never readable by
+    others in between), read back at every later start; a loose existing file is used
+    but reported, in ``notes`` when the caller prints them."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         problem = loose_mode(path)
         if problem and notes is not None:  # the caller prints its notes: say it once, there
-            notes.append(f"WARNING: the simulated provider's token file {problem}")
+            notes.append(f"WARNING: {what} {problem}")
         elif problem:
-            log.warning(f"the simulated provider's token file {problem}")
+            log.warning(f"{what} {problem}")
         return path.read_text(encoding="utf-8").strip()
+    secret = secrets.token_urlsafe(24)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         os.fchmod(handle.fileno(), 0o600)  # exactly 0600, whatever the umask
-        handle.write(token + "\n")
-    return token
+        handle.write(secret + "\n")
+    return secret
 
 
 def saved_trial_token() -> str | None:
@@ -429,10 +439,11 @@ def saved_trial_token() -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
-def trial_api_token(simulated_token: str) -> str:
-    """The first trial's read-API token: derived from the simulated provider's (kept in
-    ``.wacanon-dev-token``), so it is the same at every start."""
-    return hashlib.sha256(f"wacanon-read-api:{simulated_token}".encode()).hexdigest()[:32]
+def trial_api_token(notes: list[str] | None = None) -> str:
+    """The first trial's read-API and console token (every shopper): random, kept in
+    ``.wacanon-dev-api-token`` so it is the same at every start — never derived from the
+    simulated provider's token, which whoever sends webhooks holds."""
+    return _saved_secret(Path(TRIAL_API_TOKEN_FILE), "the read API's token file", notes)
 
 
 def first_trial(env: Mapping[str, str]) -> LoadedConfig:
@@ -441,10 +452,11 @@ def first_trial(env: Mapping[str, str]) -> LoadedConfig:
     ``sim-shop-N-…`` → shop-N and every other account → shop-1."""
     warnings: list[str] = []
     token = trial_token(env, warnings)
+    api_token = trial_api_token(warnings)
     raw: dict[str, Any] = {
         "default_shopper_id": TRIAL_SHOPPER,
         "providers": {"simulated": {"token": token}},
-        "api_tokens": [{"token": trial_api_token(token), "shopper_id": "*"}],
+        "api_tokens": [{"token": api_token, "shopper_id": "*"}],
     }
     try:
         settings = Settings(**raw)
@@ -459,7 +471,7 @@ def first_trial(env: Mapping[str, str]) -> LoadedConfig:
         f"--shoppers N` sends them); every other account to shopper {TRIAL_SHOPPER}",
         "cloud_api, evolution and baileys refuse webhooks until configured",
         f"read API (/v1) and operator's console (/console) open to token "
-        f"{trial_api_token(token)} (every shopper)",
+        f"{api_token} (every shopper; saved in {TRIAL_API_TOKEN_FILE})",
         *warnings,
     ]
     return LoadedConfig(settings=settings, source=None, notes=notes, first_trial=True)
@@ -607,4 +619,9 @@ shopper_id = "shop-1"
 [[shoppers]]                               # optional: a shopper's own settings
 id = "shop-1"
 close_after_hours = 24                     # conversations close after this silence
+
+# Read API (/v1) tokens; one of every shopper ("*") also opens the console (/console).
+# [[api_tokens]]
+# token = "${WACANON_ADMIN_TOKEN}"         # at least 16 characters
+# shopper_id = "*"
 """

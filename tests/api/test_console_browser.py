@@ -1,6 +1,7 @@
 """The console in headless Chromium (issue #9 §6): two real ``wacanon serve`` processes on
 one PostgreSQL take real traffic; a browser signs in through the form on one of them and
-the figures it shows (events, open conversations per SKM, who waits) are checked against
+the figures it shows (events, both nodes' live webhooks, open conversations per SKM, who
+waits) are checked against
 ``/metrics`` of both processes and ``/v1`` at the same moment; the replay button is
 pressed; the screenshot is kept under ``test-artifacts/``.
 
@@ -25,6 +26,7 @@ from tests.api.conftest import SIM_TOKEN, bearer, sim_body, sim_message
 from tests.api.test_metrics import total
 from tests.conftest import _clean
 from tests.ingest.test_durability import _free_port, _start_server
+from wacanon.api.service import PUBLISH_WINDOW_SECONDS
 from wacanon.rollout.apply import apply_step
 from wacanon.rollout.phases import Step
 from wacanon.store.database import create_engine, upgrade
@@ -129,6 +131,7 @@ def test_the_console_shows_what_metrics_and_the_api_say(
             assert time.monotonic() < deadline, "routing did not catch up"
             time.sleep(0.1)
         time.sleep(0.5)  # the assignment that follows a routed batch
+        time.sleep(PUBLISH_WINDOW_SECONDS + 0.5)  # each node has published its live window
 
         auth = {"Authorization": f"Bearer {ALL_TOKEN}"}
         with playwright as p:
@@ -139,7 +142,7 @@ def test_the_console_shows_what_metrics_and_the_api_say(
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 1600})
                 page.goto(f"{bases[0]}/console")
-                assert page.locator("#message").inner_text().startswith("sign in")
+                assert page.locator("#message").inner_text().startswith("Sign in")
                 page.fill("#token", ALL_TOKEN)
                 page.click("#sign-in")
                 page.wait_for_selector("#events-stored")
@@ -163,9 +166,16 @@ def test_the_console_shows_what_metrics_and_the_api_say(
 
                 stored = [total(m, "wacanon_events_total", mode="stored") for m in metrics]
                 assert sum(stored) == sent  # one message event per webhook
-                assert shown_live == stored[0]  # this node's own webhooks
+                assert shown_live == sum(stored)  # both nodes' live windows, added up
+                assert int(page.inner_text("#live-webhooks")) == sent + 1  # + the teleport
+                nodes = {
+                    row.get_attribute("data-node"): int(row.locator(".webhooks").inner_text())
+                    for row in page.locator("tr[data-node]").all()
+                }
+                assert len(nodes) == 2
+                assert sum(nodes.values()) == sent + 1
                 assert stored[0] > 0
-                assert stored[1] > 0  # ... and the other node had its share
+                assert stored[1] > 0  # ... and each node had its share
                 assert listed["next_cursor"] is None
                 assert shown_events == len(listed["items"])
                 inbound = [e for e in listed["items"] if e["event_type"].endswith(".inbound")]

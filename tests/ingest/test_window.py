@@ -54,3 +54,21 @@ def test_old_buckets_leave_the_window_and_the_memory() -> None:
     assert len(window._buckets) == 1
     empty = Window(clock).summary(60)
     assert (empty["webhooks"], empty["error_rate"], empty["latency_ms"]["p50"]) == (0, None, None)
+
+
+def test_published_counts_add_up_and_a_foreign_shape_counts_nothing() -> None:
+    from wacanon.ingest.window import Counts, summarize
+
+    clock = Clock()
+    a, b = Window(clock), Window(clock)
+    for _ in range(3):
+        a.webhook(200, 0.002)
+    b.webhook(503, 0.2)
+    total = Counts()
+    for window in (a, b):
+        counts, _ = window.counts(300, probes=False)
+        total.add(Counts.of(counts.as_dict()))  # as another node reads it back
+    merged = summarize(total, 300)
+    assert (merged["webhooks"], merged["server_errors"], merged["error_rate"]) == (4, 1, 0.25)
+    assert merged["latency_ms"]["p99"] > 100
+    assert Counts.of({"webhooks": 9, "latency": [1, 2]}).webhooks == 0

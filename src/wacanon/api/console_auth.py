@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 COOKIE = "wacanon_console"
 SESSION_SECONDS = 12 * 3600
+#: A session made by a node whose clock runs this much ahead is still good on the others.
+CLOCK_SKEW_SECONDS = 60
+_ISSUED = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() takes '²'
 ALL_SHOPPERS = "*"
 
 
@@ -49,10 +53,10 @@ def session_of(tokens: Iterable[tuple[str, str]], cookie: str, now: float) -> Cr
     """The credential a session cookie stands for, if it is one this configuration made,
     for an all-shoppers token, and younger than :data:`SESSION_SECONDS`."""
     issued_text, _, mac = cookie.partition(".")
-    if not issued_text.isdigit() or len(issued_text) > 12:
+    if not _ISSUED.fullmatch(issued_text):
         return None
     issued = int(issued_text)
-    if not issued <= now < issued + SESSION_SECONDS:
+    if not issued - CLOCK_SKEW_SECONDS <= now < issued + SESSION_SECONDS:
         return None
     found = None
     for token, shopper in tokens:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import sys
 import threading
 import time
@@ -27,10 +28,10 @@ from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
-from wacanon.ingest.window import Window
+from wacanon.ingest.window import LIVE_SECONDS, Window
 from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
 from wacanon.routing.facts import StoredEvent
-from wacanon.store import measures
+from wacanon.store import measures, node_windows
 from wacanon.store.database import (
     POOL_OVERFLOW,
     POOL_SIZE,
@@ -49,6 +50,8 @@ SWITCH_INTERVAL = {"sqlite": 0.00005, "postgresql": 0.0005}
 HOUSEKEEPING_SECONDS = 1.0
 #: How often the store's figures (table sizes, disk, queue, stored twice) are measured.
 MEASURE_SECONDS = 30.0
+#: How often each process publishes its live window for the console.
+PUBLISH_WINDOW_SECONDS = 5.0
 #: Past this, answer 503 (the provider retries) rather than keep the provider waiting.
 PERSIST_TIMEOUT_SECONDS = 30.0
 
@@ -73,6 +76,10 @@ class Service:
         self._housekeeping = Periodic(HOUSEKEEPING_SECONDS, self._housekeep, "wacanon-housekeeping")
         self._measuring = Periodic(
             MEASURE_SECONDS, self._measure, "wacanon-measures", at_start=True
+        )
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self._publishing = Periodic(
+            PUBLISH_WINDOW_SECONDS, self.publish_window, "wacanon-window", at_start=True
         )
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency
@@ -114,6 +121,24 @@ class Service:
         m.queue_oldest.set(figures.oldest_wait_seconds)
         m.facts_twice.set(figures.stored_twice)
         m.facts_checked.set(figures.checked)
+
+    def publish_window(self) -> None:
+        """This process's last minutes of webhooks, for every node's console; a database
+        that does not answer skips a turn."""
+        counts, _ = self.window.counts(LIVE_SECONDS, probes=False)
+        try:
+            with self.engine.begin() as connection:
+                node_windows.publish(connection, self.node, counts.as_dict(), datetime.now(UTC))
+        except sa.exc.SQLAlchemyError as exc:
+            log.debug("live window not published this turn", error=type(exc).__name__)
+
+    def _withdraw_window(self) -> None:
+        """A stopped node's figures leave every console at once."""
+        try:
+            with self.engine.begin() as connection:
+                node_windows.withdraw(connection, self.node)
+        except sa.exc.SQLAlchemyError:
+            log.debug("live window not withdrawn: the database does not answer")
 
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Service:
@@ -189,6 +214,7 @@ class Service:
         self.routing.start()
         self._housekeeping.start()
         self._measuring.start()
+        self._publishing.start()
         # Everything built so far (frameworks, schemas, the engine) lives as long as the
         # process: move it out of the collector's sight, or each full collection walks it
         # all — a 50 ms pause every few seconds under load.
@@ -198,6 +224,8 @@ class Service:
     def stop(self) -> None:
         self._housekeeping.stop()
         self._measuring.stop()
+        self._publishing.stop()
+        self._withdraw_window()
         worker_exited()
         self.writer.stop()
         self.routing.stop()

@@ -22,10 +22,12 @@ from wacanon.ingest.metrics import LATENCY_BUCKETS
 
 BUCKET_SECONDS = 10
 KEEP_SECONDS = 3600
+#: The window each process publishes for the console (wacanon.store.node_windows).
+LIVE_SECONDS = 300
 
 
 @dataclass(slots=True)
-class _Counts:
+class Counts:
     webhooks: int = 0
     server_errors: int = 0  # answered 5xx
     json_webhooks: int = 0  # reached the normalizers
@@ -34,7 +36,19 @@ class _Counts:
     duplicates: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
-    def add(self, other: _Counts) -> None:
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def of(cls, found: dict[str, Any]) -> Counts:
+        """Counts published by another process; one of another shape counts nothing."""
+        latency = found.get("latency")
+        if not isinstance(latency, list) or len(latency) != len(LATENCY_BUCKETS) + 1:
+            return cls()
+        fields = {n: int(found.get(n, 0)) for n in cls.__slots__ if n != "latency"}
+        return cls(**fields, latency=[int(x) for x in latency])
+
+    def add(self, other: Counts) -> None:
         self.webhooks += other.webhooks
         self.server_errors += other.server_errors
         self.json_webhooks += other.json_webhooks
@@ -49,8 +63,8 @@ class _Bucket:
     """Ten seconds: real traffic and probes apart, so the console can leave probes out."""
 
     index: int
-    traffic: _Counts = field(default_factory=_Counts)
-    probes: _Counts = field(default_factory=_Counts)
+    traffic: Counts = field(default_factory=Counts)
+    probes: Counts = field(default_factory=Counts)
 
 
 class Window:
@@ -58,7 +72,7 @@ class Window:
         self._clock = clock
         self._buckets: deque[_Bucket] = deque()
 
-    def _now(self, probe: bool) -> _Counts:
+    def _now(self, probe: bool) -> Counts:
         index = int(self._clock() // BUCKET_SECONDS)
         if not self._buckets or self._buckets[-1].index != index:
             self._buckets.append(_Bucket(index))
@@ -84,30 +98,42 @@ class Window:
         counts.events += events
         counts.duplicates += duplicates
 
-    def summary(self, seconds: float, probes: bool = True) -> dict[str, Any]:
-        """The figures of the last ``seconds`` (at most an hour; to the bucket), probes
-        included (what ``rollout check`` judges) or left out (``probes=False``: what the
-        console shows, like ``/metrics``)."""
+    def counts(self, seconds: float, probes: bool = True) -> tuple[Counts, int]:
+        """The counts of the last ``seconds`` (to the bucket) and the probes among them.
+        Safe from another thread: the buckets are copied first (one C-level copy under
+        the GIL), and a count read mid-update is at most one webhook behind."""
         first = int(self._clock() // BUCKET_SECONDS) - math.ceil(seconds / BUCKET_SECONDS) + 1
-        total, probed = _Counts(), 0
-        for bucket in self._buckets:
+        total, probed = Counts(), 0
+        for bucket in list(self._buckets):
             if bucket.index >= first:
                 total.add(bucket.traffic)
                 probed += bucket.probes.webhooks
                 if probes:
                     total.add(bucket.probes)
-        return {
-            "seconds": min(seconds, KEEP_SECONDS),
-            "webhooks": total.webhooks,
-            "probes": probed if probes else 0,
-            "events": total.events,
-            "duplicates": total.duplicates,
-            "server_errors": total.server_errors,
-            "normalization_failures": total.failing,
-            "normalization_rate": _share(total.json_webhooks - total.failing, total.json_webhooks),
-            "error_rate": _share(total.server_errors + total.failing, total.webhooks),
-            "latency_ms": {f"p{q}": _ms(quantile(q / 100, total.latency)) for q in (50, 95, 99)},
-        }
+        return total, probed
+
+    def summary(self, seconds: float, probes: bool = True) -> dict[str, Any]:
+        """The figures of the last ``seconds`` (at most an hour; to the bucket), probes
+        included (what ``rollout check`` judges) or left out (``probes=False``: what the
+        console shows, like ``/metrics``)."""
+        total, probed = self.counts(seconds, probes)
+        return summarize(total, min(seconds, KEEP_SECONDS), probed if probes else 0)
+
+
+def summarize(total: Counts, seconds: float, probes: int = 0) -> dict[str, Any]:
+    """Rates and quantiles of some counts (one process's, or several added up)."""
+    return {
+        "seconds": seconds,
+        "webhooks": total.webhooks,
+        "probes": probes,
+        "events": total.events,
+        "duplicates": total.duplicates,
+        "server_errors": total.server_errors,
+        "normalization_failures": total.failing,
+        "normalization_rate": _share(total.json_webhooks - total.failing, total.json_webhooks),
+        "error_rate": _share(total.server_errors + total.failing, total.webhooks),
+        "latency_ms": {f"p{q}": _ms(quantile(q / 100, total.latency)) for q in (50, 95, 99)},
+    }
 
 
 def _share(part: int, whole: int) -> float | None:

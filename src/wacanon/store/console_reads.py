@@ -1,6 +1,6 @@
 """What the operator's console shows from the database: every node's figures at once
 (the events stored, the SKMs' open conversations, who waits, the latest events and dead
-letters), read in one short transaction.
+letters), read in one short read-only transaction.
 
 Probes (:mod:`wacanon.probe`) are left out of every figure, as they are of ``/metrics``:
 ``rollout check`` writes and removes them, and an operator must not see them come and
@@ -9,18 +9,20 @@ go. Ids, types and error paths only — no message text — as at INFO in the lo
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from wacanon.probe import PROBE
-from wacanon.store.assignment import list_skms, queue_of
+from wacanon.store.assignment import list_skms
 from wacanon.store.conversation_reads import iso
-from wacanon.store.tables import conversations, dead_letters, events
+from wacanon.store.measures import row_counts
+from wacanon.store.tables import conversations, dead_letters, events, webhook_journal
 
 LATEST = 15
+#: Past this many rows (by the planner's estimate), PostgreSQL's events are estimated.
+EXACT_UP_TO = 200_000
 #: An error longer than this is cut (the whole of it is in the dead letter).
 ERROR_CHARS = 300
 
@@ -28,6 +30,7 @@ ERROR_CHARS = 300
 @dataclass(frozen=True, slots=True)
 class ConsoleFigures:
     events: int
+    events_estimated: bool  # a large PostgreSQL table: the planner's estimate
     open_conversations: int
     skms: list[dict[str, Any]]  # each: id, shopper_id, name, capacity, active, open
     waiting: dict[str, int]  # shopper → conversations waiting for an SKM
@@ -41,19 +44,48 @@ def _not_probe(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     return sa.or_(column.is_(None), column != PROBE)
 
 
+def _probe_letters() -> sa.ColumnElement[bool]:
+    """Dead letters of probe webhooks (their journal rows name the probe shopper)."""
+    probes = sa.select(webhook_journal.c.correlation_id).where(
+        webhook_journal.c.shopper_id == PROBE
+    )
+    return dead_letters.c.correlation_id.in_(probes)
+
+
+def _events_stored(connection: sa.Connection) -> tuple[int, bool]:
+    """Events, probes left out: exact, or on PostgreSQL past :data:`EXACT_UP_TO` rows the
+    planner's estimate — an exact ``count(*)`` there reads the whole table at every
+    refresh of every open console."""
+    count = sa.select(sa.func.count()).select_from(events)
+    probes = connection.execute(count.where(events.c.shopper_id == PROBE)).scalar_one()
+    if connection.dialect.name == "postgresql":
+        estimate = row_counts(connection)["events"]
+        if estimate > EXACT_UP_TO:
+            return max(0, estimate - int(probes)), True
+    return int(connection.execute(count).scalar_one()) - int(probes), False
+
+
 def console_figures(connection: sa.Connection) -> ConsoleFigures:
+    """Every figure in one read-only transaction (PostgreSQL: one snapshot, so they agree
+    with each other)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
     e, c, d = events.c, conversations.c, dead_letters.c
     count = sa.select(sa.func.count())
-    stored = connection.execute(
-        count.select_from(events).where(_not_probe(e.shopper_id))
-    ).scalar_one()
+    stored, estimated = _events_stored(connection)
     open_now = connection.execute(
         count.select_from(conversations).where(c.status == "open", c.shopper_id != PROBE)
     ).scalar_one()
     skms = [s for s in list_skms(connection, None) if s["shopper_id"] != PROBE]
-    waiting = Counter(
-        w["shopper_id"] for w in queue_of(connection, None) if w["shopper_id"] != PROBE
-    )
+    waiting: dict[str, int] = {
+        str(shopper): int(n)
+        for shopper, n in connection.execute(
+            sa.select(c.shopper_id, sa.func.count())
+            .where(c.waiting_since.is_not(None), c.status == "open", c.shopper_id != PROBE)
+            .group_by(c.shopper_id)
+            .order_by(c.shopper_id)
+        )
+    }
     latest = connection.execute(
         sa.select(
             e.id,
@@ -68,20 +100,23 @@ def console_figures(connection: sa.Connection) -> ConsoleFigures:
         .order_by(e.id.desc())
         .limit(LATEST)
     ).all()
+    real = ~_probe_letters()
     errors = connection.execute(
         sa.select(d.id, d.created_at, d.provider, d.kind, d.error, d.replayed_at)
+        .where(real)
         .order_by(d.id.desc())
         .limit(LATEST)
     ).all()
     pending = connection.execute(
-        count.select_from(dead_letters).where(d.replayed_at.is_(None))
+        count.select_from(dead_letters).where(d.replayed_at.is_(None), real)
     ).scalar_one()
-    total = connection.execute(count.select_from(dead_letters)).scalar_one()
+    total = connection.execute(count.select_from(dead_letters).where(real)).scalar_one()
     return ConsoleFigures(
-        events=int(stored),
+        events=stored,
+        events_estimated=estimated,
         open_conversations=int(open_now),
         skms=skms,
-        waiting=dict(sorted(waiting.items())),
+        waiting=waiting,
         latest_events=[
             {
                 "id": row.id,

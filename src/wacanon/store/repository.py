@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from wacanon.probe import PROBE
 from wacanon.store.tables import dead_letters, events, flag_overrides, webhook_journal
 
 
@@ -395,7 +396,8 @@ def journal_since(
 
 
 def pending_dead_letters(connection: sa.Connection) -> list[StoredWebhook]:
-    """Dead letters not yet replayed, with their journal's receipt details."""
+    """Dead letters not yet replayed, with their journal's receipt details; never a probe's
+    (``wacanon rollout check`` removes those)."""
     d, j = dead_letters, webhook_journal
     rows = connection.execute(
         sa.select(
@@ -408,7 +410,7 @@ def pending_dead_letters(connection: sa.Connection) -> list[StoredWebhook]:
             j.c.path_event,
         )
         .join(j, j.c.correlation_id == d.c.correlation_id)
-        .where(d.c.replayed_at.is_(None))
+        .where(d.c.replayed_at.is_(None), sa.or_(j.c.shopper_id.is_(None), j.c.shopper_id != PROBE))
         .order_by(d.c.id)
     ).all()
     return [

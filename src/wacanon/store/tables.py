@@ -269,3 +269,13 @@ rollbacks = sa.Table(
     sa.Column("resumed_at", When),
     sa.Column("resumed_counts", sa.Text),  # JSON: what the resume's replay did
 )
+
+# Each serving process's last five minutes of webhooks (wacanon.ingest.window counts),
+# published every few seconds, so the console shows every node's live figures at once.
+node_windows = sa.Table(
+    "node_windows",
+    metadata,
+    sa.Column("node", sa.Text, primary_key=True),  # host and pid
+    sa.Column("updated_at", When, nullable=False),
+    sa.Column("counts", sa.Text, nullable=False),  # JSON of the window's counts
+)

@@ -1,6 +1,7 @@
 """``GET /console``: the operator's console, server-rendered (Jinja2, no build step, no
-script): the flags each shopper gets and the rollout phase they match, this process's
-live rates and latency, every node's stored figures (events, open and waiting
+script): the flags each shopper gets and the rollout phase they match, every node's live
+rates and latency (each process publishes its window: :mod:`wacanon.store.node_windows`),
+the stored figures (events, open and waiting
 conversations per SKM, the latest events and dead letters), the spool, and a button
 that replays the dead letters.
 
@@ -11,8 +12,6 @@ nothing but its own stylesheet.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,19 +40,22 @@ from wacanon.api.tokens import matching_token
 from wacanon.errors import ConfigError
 from wacanon.flags import ASSIGNMENT_POLICY, FlagSnapshot, known_shoppers
 from wacanon.ingest.replay import ReplayTotals, replay
+from wacanon.ingest.window import LIVE_SECONDS, Counts, summarize
 from wacanon.probe import PROBE
 from wacanon.rollout import phases
+from wacanon.store import node_windows
 from wacanon.store.console_reads import ConsoleFigures, console_figures
 from wacanon.store.repository import pending_dead_letters
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger("wacanon.console")
 
-#: The live figures' window (this process's webhooks).
-LIVE_SECONDS = 300
 REFRESH_SECONDS = 10
 #: A login or replay form is a few hundred bytes; nothing bigger is read.
 MAX_FORM_BYTES = 4096
+MAX_FORM_FIELDS = 8
+ONE_SHOPPER = 'the console needs an all-shoppers token (shopper_id = "*")'
+FORM_EXPIRED = "the form has expired: reload the console and try again"
 SWITCH_LABELS = dict(
     zip(
         phases.SWITCHES,
@@ -97,7 +99,7 @@ def _credential(request: Request, service: Service) -> Credential:
         if found is None:
             raise _Refused(401, "unknown bearer token")
         if found[1] != ALL_SHOPPERS:
-            raise _Refused(403, 'the console needs an all-shoppers token (shopper_id = "*")')
+            raise _Refused(403, ONE_SHOPPER)
         return Credential(found[0])
     cookie = request.cookies.get(COOKIE)
     if cookie:
@@ -105,7 +107,7 @@ def _credential(request: Request, service: Service) -> Credential:
         if session is not None:
             return session
         raise _Refused(401, "your session has ended: sign in again")
-    raise _Refused(401, "sign in with an all-shoppers API token")
+    raise _Refused(401, "")  # a first visit: the form, no complaint
 
 
 def _page(name: str, status: int = 200, **context: Any) -> Response:
@@ -114,17 +116,28 @@ def _page(name: str, status: int = 200, **context: Any) -> Response:
 
 
 def _login(status: int, message: str) -> Response:
-    return _page("console_login.html", status, message=message)
+    """The sign-in form; ``message`` says what went wrong (empty on a first visit)."""
+    response = _page("console_login.html", status, message=message)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="wacanon console"'
+    return response
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body of at most :data:`MAX_FORM_BYTES`."""
+    """An ``application/x-www-form-urlencoded`` body of at most :data:`MAX_FORM_BYTES`
+    (what the console's own forms send; an empty body is an empty form)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise _Refused(413, "form too large")
-    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=8)
+    if body and kind != "application/x-www-form-urlencoded":
+        raise _Refused(415, "send the form as application/x-www-form-urlencoded")
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise _Refused(400, "malformed form") from None
     return {name: values[0] for name, values in fields.items()}
 
 
@@ -173,53 +186,90 @@ def _rollout(snapshot: FlagSnapshot, configured: list[str]) -> dict[str, Any]:
     return {"step": label, "problem": None, "rows": rows}
 
 
-def _store(service: Service) -> tuple[ConsoleFigures | None, int]:
-    """The database's figures (None when it does not answer) and this process's spool."""
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """The live window of every node that published lately (this one's fresh from
+    memory), added up, and each node's own figures."""
+
+    summary: dict[str, Any]
+    nodes: list[tuple[str, dict[str, Any]]]
+    every_node: bool  # False: the database is away, this process only
+
+
+def _read(service: Service) -> tuple[ConsoleFigures | None, _Live, int]:
+    """The database's figures (None when it does not answer), the live windows, and
+    this process's spool."""
     depth = service.spool.depth()
+    own, _ = service.window.counts(LIVE_SECONDS, probes=False)
+    windows: list[tuple[str, Counts]] = [(service.node, own)]
+    figures = None
     try:
         with service.engine.connect() as connection:
-            return console_figures(connection), depth
+            figures = console_figures(connection)
+            others = node_windows.fresh(connection, datetime.now(UTC))
+        windows += [(w.node, Counts.of(w.counts)) for w in others if w.node != service.node]
     except sa.exc.SQLAlchemyError as exc:
         log.warning("console: database unreachable", error=type(exc).__name__)
-        return None, depth
+    total = Counts()
+    for _, counts in windows:
+        total.add(counts)
+    live = _Live(
+        summarize(total, LIVE_SECONDS),
+        sorted((node, summarize(counts, LIVE_SECONDS)) for node, counts in windows),
+        figures is not None,
+    )
+    return figures, live, depth
 
 
-def _replayed(query: dict[str, str]) -> dict[str, int] | None:
-    names = ("webhooks", "new", "duplicates", "failing")
-    if not all(query.get(n, "").isdigit() for n in names):
-        return None
-    return {n: int(query[n]) for n in names}
+async def _console(
+    service: Service,
+    credential: Credential,
+    replayed: ReplayTotals | None = None,
+    status: int = 200,
+) -> Response:
+    figures, live, spool_depth = await run_in_threadpool(_read, service)
+    return _page(
+        "console.html",
+        status,
+        node=service.node,
+        now=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        refresh=REFRESH_SECONDS,
+        rollout=_rollout(service.flags.snapshot, service.settings.known_shoppers),
+        labels=SWITCH_LABELS,
+        live=live.summary,
+        live_nodes=live.nodes,
+        live_every_node=live.every_node,
+        live_rate=live.summary["webhooks"] / LIVE_SECONDS,
+        figures=figures,
+        spool_depth=spool_depth,
+        csrf=credential.csrf,
+        cookie_session=credential.issued is not None,
+        replayed=replayed,
+        replay_failed=status == 503,
+    )
 
 
-@router.get("/console")
+@router.api_route("/console", methods=["GET", "HEAD"])
 async def console(request: Request, service: ServiceDep) -> Response:
     try:
         credential = _credential(request, service)
     except _Refused as refused:
         return _login(refused.status, str(refused))
-    figures, spool_depth = await run_in_threadpool(_store, service)
-    live = service.window.summary(LIVE_SECONDS, probes=False)  # on the loop: no lock
-    return _page(
-        "console.html",
-        node=f"{socket.gethostname()} pid {os.getpid()}",
-        now=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        refresh=REFRESH_SECONDS,
-        rollout=_rollout(service.flags.snapshot, service.settings.known_shoppers),
-        labels=SWITCH_LABELS,
-        live=live,
-        live_rate=live["webhooks"] / LIVE_SECONDS,
-        figures=figures,
-        spool_depth=spool_depth,
-        csrf=credential.csrf,
-        cookie_session=credential.issued is not None,
-        replayed=_replayed(dict(request.query_params)),
-    )
+    return await _console(service, credential)
 
 
 @router.get("/console/style.css")
 async def style() -> Response:
     css = (Path(__file__).parent.parent / "templates" / "console.css").read_bytes()
     return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/console/login")
+@router.get("/console/logout")
+@router.get("/console/replay")
+async def back_to_console() -> Response:
+    """The address bar after a form: the console itself."""
+    return Response(status_code=303, headers={"Location": "/console"})
 
 
 @router.post("/console/login")
@@ -234,9 +284,10 @@ async def login(request: Request, service: ServiceDep) -> Response:
         return _login(401, "unknown token")
     if found[1] != ALL_SHOPPERS:
         log.warning("console: sign-in refused", reason="one shopper's token")
-        return _login(403, 'the console needs an all-shoppers token (shopper_id = "*")')
+        return _login(403, ONE_SHOPPER)
     session = Credential(found[0], int(time.time()))
     response = Response(status_code=303, headers={"Location": "/console"})
+    secure = service.settings.console_secure_cookie
     response.set_cookie(
         COOKIE,
         session.cookie(),
@@ -244,13 +295,21 @@ async def login(request: Request, service: ServiceDep) -> Response:
         path="/console",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" if secure is None else secure,
     )
     return response
 
 
 @router.post("/console/logout")
-async def logout() -> Response:
+async def logout(request: Request, service: ServiceDep) -> Response:
+    """Forget this browser's session (its form carries the CSRF value: no other site can
+    sign an operator out). Other sessions of the token end with the token."""
+    try:
+        credential = _credential(request, service)
+        if not csrf_holds(credential, (await _form(request)).get("csrf")):
+            raise _Refused(403, FORM_EXPIRED)
+    except _Refused as refused:
+        return _login(refused.status, str(refused))
     response = Response(status_code=303, headers={"Location": "/console"})
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
     return response
@@ -259,21 +318,20 @@ async def logout() -> Response:
 @router.post("/console/replay")
 async def replay_dead_letters(request: Request, service: ServiceDep) -> Response:
     """Replay every dead letter not yet replayed (as ``wacanon replay --dead-letter``),
-    then show the console with the counts."""
+    and show the console with the counts."""
     try:
         credential = _credential(request, service)
-        form = await _form(request)
-        if not csrf_holds(credential, form.get("csrf")):
-            raise _Refused(403, "the form has expired: reload the console and try again")
+        if not csrf_holds(credential, (await _form(request)).get("csrf")):
+            raise _Refused(403, FORM_EXPIRED)
     except _Refused as refused:
         return _login(refused.status, str(refused))
-    totals = await run_in_threadpool(_replay, service)
+    try:
+        totals = await run_in_threadpool(_replay, service)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("console: replay failed, the database does not answer", error=str(exc))
+        return await _console(service, credential, status=503)
     log.info("console: dead letters replayed", **totals.as_dict())
-    query = (
-        f"webhooks={totals.webhooks}&new={totals.new}"
-        f"&duplicates={totals.duplicates}&failing={totals.failing}"
-    )
-    return Response(status_code=303, headers={"Location": f"/console?{query}"})
+    return await _console(service, credential, replayed=totals)
 
 
 def _replay(service: Service) -> ReplayTotals:

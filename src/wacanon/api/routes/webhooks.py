@@ -43,7 +43,7 @@ from wacanon.ingest.masking import mask_secrets
 from wacanon.ingest.pipeline import Received
 from wacanon.ingest.verify import verify
 from wacanon.ingest.writer import Failed, Spooled
-from wacanon.probe import PROBE_PROVIDER, is_probe
+from wacanon.probe import PROBE, PROBE_PROVIDER, is_probe
 from wacanon.providers.registry import PROVIDERS
 
 router = APIRouter()
@@ -264,6 +264,8 @@ async def _persist(
     provider, correlation_id = received.provider, received.correlation_id
     pipeline = service.uncounted_pipeline if probe else service.pipeline
     plan = await plan_off_loop(pipeline, received)
+    if probe:  # even a probe nothing was understood of: purged and left out of figures
+        plan.write.journal.account_id = plan.write.journal.shopper_id = PROBE
     outcome = await service.persist(plan, received, arrival)
     if isinstance(outcome, Failed):
         service.metrics.webhooks.labels(provider, "unavailable").inc()
