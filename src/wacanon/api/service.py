@@ -78,9 +78,8 @@ class Service:
             MEASURE_SECONDS, self._measure, "wacanon-measures", at_start=True
         )
         self.node = f"{socket.gethostname()}:{os.getpid()}"
-        self._publishing = Periodic(
-            PUBLISH_WINDOW_SECONDS, self.publish_window, "wacanon-window", at_start=True
-        )
+        self._publishing = Periodic(PUBLISH_WINDOW_SECONDS, self.publish_window, "wacanon-window")
+        self._published = False
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency
 
@@ -129,11 +128,14 @@ class Service:
         try:
             with self.engine.begin() as connection:
                 node_windows.publish(connection, self.node, counts.as_dict(), datetime.now(UTC))
+            self._published = True
         except sa.exc.SQLAlchemyError as exc:
             log.debug("live window not published this turn", error=type(exc).__name__)
 
     def _withdraw_window(self) -> None:
         """A stopped node's figures leave every console at once."""
+        if not self._published:
+            return
         try:
             with self.engine.begin() as connection:
                 node_windows.withdraw(connection, self.node)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,8 +88,8 @@ class Window:
         counts = self._now(probe)
         counts.webhooks += 1
         counts.server_errors += status >= 500
-        slot = next((i for i, edge in enumerate(LATENCY_BUCKETS) if seconds <= edge), None)
-        counts.latency[len(LATENCY_BUCKETS) if slot is None else slot] += 1
+        # The first edge >= seconds (past the last: the overflow slot), as Prometheus's le.
+        counts.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def normalized(self, failing: bool, events: int, duplicates: int, probe: bool = False) -> None:
         """What the normalizers made of one JSON webhook."""
