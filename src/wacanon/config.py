@@ -446,13 +446,20 @@ def trial_api_token(notes: list[str] | None = None) -> str:
     return _saved_secret(Path(TRIAL_API_TOKEN_FILE), "the read API's token file", notes)
 
 
-def first_trial(env: Mapping[str, str]) -> LoadedConfig:
+def first_trial(env: Mapping[str, str], *, writes: bool = True) -> LoadedConfig:
     """No configuration at all: SQLite in the working directory, the simulated provider
     open with a token, real providers refusing until configured, simulated accounts
     ``sim-shop-N-…`` → shop-N and every other account → shop-1."""
     warnings: list[str] = []
-    token = trial_token(env, warnings)
-    api_token = trial_api_token(warnings)
+    if writes:
+        token = trial_token(env, warnings)
+        api_token = trial_api_token(warnings)
+    else:  # what is saved, else throwaway values: nothing is written
+        token = env.get("WACANON_SIMULATED_TOKEN") or saved_trial_token() or secrets.token_hex(16)
+        saved = Path(TRIAL_API_TOKEN_FILE)
+        api_token = (
+            saved.read_text(encoding="utf-8").strip() if saved.exists() else secrets.token_hex(16)
+        )
     raw: dict[str, Any] = {
         "default_shopper_id": TRIAL_SHOPPER,
         "providers": {"simulated": {"token": token}},
@@ -534,8 +541,14 @@ def expand(
     return expanded
 
 
-def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read and validate configuration; raises ConfigError naming the key and the problem."""
+def load(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    writes: bool = True,
+) -> LoadedConfig:
+    """Read and validate configuration; raises ConfigError naming the key and the problem.
+    ``writes=False`` (``wacanon doctor``): a first trial creates no token file."""
     env = os.environ if env is None else env
     chosen = (
         Path(path) if path else (Path(env["WACANON_CONFIG"]) if env.get("WACANON_CONFIG") else None)
@@ -544,7 +557,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         chosen = Path(DEFAULT_CONFIG_NAME)
     notes: list[str] = []
     if chosen is None:
-        return first_trial(env)
+        return first_trial(env, writes=writes)
     try:
         raw: dict[str, Any] = tomllib.loads(chosen.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -15,11 +15,11 @@ import httpx
 import sqlalchemy as sa
 
 from tests.api.conftest import LiveServer, bearer, make_settings, sim_body, sim_message
-from tests.ingest.test_routing_live import ROUTING_ON, wait_routed
+from tests.ingest.test_routing_live import ROUTING_ON, fetch, wait_routed
 from tests.test_cli_service import wacanon
 from wacanon.api.app import create_app
-from wacanon.store.database import create_engine
-from wacanon.store.tables import events
+from wacanon.store.database import create_engine, upgrade
+from wacanon.store.tables import conversations, events
 
 ROUTING_OFF = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false", "WHATSAPP_ROUTING_ENABLED": "false"}
 
@@ -78,7 +78,8 @@ def test_each_problem_is_found_and_its_printed_fix_clears_it(
     traffic(database_url, tmp_path, ROUTING_ON, messages=4)
     rc, healthy = doctor(tmp_path, config, env=ROUTING_ON)
     assert rc == 0, healthy
-    assert healthy["idempotency keys derived as when stored"]["measured"].startswith("4 of 4 keys")
+    keys = healthy["idempotency keys derived as when stored"]["measured"]
+    assert keys == "4 of the 4 events the latest 4 stored webhooks stored are derived again"
 
     engine = create_engine(database_url)
     e = events.c
@@ -113,10 +114,9 @@ def test_each_problem_is_found_and_its_printed_fix_clears_it(
         "every routed message has a conversation",
     }
     assert "sim-store-1 DOC-0" in report["one row per message"]["measured"]
-    assert (
-        "1 not stored under that key"
-        in report["idempotency keys derived as when stored"]["measured"]
-    )
+    keys = report["idempotency keys derived as when stored"]["measured"]
+    # the altered key, and the copy's: neither is what the normalizers derive
+    assert "2 stored under a key today's normalizers do not derive" in keys
     assert report["no event passed over while routing is on"]["measured"].startswith("shop-1 6")
     assert report["spool empty"]["measured"].startswith("1 webhook(s)")
     index_fix = report["indexes present"]["fix"]
@@ -158,7 +158,7 @@ def test_normalization_errors_name_their_paths_and_the_commands(
 
         rc, report = doctor(tmp_path, config, "--url", base, env=ROUTING_ON)
         assert rc == 1
-        letters = report["dead letters replayed"]
+        letters = report["no dead letter in the last 24 h"]
         assert letters["status"] == "found"
         assert letters["measured"].startswith("4 waiting; top error paths: ")
         assert "simulated $.events[*].type: Invalid value … (3)" in letters["measured"]
@@ -173,7 +173,7 @@ def test_normalization_errors_name_their_paths_and_the_commands(
         assert report["ready"]["status"] == "ok"
         assert report["error rate"]["status"] == "found"
         assert "3 not understood" in report["error rate"]["measured"]
-        assert report["spool empty"]["status"] == "ok"
+        assert report["server's spool empty"]["status"] == "ok"
         pools = report["connection pools"]
         assert pools["status"] == "ok"
         assert re.fullmatch(r"\d+ of 15 connections checked out", pools["measured"]), pools
@@ -250,3 +250,137 @@ def test_a_unique_key_dropped_on_postgresql_is_found_with_its_collisions(
             postgres_server,
             [f"ALTER TABLE events ADD CONSTRAINT {unique} UNIQUE (idempotency_key)"],
         )
+
+
+def test_error_paths_of_every_kind_fold_their_values() -> None:
+    from wacanon.doctor.store import error_paths
+
+    cloud = (
+        "messages at $.entry[0].changes[0].value.messages[1].timestamp: Expected `int`, "
+        "got `object`; messages at $.entry[0].changes[0].value.messages[2]: Object missing "
+        "required field `id`; statuses at $.entry[0].changes[1].value.statuses[0]: status "
+        "expected one of ['delivered', 'read', 'sent']"
+    )
+    top = dict(
+        error_paths(
+            [
+                ("cloud_api", "unrecognized", cloud),
+                ("simulated", "unrecognized", "at $.events[0].type: Invalid value 'x'"),
+                ("simulated", "unrecognized", "at $.events[3].type: Invalid value 'y'"),
+            ]
+        )
+    )
+    assert top["simulated $.events[*].type: Invalid value …"] == 2
+    assert (
+        top["cloud_api $.entry[*].changes[*].value.messages[*]: Object missing required field `id`"]
+        == 1
+    )
+    assert top["cloud_api $.entry[*].changes[*].value.statuses[*]: status expected one of […]"] == 1
+    assert len(top) == 4  # the three Cloud API errors apart
+
+
+def test_what_routing_and_mixed_batches_must_not_trip_and_what_they_must(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.api.conftest import hub_signature
+
+    config = doctor_config(tmp_path, database_url)
+    batch = json.loads(Path("tests/fixtures/cloud_api/batch_two_entries.json").read_text())
+    batch["entry"][1]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999000999"
+    body = json.dumps(batch).encode()
+    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
+    base = server.start()
+    try:
+        answer = httpx.post(f"{base}/webhooks/cloud_api", content=body, headers=hub_signature(body))
+        assert answer.json().get("unknown_account") is True
+        unrouted = sa.select(sa.func.count()).where(events.c.routed_seq.is_(None))
+        deadline = time.monotonic() + 10
+        while fetch(database_url, unrouted)[0][0]:  # routed before the server stops
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    assert fetch(database_url, sa.select(sa.func.count()).select_from(conversations))[0][0]
+    rc, report = doctor(tmp_path, config, env=ROUTING_ON)
+    keys = report["idempotency keys derived as when stored"]
+    assert keys["status"] == "ok", keys  # the unowned account's events were never stored
+    run_sql(database_url, ["DELETE FROM conversations"])  # gone, the events still name them
+    rc, report = doctor(tmp_path, config, env=ROUTING_ON)
+    assert rc == 1
+    gone = report["every event's conversation exists"]
+    assert gone["status"] == "found"
+    rebuilt = wacanon(tmp_path, *shlex.split(gone["fix"].split("; ")[0])[1:], "--config",
+                      str(config), env=ROUTING_ON)  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    rc, report = doctor(tmp_path, config, env=ROUTING_ON)
+    assert rc == 0, {n: c for n, c in report.items() if c["status"] == "found"}
+
+
+def test_a_doctor_writes_nothing_and_reads_what_servers_answer_or_says_it_cannot(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = wacanon(empty, "doctor")  # first trial: no configuration at all
+    assert done.returncode == 2
+    assert list(empty.iterdir()) == []  # no token file, no database
+    garbage = _Garbage()
+    try:
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+        engine = create_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        rc, why = doctor(tmp_path, doctor_config(tmp_path, url), "--url", garbage.url, env={})
+        assert rc == 2
+        assert "answered what the doctor cannot read" in why
+    finally:
+        garbage.close()
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"
+    engine = create_engine(newer)
+    upgrade(engine)
+    engine.dispose()
+    run_sql(newer, ["UPDATE alembic_version SET version_num = '9999'"])
+    rc, report = doctor(tmp_path, doctor_config(tmp_path, newer), env={})
+    assert rc == 1
+    assert report["migrations at head"]["fix"] == (
+        "run the doctor of the wacanon version that migrated it"
+    )
+
+
+def test_with_the_database_away_the_spool_is_still_reported(tmp_path: Path) -> None:
+    config = doctor_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/test")
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "spool-7.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    done = wacanon(tmp_path, "doctor", "--json", "--config", str(config))
+    assert done.returncode == 2
+    report = json.loads(done.stdout)
+    assert report["could_not_check"].startswith("the database: ")
+    (spool,) = [c for c in report["checks"] if c["id"] == "latency.spool empty"]
+    assert (spool["status"], spool["measured"][:12]) == ("found", "2 webhook(s)")
+
+
+class _Garbage:
+    """A "server" whose /health is fine and whose every other answer is HTML."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b'{"status": "ok"}' if self.path == "/health" else b"<html>oops</html>"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

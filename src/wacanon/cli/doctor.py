@@ -5,8 +5,9 @@ check (configuration invalid, database or server unreachable)."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -15,8 +16,10 @@ from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, JsonOption, load_or_fail, print_json
 from wacanon.doctor.findings import AREAS, FOUND, OK, SKIP, CouldNotCheck, Diagnosis
 from wacanon.doctor.live import live_checks
-from wacanon.doctor.store import store_checks
+from wacanon.doctor.store import refused_connections, spool_checks, store_checks
 from wacanon.errors import StoreError
+from wacanon.ingest.window import LIVE_SECONDS, Counts, summarize
+from wacanon.store import node_windows
 from wacanon.store.database import create_engine
 
 MARKS = {OK: "✓", FOUND: "✗", SKIP: "–"}
@@ -33,7 +36,7 @@ def doctor_command(
 ) -> None:
     """Duplicates, latency, normalization errors, conversations not created: each finding
     with the command that fixes it."""
-    loaded = load_or_fail(config)
+    loaded = load_or_fail(config, writes=False)  # a doctor creates nothing
     database = sa.engine.make_url(loaded.settings.database_url).database
     sqlite_file = loaded.settings.database_url.startswith("sqlite") and database not in (
         None,
@@ -47,33 +50,54 @@ def doctor_command(
         )
     engine = create_engine(loaded.settings.database_url)
     where = engine.url.render_as_string(hide_password=True)
+    problem: str | None = None
+    if not json_output:
+        typer.echo(f"checking {where}" + (f" and {url}" if url else "") + " …", err=True)
     try:
-        if not json_output:
-            typer.echo(f"checking {where}" + (f" and {url}" if url else "") + " …", err=True)
         found = store_checks(loaded.settings, engine, os.environ)
-        if url:
-            found += live_checks(url.rstrip("/"))
-    except (CouldNotCheck, StoreError) as exc:
-        raise fail(f"could not check: {exc}") from None
-    except sa.exc.SQLAlchemyError as exc:
+    except (StoreError, sa.exc.SQLAlchemyError) as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise fail(f"could not check: the database failed: {first}") from None
-    finally:
-        engine.dispose()
+        problem = f"the database: {first}"
+        # What needs no database still tells something: the spool, the server.
+        found = refused_connections(first) + spool_checks(loaded.settings)
+    if url:
+        try:
+            found += live_checks(url.rstrip("/"), _every_node(engine))
+        except CouldNotCheck as exc:
+            problem = problem or str(exc)
+    engine.dispose()
     findings = [d for d in found if d.status == FOUND]
     if json_output:
         print_json(
             {
                 "database": where,
                 "url": url,
-                "ok": not findings,
+                "ok": not findings and problem is None,
+                "could_not_check": problem,
                 "checks": [d.as_dict() for d in found],
             }
         )
     else:
         _print(found, url)
+    if problem is not None:
+        raise fail(f"could not check: {problem}")
     if findings:
         raise typer.Exit(1)
+
+
+def _every_node(engine: sa.Engine) -> dict[str, Any] | None:
+    """Every node's live window added up, from the database; None without one."""
+    try:
+        with engine.connect() as connection:
+            windows = node_windows.fresh(connection, datetime.now(UTC))
+    except sa.exc.SQLAlchemyError:
+        return None
+    if not windows:
+        return None
+    total = Counts()
+    for window in windows:
+        total.add(Counts.of(window.counts))
+    return summarize(total, LIVE_SECONDS)
 
 
 def _print(found: list[Diagnosis], url: str | None) -> None:
@@ -86,6 +110,8 @@ def _print(found: list[Diagnosis], url: str | None) -> None:
             typer.echo(f"  {MARKS[d.status]} {d.name}: {d.measured}")
             if d.fix:
                 typer.echo(f"      fix: {d.fix}")
+    if not found:
+        return
     counts = {status: sum(d.status == status for d in found) for status in MARKS}
     summary = (
         f"{counts[FOUND]} finding(s), {counts[OK]} ✓, {counts[SKIP]} not checked"

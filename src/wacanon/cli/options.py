@@ -26,9 +26,9 @@ ConfigOption = Annotated[
 ]
 
 
-def load_or_fail(config: Path | None) -> LoadedConfig:
+def load_or_fail(config: Path | None, *, writes: bool = True) -> LoadedConfig:
     try:
-        return load(config)
+        return load(config, writes=writes)
     except ConfigError as exc:
         raise fail(f"invalid configuration: {exc}") from None
 

@@ -31,6 +31,7 @@ class Diagnosis:
 
     def as_dict(self) -> dict[str, str]:
         return {
+            "id": f"{self.area}.{self.name}",
             "area": self.area,
             "name": self.name,
             "status": self.status,

@@ -8,6 +8,8 @@ rate 1 %), so the doctor and the alerts agree on what is wrong.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,7 +23,19 @@ POOL_USED = 0.8
 READ_FROM_METRICS = ("wacanon_spool_depth", "wacanon_db_pool_in_use", "wacanon_db_pool_limit")
 
 
-def live_checks(url: str) -> list[Diagnosis]:
+def live_checks(url: str, every_node: dict[str, Any] | None = None) -> list[Diagnosis]:
+    """The server's checks; ``every_node``: the live window of every node added up (from
+    ``node_windows``), judged instead of the answering process's own when given.
+    Anything the server answers that cannot be read is :class:`CouldNotCheck`."""
+    try:
+        return _live_checks(url, every_node)
+    except CouldNotCheck:
+        raise
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise CouldNotCheck(f"server {url} answered what the doctor cannot read: {exc!r}") from None
+
+
+def _live_checks(url: str, every_node: dict[str, Any] | None) -> list[Diagnosis]:
     area = "server"
     out = []
     with httpx.Client(base_url=url, timeout=10) as client:
@@ -45,17 +59,28 @@ def live_checks(url: str) -> list[Diagnosis]:
                     "cannot write",
                 )
             )
-        out += _window(client.get("/metrics/window", params={"seconds": WINDOW_SECONDS}))
+        if every_node is not None:
+            out += _judged(
+                every_node, f"over 5 min, {every_node['webhooks']} webhook(s), every node"
+            )
+        else:
+            answer = client.get("/metrics/window", params={"seconds": WINDOW_SECONDS})
+            if answer.status_code != 200:
+                out.append(
+                    skipped(area, "latency and errors", f"/metrics/window: {answer.status_code}")
+                )
+            else:
+                w = answer.json()
+                out += _judged(
+                    w, f"over 15 min, {w['webhooks']} webhook(s) (the answering process)"
+                )
         out += _metrics(client.get("/metrics"))
     return out
 
 
-def _window(answer: httpx.Response) -> list[Diagnosis]:
+def _judged(w: dict[str, Any], span: str) -> list[Diagnosis]:
+    """p95, error rate and normalization rate of a window (``/metrics/window``'s shape)."""
     area = "server"
-    if answer.status_code != 200:
-        return [skipped(area, "latency and errors", f"/metrics/window: {answer.status_code}")]
-    w = answer.json()
-    span = f"over 15 min, {w['webhooks']} webhook(s) (the answering process)"
     if not w["webhooks"]:
         return [skipped(area, "latency and errors", f"no webhook {span}")]
     out = []
@@ -125,14 +150,14 @@ def _metrics(answer: httpx.Response) -> list[Diagnosis]:
         out.append(
             found(
                 area,
-                "spool empty",
+                "server's spool empty",
                 f"{depth} webhook(s) in the server's spool",
-                "they drain once the database answers: `/ready`, and the log's 'batch "
-                "write failed' lines if it does not fall",
+                "they drain once the database answers: `/ready`, and the log's 'database "
+                "unusable; spooling webhooks' lines if it does not fall",
             )
         )
     else:
-        out.append(held(area, "spool empty", "0 in the server's spool"))
+        out.append(held(area, "server's spool empty", "0 in the server's spool"))
     limit = values.get("wacanon_db_pool_limit", 0)
     if not limit:
         out.append(skipped(area, "connection pools", "the server exports no pool figures"))

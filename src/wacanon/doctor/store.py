@@ -21,12 +21,12 @@ from wacanon.errors import ConfigError
 from wacanon.flags import GROUP_ROUTING_ENABLED, ROUTING_ENABLED, FlagSnapshot, ShopperFlags
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
-from wacanon.ingest.spool import Spool
-from wacanon.store.database import APPLICATION_NAME, schema_state
+from wacanon.ingest.spool import REJECTED_FILE, Spool
+from wacanon.store.database import APPLICATION_NAME, known_revisions, schema_state
 from wacanon.store.measures import FACT_TYPES, stored_twice, stored_twice_examples
 from wacanon.store.repository import flag_overrides_map
 from wacanon.store.schema_checks import SchemaFound, create_statements, inspect_schema
-from wacanon.store.tables import dead_letters, events, metadata, webhook_journal
+from wacanon.store.tables import conversations, dead_letters, events, metadata, webhook_journal
 
 LATEST_EVENTS = 10_000
 #: Stored webhooks whose idempotency keys are derived again.
@@ -40,9 +40,12 @@ SLOW_MS = 100.0
 SLOW_CALLS = 5
 CONNECTIONS_USED = 0.8
 DEAD_LETTERS_READ = 5_000
+#: Dead letters older than this are history, not a finding (nothing dismisses them).
+DEAD_LETTER_HOURS = 24
 TOP_PATHS = 5
 
-_ERROR_PART = re.compile(r"at (\$[^:\s]*): (.*?)(?=; at \$|$)")
+_ERROR_PART = re.compile(r"(?:^|; )(?:[\w.]+ )?at (\$[^:\s]*): (.*?)(?=; (?:[\w.]+ )?at \$|$)")
+_LIST = re.compile(r"\[(?:…, )*…\]")
 _INDEX = re.compile(r"\[\d+\]")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
@@ -52,12 +55,16 @@ def store_checks(settings: Settings, engine: sa.Engine, env: Mapping[str, str]) 
     out: list[Diagnosis] = []
     state = schema_state(engine)
     if not state.at_head:
+        newer = state.current is not None and state.current not in known_revisions()
         out.append(
             found(
                 "schema",
                 "migrations at head",
-                f"revision {state.current or 'none'}, head {state.head}",
-                "wacanon db upgrade",
+                f"revision {state.current or 'none'}, head {state.head}"
+                + (" (a newer wacanon migrated it)" if newer else ""),
+                "run the doctor of the wacanon version that migrated it"
+                if newer
+                else "wacanon db upgrade",
             )
         )
         out.append(skipped("schema", "everything else", "not checked: the schema is not at head"))
@@ -130,23 +137,33 @@ def _duplicates(
             found(
                 area,
                 name,
-                f"{twice} message(s) stored twice among the latest {checked} (e.g. {listed})",
+                f"{twice} message(s) stored twice among the {checked} messages of the latest "
+                f"{LATEST_EVENTS} events (e.g. {listed})",
                 "two keys for one message: compare the two rows (`wacanon events list --json`) "
                 "and their raw bodies (`wacanon normalize --provider P FILE`); a provider "
                 "sending one message under two ids is a normalizer bug to report",
             )
         )
     else:
-        out.append(held(area, name, f"none stored twice among the latest {checked}"))
+        out.append(
+            held(
+                area,
+                name,
+                f"none stored twice among the {checked} messages of the latest {LATEST_EVENTS} "
+                "events",
+            )
+        )
     out.append(_keys_derived_again(connection, settings))
     return out
 
 
 def _keys_derived_again(connection: sa.Connection, settings: Settings) -> Diagnosis:
-    """Do today's normalizers give the stored webhooks the keys they were stored under?
-    If not, a redelivery of any of them would be stored a second time."""
+    """Do today's normalizers give the latest stored webhooks the keys their events were
+    stored under (by the webhook's correlation id)? If not, a redelivery of any of them
+    would be stored a second time. Events a webhook held but did not store (an unowned
+    account, a shopper in shadow mode) are not among the stored, so they cannot count."""
     name = "idempotency keys derived as when stored"
-    j = webhook_journal.c
+    j, e = webhook_journal.c, events.c
     rows = connection.execute(
         sa.select(j.correlation_id, j.provider, j.body, j.received_at, j.signature_valid)
         .where(j.outcome == "stored")
@@ -169,27 +186,30 @@ def _keys_derived_again(connection: sa.Connection, settings: Settings) -> Diagno
         )
         derived.update(event.idempotency_key for event in plan.result.events)
     stored: set[str] = set()
-    keys = sorted(derived)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    ids = [row.correlation_id for row in rows]
+    for start in range(0, len(ids), 500):
         stored.update(
             connection.execute(
-                sa.select(events.c.idempotency_key).where(events.c.idempotency_key.in_(chunk))
+                sa.select(e.idempotency_key).where(
+                    e.correlation_id.in_(ids[start : start + 500]),
+                    ~e.provider_event.startswith("wacanon."),  # routing's own events
+                )
             ).scalars()
         )
-    unknown = len(derived - stored)
+    lost = len(stored - derived)
     measured = (
-        f"{len(derived) - unknown} of {len(derived)} keys of the latest {len(rows)} stored webhooks"
+        f"{len(stored) - lost} of the {len(stored)} events the latest {len(rows)} stored "
+        "webhooks stored"
     )
-    if unknown:
+    if lost:
         return found(
             "duplicates",
             name,
-            measured + f"; {unknown} not stored under that key",
+            measured + f"; {lost} stored under a key today's normalizers do not derive",
             "the normalizers now derive other keys: a redelivery would be stored twice — run "
             "the wacanon version that stored them, or report it with the raw body",
         )
-    return held("duplicates", name, measured)
+    return held("duplicates", name, measured + " are derived again")
 
 
 # ---------------------------------------------------------------------- high latency
@@ -218,19 +238,60 @@ def _latency(
     else:
         out.append(skipped(area, "slow queries (pg_stat_statements)", "SQLite: none to read"))
         out.append(skipped(area, "database connections", "SQLite: no server to connect to"))
-    depth = Spool(Path(settings.spool_path)).depth()
+    out += spool_checks(settings)
+    return out
+
+
+def refused_connections(error: str) -> list[Diagnosis]:
+    """The database refusing a connection for want of slots is a finding of its own."""
+    if "too many clients" not in error and "remaining connection slots" not in error:
+        return []
+    return [
+        found(
+            "latency",
+            "database connections",
+            f"the database refuses connections: {error}",
+            "each wacanon process may open 15 (pool 5 + overflow 10) and 1 for its writer: "
+            "fewer --workers or nodes, a pooler (PgBouncer), or a higher max_connections",
+        )
+    ]
+
+
+def spool_checks(settings: Settings) -> list[Diagnosis]:
+    """What waits in this machine's spool directory, and what its drain set aside (no
+    database needed)."""
+    directory = Path(settings.spool_path).resolve()
+    if not directory.exists():
+        return [held("latency", "spool empty", f"no spool directory {directory} (none needed yet)")]
+    out = []
+    depth = Spool(directory).depth()
     if depth:
         out.append(
             found(
-                area,
+                "latency",
                 "spool empty",
-                f"{depth} webhook(s) in {settings.spool_path} wait for the database",
+                f"{depth} webhook(s) in {directory} wait for the database",
                 "a running `wacanon serve` drains them once the database answers: check "
-                "`curl -s http://HOST:PORT/ready` and its log ('batch write failed')",
+                "`curl -s http://HOST:PORT/ready` and its log ('database unusable; spooling "
+                "webhooks', 'batch write failed')",
             )
         )
     else:
-        out.append(held(area, "spool empty", f"nothing waits in {settings.spool_path}"))
+        out.append(held("latency", "spool empty", f"nothing waits in {directory}"))
+    rejected = directory / REJECTED_FILE
+    if rejected.exists():
+        with rejected.open("rb") as handle:
+            kept = sum(1 for line in handle if line.strip())
+        if kept:
+            out.append(
+                found(
+                    "latency",
+                    "nothing set aside by the spool's drain",
+                    f"{kept} record(s) in {rejected} the database refused even as dead letters",
+                    f"read them (`head {rejected}`), fix what the database refuses, then move "
+                    f"the file into {directory} as spool-0.jsonl for a running server to drain",
+                )
+            )
     return out
 
 
@@ -273,7 +334,8 @@ def _slow_queries(connection: sa.Connection) -> Diagnosis:
         name,
         listed,
         "EXPLAIN (ANALYZE, BUFFERS) the query; a missing index (above) or a table never "
-        "analyzed (ANALYZE events) is the usual cause",
+        "analyzed (ANALYZE events) is the usual cause; the averages are cumulative: after "
+        "a fix, SELECT pg_stat_statements_reset() and let traffic run before the next doctor",
     )
 
 
@@ -283,11 +345,12 @@ def _connections(connection: sa.Connection) -> Diagnosis:
     used, ours = connection.execute(
         sa.text(
             "SELECT count(*), count(*) FILTER (WHERE application_name = :app) "
-            "FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            "FROM pg_stat_activity WHERE (backend_type = 'client backend' "
+            "OR backend_type IS NULL) AND pid <> pg_backend_pid()"
         ),
         {"app": APPLICATION_NAME},
     ).one()
-    measured = f"{used} of max_connections {limit} in use ({ours} wacanon's)"
+    measured = f"{used} of max_connections {limit} in use ({ours} wacanon's, this one aside)"
     if used >= CONNECTIONS_USED * limit:
         return found(
             "latency",
@@ -302,6 +365,11 @@ def _connections(connection: sa.Connection) -> Diagnosis:
 # ---------------------------------------------------------------------- normalization errors
 
 
+def _fold(message: str) -> str:
+    """One cause, whatever value it quotes: values as …, a list of them as […]."""
+    return _LIST.sub("[…]", _QUOTED.sub("…", message))[:120]
+
+
 def error_paths(errors: list[tuple[str, str, str]]) -> list[tuple[str, int]]:
     """The commonest error paths of dead letters ``(provider, kind, error)``: array
     indexes and quoted values folded, so one cause counts once per letter."""
@@ -309,13 +377,10 @@ def error_paths(errors: list[tuple[str, str, str]]) -> list[tuple[str, int]]:
     for provider, kind, error in errors:
         parts = _ERROR_PART.findall(error)
         if not parts:
-            counts[f"{provider} {kind}: {_QUOTED.sub('…', error)[:120]}"] += 1
+            counts[f"{provider} {kind}: {_fold(error)}"] += 1
             continue
         counts.update(
-            {
-                f"{provider} {_INDEX.sub('[*]', path)}: {_QUOTED.sub('…', message)[:120]}"
-                for path, message in parts
-            }
+            {f"{provider} {_INDEX.sub('[*]', path)}: {_fold(message)}" for path, message in parts}
         )
     return counts.most_common(TOP_PATHS)
 
@@ -324,13 +389,20 @@ def _normalization(connection: sa.Connection) -> list[Diagnosis]:
     area = "normalization"
     out = []
     d = dead_letters.c
+    recent = datetime.now(UTC) - timedelta(hours=DEAD_LETTER_HOURS)
+    waiting = d.replayed_at.is_(None)
     pending = connection.execute(
-        sa.select(sa.func.count()).where(d.replayed_at.is_(None))
+        sa.select(sa.func.count()).where(waiting, d.created_at >= recent)
     ).scalar_one()
+    older = connection.execute(
+        sa.select(sa.func.count()).where(waiting, d.created_at < recent)
+    ).scalar_one()
+    before = f"; {older} older, not replayed either" if older else ""
+    name = f"no dead letter in the last {DEAD_LETTER_HOURS} h"
     if pending:
         rows = connection.execute(
             sa.select(d.provider, d.kind, d.error, d.created_at)
-            .where(d.replayed_at.is_(None))
+            .where(waiting, d.created_at >= recent)
             .order_by(d.id.desc())
             .limit(DEAD_LETTERS_READ)
         ).all()
@@ -342,15 +414,17 @@ def _normalization(connection: sa.Connection) -> list[Diagnosis]:
         out.append(
             found(
                 area,
-                "dead letters replayed",
+                name,
                 f"{pending} waiting; top error paths: "
-                + "; ".join(f"{path} ({n})" for path, n in top),
+                + "; ".join(f"{path} ({n})" for path, n in top)
+                + before,
                 f"see what the normalizers miss: `wacanon compare --from-journal --since {since}`; "
-                "once they understand it: `wacanon replay --dead-letter`",
+                "once they understand it: `wacanon replay --dead-letter` (a body that is not "
+                "JSON stays a dead letter: its sender's bug)",
             )
         )
     else:
-        out.append(held(area, "dead letters replayed", "none waiting"))
+        out.append(held(area, name, "none" + before))
     j = webhook_journal.c
     hour = datetime.now(UTC) - timedelta(hours=1)
     total, failing = connection.execute(
@@ -383,15 +457,15 @@ def _conversations(connection: sa.Connection, snapshot: FlagSnapshot) -> list[Di
         return shopper is not None and bool(snapshot.boolean(ROUTING_ENABLED, shopper).value)
 
     cutoff = datetime.now(UTC) - timedelta(seconds=STUCK_SECONDS)
+    # Whatever the flags: a running server routes (or passes over) every queued event.
     stuck = Counter(
         {
-            shopper: int(n)
+            str(shopper or "(no shopper)"): int(n)
             for shopper, n in connection.execute(
                 sa.select(e.shopper_id, sa.func.count())
                 .where(e.routed_seq.is_(None), e.received_at < cutoff)
                 .group_by(e.shopper_id)
             )
-            if routing_on(shopper)
         }
     )
     name = f"events routed within {STUCK_SECONDS} s"
@@ -403,9 +477,7 @@ def _conversations(connection: sa.Connection, snapshot: FlagSnapshot) -> list[Di
                 f"{sum(stuck.values())} event(s) waiting longer: "
                 + ", ".join(f"{s} {n}" for s, n in sorted(stuck.items())),
                 "routing runs inside `wacanon serve`: start one (its log says why routing "
-                "stopped), or route them now with `wacanon conversations rebuild --shopper "
-                + sorted(stuck)[0]
-                + "`",
+                "stopped), or route them now: wacanon conversations rebuild",
             )
         )
     else:
@@ -448,6 +520,33 @@ def _conversations(connection: sa.Connection, snapshot: FlagSnapshot) -> list[Di
         if chat_type == "group" and not snapshot.boolean(GROUP_ROUTING_ENABLED, shopper).value:
             continue
         orphans[shopper] += int(n)
+    gone = {
+        str(shopper): int(n)
+        for shopper, n in connection.execute(
+            sa.select(e.shopper_id, sa.func.count())
+            .select_from(events.outerjoin(conversations, conversations.c.id == e.conversation_id))
+            .where(
+                e.id > top - LATEST_EVENTS,
+                e.conversation_id.is_not(None),
+                conversations.c.id.is_(None),
+            )
+            .group_by(e.shopper_id)
+        )
+    }
+    name = "every event's conversation exists"
+    if gone:
+        out.append(
+            found(
+                area,
+                name,
+                f"{sum(gone.values())} event(s) among the latest {LATEST_EVENTS} name a "
+                "conversation that is not there: "
+                + ", ".join(f"{s} {n}" for s, n in sorted(gone.items())),
+                "; ".join(f"wacanon conversations rebuild --shopper {s}" for s in sorted(gone)),
+            )
+        )
+    else:
+        out.append(held(area, name, f"all, among the latest {LATEST_EVENTS} events"))
     name = "every routed message has a conversation"
     if orphans:
         out.append(

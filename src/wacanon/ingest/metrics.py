@@ -39,7 +39,7 @@ LATENCY_BUCKETS = (
 
 
 #: How prometheus-client's multiprocess mode combines the workers' values of a gauge.
-Combine = Literal["min", "max", "livesum"]
+Combine = Literal["min", "max", "livemax", "livesum"]
 
 
 @dataclass
@@ -116,7 +116,7 @@ class Metrics:
         self.spool_depth = gauge(
             "wacanon_spool_depth",
             "Webhooks waiting in the spool for the database.",
-            "livesum",  # each worker has its own spool file
+            "livemax",  # each live worker counts the whole spool directory (every file)
         )
         self.pool_in_use = gauge(
             "wacanon_db_pool_in_use",

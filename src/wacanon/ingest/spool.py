@@ -31,6 +31,10 @@ from wacanon.files import loose_mode
 log = structlog.get_logger("wacanon.spool")
 
 
+#: Where the drain sets aside a record the database refuses even as a dead letter.
+REJECTED_FILE = "rejected.jsonl.rejected"
+
+
 class SpoolRecord(msgspec.Struct):
     """A verified webhook as received: enough to run the whole pipeline again later."""
 
@@ -111,7 +115,7 @@ class Spool:
             correlation_id=record.correlation_id,
         )
         self._ensure_directory()
-        with _open_private(self.directory / "rejected.jsonl.rejected") as handle:
+        with _open_private(self.directory / REJECTED_FILE) as handle:
             handle.write(_encoder.encode(record) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -132,6 +132,13 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def known_revisions() -> set[str]:
+    """Every migration this version ships (a database at another one was migrated by a
+    newer wacanon)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return {revision.revision for revision in script.walk_revisions()}
+
+
 def upgrade(engine: sa.Engine) -> None:
     """Apply every migration up to head (``wacanon db upgrade``)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
