@@ -435,7 +435,10 @@ def _saved_secret(path: Path, what: str, notes: list[str] | None) -> str:
 def saved_trial_token() -> str | None:
     """The token a first-trial ``wacanon serve`` saved in the working directory, if any
     (what ``simulate --post`` and ``rollout check`` fall back on)."""
-    path = Path(TRIAL_TOKEN_FILE)
+    return _saved(Path(TRIAL_TOKEN_FILE))
+
+
+def _saved(path: Path) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.exists() else None
 
 
@@ -456,10 +459,7 @@ def first_trial(env: Mapping[str, str], *, writes: bool = True) -> LoadedConfig:
         api_token = trial_api_token(warnings)
     else:  # what is saved, else throwaway values: nothing is written
         token = env.get("WACANON_SIMULATED_TOKEN") or saved_trial_token() or secrets.token_hex(16)
-        saved = Path(TRIAL_API_TOKEN_FILE)
-        api_token = (
-            saved.read_text(encoding="utf-8").strip() if saved.exists() else secrets.token_hex(16)
-        )
+        api_token = _saved(Path(TRIAL_API_TOKEN_FILE)) or secrets.token_hex(16)
     raw: dict[str, Any] = {
         "default_shopper_id": TRIAL_SHOPPER,
         "providers": {"simulated": {"token": token}},

@@ -4,8 +4,9 @@
     ├── UnknownProviderError   a provider name that is not in the registry
     ├── ConfigError            configuration that cannot be used (named key, problem)
     ├── VerificationError      a webhook whose signature / API key / token does not verify
-    └── StoreError             the database cannot be used (schema behind, …)
-        └── DatabaseUnreachable    it does not answer (the server spools meanwhile)
+    ├── StoreError             the database cannot be used (schema behind, …)
+    │   └── DatabaseUnreachable    it does not answer (the server spools meanwhile)
+    └── CouldNotCheck          `rollout check` / `doctor` could not measure (exit 2)
 
 Bad *data* is never an exception: normalizers return error values
 (:class:`wacanon.providers.common.NormalizeError`) so that one bad item does not lose
@@ -43,3 +44,8 @@ class StoreError(WacanonError):
 class DatabaseUnreachable(StoreError):
     """The database does not answer (down, refused, partitioned) — unlike a schema problem,
     this is expected to pass: the server starts anyway and spools until it answers."""
+
+
+class CouldNotCheck(WacanonError):
+    """``wacanon rollout check`` or ``wacanon doctor`` could not measure (a server that
+    does not answer, or answers what cannot be read): exit 2, saying why."""

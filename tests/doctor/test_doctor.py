@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
 
 from tests.api.conftest import LiveServer, bearer, make_settings, sim_body, sim_message
 from tests.ingest.test_routing_live import ROUTING_ON, fetch, wait_routed
@@ -324,17 +327,26 @@ def test_a_doctor_writes_nothing_and_reads_what_servers_answer_or_says_it_cannot
     done = wacanon(empty, "doctor")  # first trial: no configuration at all
     assert done.returncode == 2
     assert list(empty.iterdir()) == []  # no token file, no database
-    garbage = _Garbage()
+    # A "server" whose /health is fine and whose every other answer is HTML.
+    garbage = LiveServer(
+        Starlette(
+            routes=[
+                Route("/health", lambda _: JSONResponse({"status": "ok"})),
+                Route("/{path:path}", lambda _: HTMLResponse("<html>oops</html>")),
+            ]
+        )
+    )
+    base = garbage.start()
     try:
         url = f"sqlite:///{tmp_path / 'w.db'}"
         engine = create_engine(url)
         upgrade(engine)
         engine.dispose()
-        rc, why = doctor(tmp_path, doctor_config(tmp_path, url), "--url", garbage.url, env={})
+        rc, why = doctor(tmp_path, doctor_config(tmp_path, url), "--url", base, env={})
         assert rc == 2
         assert "answered what the doctor cannot read" in why
     finally:
-        garbage.close()
+        garbage.stop()
     newer = f"sqlite:///{tmp_path / 'newer.db'}"
     engine = create_engine(newer)
     upgrade(engine)
@@ -357,30 +369,3 @@ def test_with_the_database_away_the_spool_is_still_reported(tmp_path: Path) -> N
     assert report["could_not_check"].startswith("the database: ")
     (spool,) = [c for c in report["checks"] if c["id"] == "latency.spool empty"]
     assert (spool["status"], spool["measured"][:12]) == ("found", "2 webhook(s)")
-
-
-class _Garbage:
-    """A "server" whose /health is fine and whose every other answer is HTML."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = b'{"status": "ok"}' if self.path == "/health" else b"<html>oops</html>"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from wacanon.config import ApiTokenConfig
+
 COOKIE = "wacanon_console"
 SESSION_SECONDS = 12 * 3600
 #: A session made by a node whose clock runs this much ahead is still good on the others.
@@ -49,7 +51,7 @@ def _mac(token: str, message: str) -> str:
     return hmac.new(token.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def session_of(tokens: Iterable[tuple[str, str]], cookie: str, now: float) -> Credential | None:
+def session_of(tokens: Iterable[ApiTokenConfig], cookie: str, now: float) -> Credential | None:
     """The credential a session cookie stands for, if it is one this configuration made,
     for an all-shoppers token, and younger than :data:`SESSION_SECONDS`."""
     issued_text, _, mac = cookie.partition(".")
@@ -59,10 +61,13 @@ def session_of(tokens: Iterable[tuple[str, str]], cookie: str, now: float) -> Cr
     if not issued - CLOCK_SKEW_SECONDS <= now < issued + SESSION_SECONDS:
         return None
     found = None
-    for token, shopper in tokens:
-        expected = _mac(token, f"session:{issued}")
-        if hmac.compare_digest(expected.encode(), mac.encode()) and shopper == ALL_SHOPPERS:
-            found = Credential(token, issued)
+    for entry in tokens:
+        expected = _mac(entry.token, f"session:{issued}")
+        if (
+            hmac.compare_digest(expected.encode(), mac.encode())
+            and entry.shopper_id == ALL_SHOPPERS
+        ):
+            found = Credential(entry.token, issued)
     return found
 
 

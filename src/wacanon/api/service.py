@@ -93,7 +93,6 @@ class Service:
         pool = self.engine.pool
         if isinstance(pool, sa.pool.QueuePool):
             self.metrics.pool_in_use.set(pool.checkedout())
-            self.metrics.pool_limit.set(POOL_SIZE + POOL_OVERFLOW)
 
     def _measure(self) -> None:
         """The store's figures as gauges; a database that does not answer skips a turn."""
@@ -211,6 +210,8 @@ class Service:
         if problem is not None:
             log.error("spool unusable: an outage of the database will mean 503s", error=problem)
         self.metrics.spool_depth.set(self.spool.depth())
+        if isinstance(self.engine.pool, sa.pool.QueuePool):  # what pool_in_use is judged by
+            self.metrics.pool_limit.set(POOL_SIZE + POOL_OVERFLOW)
         self.flags.start()
         self.writer.start(database_up=database_up)
         self.routing.start()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
+from wacanon.config import ApiTokenConfig
 
-def matching_token(tokens: Iterable[tuple[str, str]], given: str) -> tuple[str, str] | None:
-    """``(token, shopper_id)`` of the configured entry ``given`` is, compared in constant
-    time; every entry is compared, so the time says nothing about which one matched."""
+
+def matching_token(tokens: Iterable[ApiTokenConfig], given: str) -> ApiTokenConfig | None:
+    """The configured entry ``given`` is, compared in constant time; every entry is
+    compared, so the time says nothing about which one matched."""
     found = None
-    for token, shopper in tokens:
-        if hmac.compare_digest(token.encode(), given.encode()):
-            found = (token, shopper)
+    for entry in tokens:
+        if hmac.compare_digest(entry.token.encode(), given.encode()):
+            found = entry
     return found

@@ -14,10 +14,10 @@ import typer
 
 from wacanon.cli import app, fail
 from wacanon.cli.options import ConfigOption, JsonOption, load_or_fail, print_json
-from wacanon.doctor.findings import AREAS, FOUND, OK, SKIP, CouldNotCheck, Diagnosis
+from wacanon.doctor.findings import AREAS, FOUND, OK, SKIP, Diagnosis
 from wacanon.doctor.live import live_checks
 from wacanon.doctor.store import refused_connections, spool_checks, store_checks
-from wacanon.errors import StoreError
+from wacanon.errors import CouldNotCheck, StoreError
 from wacanon.ingest.window import LIVE_SECONDS, Counts, summarize
 from wacanon.store import node_windows
 from wacanon.store.database import create_engine

@@ -25,12 +25,12 @@ from wacanon.cli.options import (
     store_at_head,
 )
 from wacanon.config import saved_trial_token
-from wacanon.errors import ConfigError
+from wacanon.errors import ConfigError, CouldNotCheck
 from wacanon.flags import GLOBAL, FlagSnapshot
 from wacanon.probe import PROBE_PROVIDER
 from wacanon.rollout import phases
 from wacanon.rollout.apply import apply_step
-from wacanon.rollout.check import FAIL, OK, SKIP, Check, CouldNotCheck, Item, parse_window
+from wacanon.rollout.check import FAIL, OK, SKIP, Check, Item, parse_window
 from wacanon.rollout.phases import Step
 from wacanon.rollout.rollback import ROLLBACK_VALUES, Progress, active, resume, roll_back
 from wacanon.store.database import create_engine

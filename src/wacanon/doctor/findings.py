@@ -17,10 +17,6 @@ AREAS = {
 }
 
 
-class CouldNotCheck(Exception):
-    """Nothing could be measured (database or server unreachable): exit 2."""
-
-
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     area: str

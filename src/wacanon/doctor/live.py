@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from wacanon.doctor.findings import CouldNotCheck, Diagnosis, found, held, skipped
+from wacanon.doctor.findings import Diagnosis, found, held, skipped
+from wacanon.errors import CouldNotCheck
+from wacanon.rollout.check import require_health
 
 WINDOW_SECONDS = 900
 P95_MS = 500.0
@@ -39,12 +41,7 @@ def _live_checks(url: str, every_node: dict[str, Any] | None) -> list[Diagnosis]
     area = "server"
     out = []
     with httpx.Client(base_url=url, timeout=10) as client:
-        try:
-            health = client.get("/health")
-        except httpx.HTTPError as exc:
-            raise CouldNotCheck(f"server {url} unreachable: {exc}") from None
-        if health.status_code != 200:
-            raise CouldNotCheck(f"server {url} answered /health with {health.status_code}")
+        require_health(client, url)
         ready = client.get("/ready")
         if ready.status_code == 200:
             out.append(held(area, "ready", "/ready answers 200"))

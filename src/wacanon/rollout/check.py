@@ -26,7 +26,7 @@ import orjson
 import sqlalchemy as sa
 
 from wacanon.config import LoadedConfig, SkmConfig
-from wacanon.errors import ConfigError, StoreError
+from wacanon.errors import ConfigError, CouldNotCheck, StoreError
 from wacanon.flags import COMPARATIVE_LOGS, FlagSnapshot
 from wacanon.ingest.flag_cache import FlagCache
 from wacanon.ingest.projector import Router
@@ -50,8 +50,14 @@ ROUTED_WITHIN_SECONDS = 15.0
 OK, FAIL, SKIP = "ok", "fail", "skip"
 
 
-class CouldNotCheck(Exception):
-    """The check could not run (server unreachable, no probe token): exit 2."""
+def require_health(client: httpx.Client, url: str) -> None:
+    """The server at ``url`` answers ``/health`` with 200, or :class:`CouldNotCheck`."""
+    try:
+        answer = client.get("/health")
+    except httpx.HTTPError as exc:
+        raise CouldNotCheck(f"server {url} unreachable: {exc}") from None
+    if answer.status_code != 200:
+        raise CouldNotCheck(f"server {url} answered /health with {answer.status_code}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,7 @@ class Check:
 
     def run(self) -> list[Item]:
         with httpx.Client(base_url=self.url, timeout=10) as client:
-            self._reachable(client)
+            require_health(client, self.url)
             if not self._schema():
                 return self.items  # nothing else can be read from a schema not at head
             self._flags()
@@ -111,14 +117,6 @@ class Check:
         self.items.append(Item(name, status, measured, required))
 
     # ------------------------------------------------------------------ configuration
-
-    def _reachable(self, client: httpx.Client) -> None:
-        try:
-            answer = client.get("/health")
-        except httpx.HTTPError as exc:
-            raise CouldNotCheck(f"server {self.url} unreachable: {exc}") from None
-        if answer.status_code != 200:
-            raise CouldNotCheck(f"server {self.url} answered /health with {answer.status_code}")
 
     def _flags(self) -> None:
         with self.engine.connect() as connection:

@@ -51,26 +51,24 @@ def measure(connection: sa.Connection, now: datetime | None = None) -> StoreFigu
 
 
 def row_counts(connection: sa.Connection) -> dict[str, int]:
-    found: dict[str, int] = {}
+    return {label: estimated_rows(connection, table) for label, table in SIZED.items()}
+
+
+def estimated_rows(connection: sa.Connection, table: sa.Table) -> int:
+    """PostgreSQL: the planner's estimate (``pg_class.reltuples``), exact only for a
+    table never analyzed, which is counted; SQLite: counted."""
+    estimate = -1
     if connection.dialect.name == "postgresql":
-        found = dict(
-            connection.execute(
-                sa.text(
-                    "SELECT relname, reltuples::bigint FROM pg_class "
-                    "WHERE relkind = 'r' AND relname = ANY(:names)"
-                ),
-                {"names": [t.name for t in SIZED.values()]},
-            ).all()
-        )
-    counts = {}
-    for label, table in SIZED.items():
-        estimate = found.get(table.name, -1)
-        if estimate is None or estimate < 0:  # never analyzed: count it
-            estimate = connection.execute(
-                sa.select(sa.func.count()).select_from(table)
-            ).scalar_one()
-        counts[label] = int(estimate)
-    return counts
+        found = connection.execute(
+            sa.text(
+                "SELECT reltuples::bigint FROM pg_class WHERE relkind = 'r' AND relname = :name"
+            ),
+            {"name": table.name},
+        ).scalar()
+        estimate = -1 if found is None else int(found)
+    if estimate < 0:  # never analyzed (or SQLite): count it
+        estimate = connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    return int(estimate)
 
 
 def database_bytes(connection: sa.Connection) -> int | None:

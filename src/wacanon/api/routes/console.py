@@ -12,6 +12,7 @@ nothing but its own stylesheet.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,8 +74,9 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
 }
+TEMPLATES = Path(__file__).parent.parent / "templates"
 _templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent.parent / "templates"),
+    loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
@@ -86,28 +88,33 @@ class _Refused(Exception):
         self.status = status
 
 
-def _tokens(service: Service) -> list[tuple[str, str]]:
-    return [(t.token, t.shopper_id) for t in service.settings.api_tokens]
-
-
 def _credential(request: Request, service: Service) -> Credential:
     """The caller's all-shoppers credential, or :class:`_Refused` (401: none or unknown;
     403: a token of one shopper)."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and given.strip():
-        found = matching_token(_tokens(service), given.strip())
+        found = matching_token(service.settings.api_tokens, given.strip())
         if found is None:
             raise _Refused(401, "unknown bearer token")
-        if found[1] != ALL_SHOPPERS:
+        if found.shopper_id != ALL_SHOPPERS:
             raise _Refused(403, ONE_SHOPPER)
-        return Credential(found[0])
+        return Credential(found.token)
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        session = session_of(_tokens(service), cookie, time.time())
+        session = session_of(service.settings.api_tokens, cookie, time.time())
         if session is not None:
             return session
         raise _Refused(401, "your session has ended: sign in again")
     raise _Refused(401, "")  # a first visit: the form, no complaint
+
+
+async def _form_sender(request: Request, service: Service) -> Credential:
+    """Who posted one of the console's own forms: signed in, and (with a cookie) the
+    form's CSRF value right — what a form another site posts cannot have."""
+    credential = _credential(request, service)
+    if not csrf_holds(credential, (await _form(request)).get("csrf")):
+        raise _Refused(403, FORM_EXPIRED)
+    return credential
 
 
 def _page(name: str, status: int = 200, **context: Any) -> Response:
@@ -260,8 +267,13 @@ async def console(request: Request, service: ServiceDep) -> Response:
 
 @router.get("/console/style.css")
 async def style() -> Response:
-    css = (Path(__file__).parent.parent / "templates" / "console.css").read_bytes()
-    return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+    return Response(_css(), media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+
+@functools.cache
+def _css() -> bytes:
+    """Read once: it ships with the package."""
+    return (TEMPLATES / "console.css").read_bytes()
 
 
 @router.get("/console/login")
@@ -278,14 +290,14 @@ async def login(request: Request, service: ServiceDep) -> Response:
         given = (await _form(request)).get("token", "").strip()
     except _Refused as refused:
         return _login(refused.status, str(refused))
-    found = matching_token(_tokens(service), given) if given else None
+    found = matching_token(service.settings.api_tokens, given) if given else None
     if found is None:
         log.warning("console: sign-in refused", reason="unknown token")
         return _login(401, "unknown token")
-    if found[1] != ALL_SHOPPERS:
+    if found.shopper_id != ALL_SHOPPERS:
         log.warning("console: sign-in refused", reason="one shopper's token")
         return _login(403, ONE_SHOPPER)
-    session = Credential(found[0], int(time.time()))
+    session = Credential(found.token, int(time.time()))
     response = Response(status_code=303, headers={"Location": "/console"})
     secure = service.settings.console_secure_cookie
     response.set_cookie(
@@ -305,9 +317,7 @@ async def logout(request: Request, service: ServiceDep) -> Response:
     """Forget this browser's session (its form carries the CSRF value: no other site can
     sign an operator out). Other sessions of the token end with the token."""
     try:
-        credential = _credential(request, service)
-        if not csrf_holds(credential, (await _form(request)).get("csrf")):
-            raise _Refused(403, FORM_EXPIRED)
+        await _form_sender(request, service)
     except _Refused as refused:
         return _login(refused.status, str(refused))
     response = Response(status_code=303, headers={"Location": "/console"})
@@ -320,9 +330,7 @@ async def replay_dead_letters(request: Request, service: ServiceDep) -> Response
     """Replay every dead letter not yet replayed (as ``wacanon replay --dead-letter``),
     and show the console with the counts."""
     try:
-        credential = _credential(request, service)
-        if not csrf_holds(credential, (await _form(request)).get("csrf")):
-            raise _Refused(403, FORM_EXPIRED)
+        credential = await _form_sender(request, service)
     except _Refused as refused:
         return _login(refused.status, str(refused))
     try:

@@ -60,11 +60,10 @@ def token_scope(request: Request, service: ServiceDep) -> Scope:
     challenge = {"WWW-Authenticate": 'Bearer realm="wacanon"'}
     if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", challenge)
-    tokens = [(entry.token, entry.shopper_id) for entry in service.settings.api_tokens]
-    found = matching_token(tokens, given.strip())
+    found = matching_token(service.settings.api_tokens, given.strip())
     if found is None:
         raise ApiError(401, "unknown bearer token", challenge)
-    return Scope(None if found[1] == ALL else frozenset({found[1]}))
+    return Scope(None if found.shopper_id == ALL else frozenset({found.shopper_id}))
 
 
 ScopeDep = Annotated[Scope, Depends(token_scope)]
