@@ -93,18 +93,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._reading_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if (
-            self._reading_headers
-            and self._header_bytes > MAX_HEADER_BYTES
-            and not self.transport.is_closing()
-        ):
-            self._refuse(431, b"request headers too large")
+        if self._reading_headers and not self.transport.is_closing():
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._refuse(431, b"request headers too large")
+            else:  # a request begun in these bytes whose headers are not all here yet
+                self._arm_header_timer()
 
     def on_message_begin(self) -> None:
+        # No timer yet: the headers of a request on a kept-alive connection nearly always
+        # arrive whole in the bytes being parsed; data_received arms one if they did not.
         super().on_message_begin()
         self._reading_headers = True
         self._request_started = True
-        self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()

@@ -154,9 +154,42 @@ def _insert_many_returning(
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         sql = _insert_returning_sql(dialect, table, columns, key, len(chunk))
-        result = connection.exec_driver_sql(sql, tuple(_params(dialect, columns, chunk)))
-        inserted.update(row[0] for row in result)
+        params = tuple(_params(dialect, columns, chunk))
+        if dialect == "sqlite":
+            inserted |= _sqlite_inserted(connection, sql, params, table, key, chunk)
+        else:
+            inserted.update(row[0] for row in connection.exec_driver_sql(sql, params))
     return inserted
+
+
+def _sqlite_inserted(
+    connection: sa.Connection,
+    sql: str,
+    params: tuple[Any, ...],
+    table: str,
+    key: str,
+    rows: Sequence[dict[str, Any]],
+) -> set[str]:
+    """SQLite's ``INSERT … ON CONFLICT DO NOTHING``, the keys it inserted — without
+    ``RETURNING``, which hands back one row per call into SQLite, each giving up and
+    taking back the interpreter lock the event loop is using (a commit of a dozen
+    webhooks waited on it two dozen times).
+
+    When as many rows went in as there are distinct keys, every key is new (the usual
+    case); otherwise the rows inserted are the last ``rowcount`` ids: this transaction
+    holds SQLite's write lock, so their ids are consecutive, ending at ``lastrowid``.
+    """
+    result = connection.exec_driver_sql(sql.rpartition(" RETURNING ")[0], params)
+    count, last = result.rowcount, result.lastrowid
+    keys = {row[key] for row in rows}
+    if count == len(keys):
+        return keys
+    if count <= 0:
+        return set()
+    found = connection.exec_driver_sql(
+        f"SELECT {key} FROM {table} WHERE id > ? AND id <= ?", (last - count, last)
+    )
+    return {row[0] for row in found}
 
 
 def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> list[WriteResult]:

@@ -24,6 +24,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
+from starlette.types import Message
 
 from wacanon.api.comparing import maybe_compare
 from wacanon.api.deps import ServiceDep, get_service
@@ -59,6 +60,10 @@ async def read_body(request: Request, limit: int, limits: RequestLimits) -> byte
     bodies in flight stay within ``max_inflight_body_bytes`` (a declared length is
     reserved before a byte is read; a body without one is counted as it arrives).
 
+    A body uvicorn already holds whole (a webhook's usually comes in the same packets
+    as its headers) is read without a timer: reading it cannot wait, and arming and
+    cancelling a timeout for every webhook costs more than the read itself.
+
     Raises BodyTooLarge, Overloaded, BodyReadTimeout, or ClientDisconnect."""
     declared = request.headers.get("content-length")
     reserved = int(declared) if declared is not None and declared.isdigit() else 0
@@ -66,24 +71,62 @@ async def read_body(request: Request, limit: int, limits: RequestLimits) -> byte
         raise BodyTooLarge
     if not limits.gate.take(reserved):
         raise Overloaded
-    chunks: list[bytes] = []
-    size = 0
+    read = _BodyRead(request.receive, limit, limits, reserved)
     try:
-        async with asyncio.timeout(limits.body_timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge
-                if size > reserved:
-                    if not limits.gate.take(size - reserved):
-                        raise Overloaded
-                    reserved = size
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BodyReadTimeout from None
+        if _arrived(request.receive):
+            return await read.all()
+        try:
+            async with asyncio.timeout(limits.body_timeout):
+                return await read.all()
+        except TimeoutError:
+            raise BodyReadTimeout from None
     finally:
-        limits.gate.give_back(reserved)
-    return b"".join(chunks)
+        limits.gate.give_back(read.reserved)
+
+
+def _arrived(receive: Callable[[], Awaitable[Message]]) -> bool:
+    """uvicorn holds the request's whole body (``more_body`` is false only after the
+    last byte came): ``receive`` answers at once. Any other server: not known."""
+    cycle = getattr(receive, "__self__", None)
+    return getattr(cycle, "more_body", True) is False
+
+
+class _BodyRead:
+    """The ASGI messages of one body, joined, checked against the limits as they come."""
+
+    __slots__ = ("limit", "limits", "receive", "reserved")
+
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[Message]],
+        limit: int,
+        limits: RequestLimits,
+        reserved: int,
+    ) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.limits = limits
+        self.reserved = reserved
+
+    async def all(self) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.limit:
+                    raise BodyTooLarge
+                if size > self.reserved:
+                    if not self.limits.gate.take(size - self.reserved):
+                        raise Overloaded
+                    self.reserved = size
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @router.get("/webhooks/cloud_api")
@@ -154,13 +197,14 @@ async def receive(
     correlation_id = os.urandom(16).hex()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
     status = 500
+    seen = _Seen()
     try:
-        response = await _receive(service, provider, request, correlation_id, path_event)
+        response = await _receive(service, provider, request, correlation_id, path_event, seen)
         status = response.status_code
         return response
     finally:
         seconds = time.perf_counter() - started
-        probe = getattr(request.state, "probe", False)
+        probe = seen.probe
         service.window.webhook(status, seconds, probe=probe)
         if not probe:  # probes stay out of /metrics (wacanon.probe)
             metrics = service.metrics
@@ -169,12 +213,22 @@ async def receive(
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
 
+class _Seen:
+    """What one request turned out to be, for its accounting once answered."""
+
+    __slots__ = ("probe",)
+
+    def __init__(self) -> None:
+        self.probe = False
+
+
 async def _receive(
     service: Service,
     provider: str,
     request: Request,
     correlation_id: str,
     path_event: str | None,
+    seen: _Seen,
 ) -> Response:
     settings = service.settings
     limits = RequestLimits.of(request, service)
@@ -208,8 +262,8 @@ async def _receive(
             },
         )
     if provider == PROBE_PROVIDER and is_probe(provider, accounts_of(provider, body)):
-        request.state.probe = True  # never forwarded, never in /metrics
-        return await _verified(service, provider, request, body, correlation_id, path_event)
+        seen.probe = True  # never forwarded, never in /metrics
+        return await _verified(service, provider, request, body, correlation_id, path_event, True)
     forwarding = service.legacy.start(provider, request, body, path_event)
     if forwarding is None:
         return await _verified(service, provider, request, body, correlation_id, path_event)
@@ -229,6 +283,7 @@ async def _verified(
     body: bytes,
     correlation_id: str,
     path_event: str | None,
+    probe: bool = False,
 ) -> Response:
     """Verify, then persist: wacanon's own answer to a whole body."""
     settings = service.settings
@@ -253,7 +308,6 @@ async def _verified(
     # Only now, with a whole verified body in hand, tell the writer a job is coming: a
     # request still arriving, or one that may fail verification, must not make every
     # commit wait for it (see GroupCommitWriter._gather).
-    probe = getattr(request.state, "probe", False)
     with service.arrival() as arrival:
         return await _persist(service, received, arrival, probe)
 
