@@ -294,6 +294,38 @@ def test_partial_headers_and_silent_connections_are_closed(serve: Any, database_
     assert sent[-1] > 0.5, sent  # the third request came after a per-connection deadline
 
 
+def test_blank_lines_after_a_response_do_not_hold_a_connection(
+    serve: Any, database_url: str
+) -> None:
+    """After a response on a kept-alive connection, bytes that begin no request (the
+    blank lines RFC 9112 lets a server skip) stop uvicorn's keep-alive timer: the header
+    deadline takes over, or one request and two bytes would hold a connection slot for
+    ever. Blank lines without end are refused like endless headers."""
+    sqlite_only(database_url)
+    server = serve(header_read_timeout_seconds=0.5, keep_alive_timeout_seconds=30)
+    with server.connect() as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert status_of(read_response(sock, within=5)) == 200
+        started = time.monotonic()
+        sock.sendall(b"\r\n")
+        assert read_all(sock, within=5) == b""  # closed, nothing to answer
+        closed = time.monotonic() - started
+    assert closed < 2.0, closed
+    with server.connect() as sock:  # a request after blank lines is still served
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert status_of(read_response(sock, within=5)) == 200
+        sock.sendall(b"\r\n\r\nGET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert status_of(read_response(sock, within=5)) == 200
+    with server.connect() as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert status_of(read_response(sock, within=5)) == 200
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for _ in range(100):
+                sock.sendall(b"\r\n" * 1000)
+        assert status_of(read_all(sock, within=5)) == 431
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
 def test_endless_headers_are_refused(serve: Any, database_url: str) -> None:
     sqlite_only(database_url)
     server = serve()

@@ -79,6 +79,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._reading_headers = True
         self._request_started = False
+        self._message_began = False
         self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -90,19 +91,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._reading_headers:
+        counted = self._reading_headers
+        if counted:
             self._header_bytes += len(data)
+        self._message_began = False
         super().data_received(data)
-        if self._reading_headers and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._message_began and self._reading_headers and not counted:
+            self._header_bytes += len(data)  # a request begun here: its headers so far
+        elif not self._reading_headers and not self._message_began and self._between_requests():
+            # Bytes that begin no request (blank lines, which the parser skips) made
+            # uvicorn stop its keep-alive timer: wait for headers as on a new connection.
+            self._reading_headers = True
+            self._request_started = False
+            self._header_bytes = len(data)
+        if self._reading_headers:
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse(431, b"request headers too large")
-            else:  # a request begun in these bytes whose headers are not all here yet
+            else:  # headers begun (or awaited) but not all here yet
                 self._arm_header_timer()
+
+    def _between_requests(self) -> bool:
+        """No request of this connection is being answered."""
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete
 
     def on_message_begin(self) -> None:
         # No timer yet: the headers of a request on a kept-alive connection nearly always
         # arrive whole in the bytes being parsed; data_received arms one if they did not.
         super().on_message_begin()
+        self._message_began = True
         self._reading_headers = True
         self._request_started = True
 
