@@ -216,6 +216,9 @@ class Settings(BaseSettings):
     keep_alive_timeout_seconds: int = Field(default=5, gt=0)
     #: Python's GIL switch interval; None: chosen by database (see ``Service.start``).
     gil_switch_interval_seconds: float | None = Field(default=None, gt=0, le=0.1)
+    #: ``wacanon serve`` commits in a child process of each worker, fed and answered by
+    #: its event loop (see ``wacanon.ingest.writer_process``); false: a thread of it.
+    writer_process: bool = True
     spool_path: str = "./wacanon-spool"
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     #: The share of webhooks ``WACANON_COMPARATIVE_LOGS`` compares (docs/rollout.md).

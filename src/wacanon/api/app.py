@@ -8,6 +8,7 @@ middleware stack and routing cost more there than the handler's own work.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -30,12 +31,18 @@ from wacanon.store.conversation_reads import BadCursor
 log = structlog.get_logger("wacanon.api")
 
 
-def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> WebhookFront:
-    service = Service.build(settings, env)
+def create_app(
+    settings: Settings, env: Mapping[str, str] | None = None, *, writer_process: bool = False
+) -> WebhookFront:
+    """The app; ``writer_process`` commits in a child process, as ``wacanon serve`` does
+    when ``writer_process`` is configured (the default) — an app made in a process of
+    its own (tests, embedding) keeps the writer a thread."""
+    service = Service.build(settings, env, writer_process=writer_process)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(service.start)
+        service.writer.attach(asyncio.get_running_loop())
         try:
             yield
         finally:
@@ -109,4 +116,4 @@ def app_from_environment() -> WebhookFront:
 
     loaded = load()
     wlogging.configure(loaded.settings.log_level)
-    return create_app(loaded.settings)
+    return create_app(loaded.settings, writer_process=loaded.settings.writer_process)

@@ -29,7 +29,8 @@ from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
 from wacanon.ingest.window import LIVE_SECONDS, Window
-from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome
+from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome, Writer
+from wacanon.ingest.writer_process import ProcessWriter
 from wacanon.routing.facts import StoredEvent
 from wacanon.store import measures, node_windows
 from wacanon.store.database import (
@@ -64,7 +65,7 @@ class Service:
     flags: FlagCache
     pipeline: Pipeline
     spool: Spool
-    writer: GroupCommitWriter
+    writer: Writer
     routing: RoutingWorker
 
     def __post_init__(self) -> None:
@@ -142,7 +143,15 @@ class Service:
             log.debug("live window not withdrawn: the database does not answer")
 
     @classmethod
-    def build(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Service:
+    def build(
+        cls,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        *,
+        writer_process: bool = False,
+    ) -> Service:
+        """``writer_process``: commit in a child process (``wacanon serve``, see
+        :mod:`wacanon.ingest.writer_process`) rather than in a thread of this one."""
         env = os.environ if env is None else env
         engine = create_engine(settings.database_url)
         metrics = Metrics()
@@ -171,14 +180,18 @@ class Service:
             metrics.observe_batch(webhooks, seconds)
             routing.wake()
 
-        writer = GroupCommitWriter(
-            engine,
-            spool,
-            pipeline.replan,
-            pipeline.drained,
-            on_batch=on_batch,
-            on_connect=on_connect,
-        )
+        writer: Writer
+        if writer_process:
+            writer = ProcessWriter(settings, env, on_batch, pipeline.drained)
+        else:
+            writer = GroupCommitWriter(
+                engine,
+                spool,
+                pipeline.replan,
+                pipeline.drained,
+                on_batch=on_batch,
+                on_connect=on_connect,
+            )
         return cls(settings, engine, metrics, flags, pipeline, spool, writer, routing)
 
     def start(self) -> None:
@@ -320,7 +333,7 @@ class Handover:
     back in one loop callback.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, writer: GroupCommitWriter) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, writer: Writer) -> None:
         self.loop = loop
         self._writer = writer
         self._pending: list[Job] = []
@@ -361,7 +374,7 @@ class Handover:
 class Arrival:
     """One request's promise of a job to the writer: submitted once, or withdrawn."""
 
-    def __init__(self, writer: GroupCommitWriter) -> None:
+    def __init__(self, writer: Writer) -> None:
         self._writer = writer
         self._open = True
         writer.expect()

@@ -83,6 +83,20 @@ class Spoolable(Protocol):
     def spool_record(self) -> SpoolRecord: ...
 
 
+class Writer(Protocol):
+    """What the service and its hand-over use of a writer: :class:`GroupCommitWriter`
+    in a thread, or ``writer_process.ProcessWriter`` over a child process."""
+
+    database_up: bool
+
+    def start(self, *, database_up: bool = True) -> None: ...
+    def attach(self, loop: Any) -> None: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
+    def expect(self) -> None: ...
+    def submit(self, job: Job | None) -> None: ...
+    def submit_many(self, jobs: list[Job]) -> None: ...
+
+
 @dataclass(slots=True)
 class Job:
     write: WebhookWrite
@@ -148,8 +162,13 @@ class GroupCommitWriter:
         max_rows: int = MAX_TRANSACTION_ROWS,
         on_batch: Callable[[int, float], None] | None = None,
         on_connect: Callable[[sa.Connection], str | None] | None = None,
+        after_turn: Callable[[], None] | None = None,
     ) -> None:
+        """``after_turn`` is called by the writer's thread after each turn of its loop
+        (a commit, a part of a large webhook, a chunk of the drain): the writer process
+        sends a turn's answers to the serving process together then."""
         self._engine = engine
+        self._after_turn = after_turn
         self._spool = spool
         self._replan = replan
         self._on_drained = on_drained
@@ -195,6 +214,14 @@ class GroupCommitWriter:
         if job is not None:
             self._queue.put(job)
 
+    def enqueue(self, jobs: list[Job]) -> None:
+        """Queue jobs nobody announced (the writer process's, see
+        :mod:`wacanon.ingest.writer_process`): committed with whatever else is queued."""
+        self._queue.put(jobs)
+
+    def attach(self, loop: Any) -> None:
+        """Nothing to do: a thread needs no event loop (see ``ProcessWriter.attach``)."""
+
     def submit_many(self, jobs: list[Job]) -> None:
         """Queue jobs that were each announced by :meth:`expect`, in one hand-over (one
         wake-up of this thread, however many webhooks)."""
@@ -230,11 +257,20 @@ class GroupCommitWriter:
                 break
             if self._drain_due():
                 self._guarded(self._drain_step, [])
+            self._turn_done()
         while self._large:  # stopping: finish what was accepted
             self._large_part()
+        self._turn_done()
         self._close_claims()
         if self._connection is not None:
             self._connection.close()
+
+    def _turn_done(self) -> None:
+        if self._after_turn is not None:
+            try:
+                self._after_turn()
+            except Exception:
+                log.exception("writer: after-turn hook failed")
 
     def _guarded(self, work: Callable[[list[Job]], None], jobs: list[Job]) -> None:
         try:
