@@ -180,10 +180,21 @@ def read_spy(
     return names, gil, hot
 
 
+def children(pid: int) -> list[tuple[int, str]]:
+    out = subprocess.run(["pgrep", "-a", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [(int(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in out.splitlines()]
+
+
 def serving_pid(pid: int) -> int:
-    """The process that serves: ``pid`` itself, or its one worker child (``--workers``)."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return int(children.split()[0]) if children.split() else pid
+    """The process that serves: ``pid`` itself, or its one uvicorn worker (``--workers``)."""
+    workers = [p for p, command in children(pid) if "writer_process" not in command]
+    return workers[0] if workers else pid
+
+
+def writer_pid(pid: int) -> int | None:
+    """The writer process of the serving process ``pid`` (``writer_process = true``)."""
+    writers = [p for p, command in children(pid) if "writer_process" in command]
+    return writers[0] if writers else None
 
 
 def measure(label: str, port: int, pid: int, database: bool, args: argparse.Namespace,
@@ -200,16 +211,19 @@ def measure(label: str, port: int, pid: int, database: bool, args: argparse.Name
 
     wrk(2, f"warm{port}-")
     pid = serving_pid(pid)
+    writer = writer_pid(pid)
     spy_raw, spy_gil = workdir / f"spy-{port}.txt", workdir / f"gil-{port}.txt"
     spies = []
     if args.py_spy:
         spies = [spy(pid, args.duration, spy_raw)]
     threads0, db0, idle0 = thread_cpu(pid), processes_cpu("postgres:"), machine_idle()
-    disk0 = written_bytes("postgres:") if database else written_bytes(None, pid)
+    writer0 = thread_cpu(writer) if writer else {}
+    disk0 = written_bytes("postgres:") if database else written_bytes(None, writer or pid)
     commit0, children0 = commit_figures(port), os.times()
     requests, seconds, p99 = wrk(args.duration, f"run{port}-")
     threads1, db1, idle1 = thread_cpu(pid), processes_cpu("postgres:"), machine_idle()
-    disk1 = written_bytes("postgres:") if database else written_bytes(None, pid)
+    writer1 = thread_cpu(writer) if writer else {}
+    disk1 = written_bytes("postgres:") if database else written_bytes(None, writer or pid)
     commit1, children1 = commit_figures(port), os.times()
     for process in spies:
         if process is not None:
@@ -237,6 +251,11 @@ def measure(label: str, port: int, pid: int, database: bool, args: argparse.Name
         ),
         key=lambda item: -item[1],
     )  # fmt: skip
+    if writer:
+        threads.append(
+            ("writer process", sum(writer1.values()) - sum(writer0.get(t, 0.0) for t in writer1))
+        )
+        threads[-1] = (threads[-1][0], threads[-1][1] * per)
     commit = {k: commit1.get(k, 0.0) - commit0.get(k, 0.0) for k in COMMIT_SERIES}
     idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     load = (children1.children_user + children1.children_system

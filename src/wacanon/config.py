@@ -611,6 +611,9 @@ max_connections = 1000
 keep_alive_timeout_seconds = 5
 # Where webhooks go while the database is unreachable (replayed when it is back).
 spool_path = "./wacanon-spool"
+# wacanon serve commits in a writer process of its own, one per worker (false: a
+# thread of the serving process, which shares its interpreter lock; docs/operations.md).
+writer_process = true
 
 [providers.cloud_api]
 app_secret = "${META_APP_SECRET}"          # verifies X-Hub-Signature-256

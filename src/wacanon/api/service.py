@@ -340,6 +340,7 @@ class Handover:
         self._answers: list[tuple[asyncio.Future[Outcome], Outcome]] = []
         self._answers_lock = threading.Lock()
         self._answering = False
+        self._loop_thread = threading.get_ident()
 
     def submit(self, write: WebhookWrite, source: Received) -> asyncio.Future[Outcome]:
         """Queue one webhook's write (its :meth:`GroupCommitWriter.expect` already made)."""
@@ -354,7 +355,12 @@ class Handover:
         self._writer.submit_many(jobs)
 
     def _answer(self, future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-        """Writer thread: keep the answer; the first of a commit wakes the loop."""
+        """Writer thread: keep the answer; the first of a commit wakes the loop. The loop's
+        own thread (the writer process's answers): answer at once."""
+        if threading.get_ident() == self._loop_thread:
+            if not future.done():
+                future.set_result(outcome)
+            return
         with self._answers_lock:
             self._answers.append((future, outcome))
             if self._answering:
