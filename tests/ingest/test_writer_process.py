@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import bearer, sim_body, sim_message
+from tests.api.conftest import PERSIST, bearer, sim_body, sim_message
 from tests.ingest.test_durability import _free_port, _start_server, serve_config
+from wacanon.ingest.writer_process import FrameError, Frames, frame
 from wacanon.store.database import create_engine
 from wacanon.store.tables import events, webhook_journal
 
@@ -140,6 +143,83 @@ def test_the_writer_process_ends_with_its_server(tmp_path: Path) -> None:
     assert sorted(stored_ids(url)) == sorted(
         f"E-{s}-{i}" for s in ("SIGTERM", "SIGKILL") for i in range(20)
     )
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert "starting another" not in text
+
+
+def test_a_signal_to_the_whole_process_group_stops_it_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C, or a service manager's SIGTERM, reaches the writer too: it waits for its
+    server to close its input, so webhooks in flight are answered, not failed."""
+    url = f"sqlite:///{tmp_path / 'group.db'}"
+    config = serve_config(tmp_path, url)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with log.open("ab") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
+             "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **PERSIST},
+            cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+    answers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+        (child,) = writer_children(server.pid)
+
+        async def stream() -> None:
+            async with httpx.AsyncClient(timeout=30) as client:
+
+                async def sender(n: int) -> None:
+                    for i in range(40):
+                        body = sim_body(sim_message(f"G-{n:02d}-{i:02d}"))
+                        try:
+                            reply = await client.post(
+                                f"http://127.0.0.1:{port}/webhooks/simulated",
+                                content=body,
+                                headers=bearer(),
+                            )
+                        except httpx.HTTPError:
+                            return  # refused once the server stopped listening
+                        answers.append(reply.status_code)
+                        if len(answers) == 150:
+                            os.killpg(server.pid, signal.SIGINT)
+
+                await asyncio.gather(*(sender(n) for n in range(16)))
+
+        asyncio.run(stream())
+        server.wait(20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert answers, "nothing was answered before the server stopped"
+    assert set(answers) == {200}, sorted(set(answers))
+    deadline = time.monotonic() + 10
+    while alive(child):
+        assert time.monotonic() < deadline, "the writer outlived its server"
+        time.sleep(0.1)
+    assert len(stored_ids(url)) >= len(answers)
+    assert "writer process exited" not in log.read_text()
+
+
+def test_frames_that_are_not_ours_are_refused_and_never_block_the_next() -> None:
+    frames = Frames()
+    frames.feed(frame(("done", [], True)) + struct.pack("!Q", 5) + b"nopkl")
+    frames.feed(frame(("batch", (1, 0.1), True)))
+    assert frames.next() == (True, ("done", [], True))
+    with pytest.raises(FrameError, match="does not unpickle"):
+        frames.next()
+    assert list(frames.all()) == [("batch", (1, 0.1), True)]
+    frames.feed(b"hello, world! this is not a frame")
+    with pytest.raises(FrameError, match="a frame of"):
+        frames.next()
 
 
 def test_commits_are_counted_by_the_server_and_a_thread_writer_stays_available(

@@ -15,35 +15,51 @@ is answered 503 (the provider retries; one already committed is then a duplicate
 a new child is started. If the serving process dies, the child sees its stdin close,
 finishes what it was handed, and exits.
 
-Frames are a 4-byte big-endian length and a pickle, both ways, between two processes
-of one installation over private pipes.
+Frames are an 8-byte big-endian length and a pickle, both ways, between two processes
+of one installation over private pipes: jobs on the child's stdin, answers on a pipe
+of their own (``--answers-fd``), so nothing the child or a library prints can be taken
+for one. Bytes that are not a frame end that child like a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
 from wacanon.ingest.spool import SpoolRecord
 from wacanon.ingest.writer import Failed, Job, OnDrained, Outcome
-from wacanon.store.repository import JournalRow
+from wacanon.store.repository import JournalRow, WebhookWrite
 
 log = structlog.get_logger("wacanon.writer")
 
-_HEADER = struct.Struct("!I")
-#: Seconds before a child that died is started again.
+_HEADER = struct.Struct("!Q")
+#: No frame of ours comes near this: a larger length means the stream is not ours.
+MAX_FRAME_BYTES = 1 << 34
+#: Seconds before a child that died is started again (doubling up to a minute while
+#: starting one fails).
 RESTART_SECONDS = 1.0
+ANSWERS_FD_ARG = "--answers-fd"
+#: The child's GIL switch interval: its reader and its writer thread share little.
+CHILD_SWITCH_INTERVAL = 0.0005
+
+
+class FrameError(Exception):
+    """Bytes that are not a frame of ours: the other side is not a writer process."""
 
 
 def frame(message: object) -> bytes:
@@ -57,16 +73,80 @@ class Frames:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[Any]:
+    def feed(self, data: bytes) -> None:
         self._buffer += data
-        while len(self._buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer)
-            end = _HEADER.size + size
-            if len(self._buffer) < end:
+
+    def next(self) -> tuple[bool, Any]:
+        """``(True, message)``, or ``(False, None)`` until a whole frame has arrived.
+
+        Raises FrameError for a length no frame of ours has, or a frame that does not
+        unpickle (it is dropped first: it never blocks what comes after)."""
+        if len(self._buffer) < _HEADER.size:
+            return False, None
+        (size,) = _HEADER.unpack_from(self._buffer)
+        if size > MAX_FRAME_BYTES:
+            raise FrameError(f"a frame of {size} bytes")
+        end = _HEADER.size + size
+        if len(self._buffer) < end:
+            return False, None
+        data = bytes(self._buffer[_HEADER.size : end])
+        del self._buffer[:end]
+        try:
+            return True, pickle.loads(data)
+        except Exception as exc:
+            raise FrameError(f"a frame that does not unpickle: {exc!r}") from exc
+
+    def all(self) -> Iterator[Any]:
+        """Every whole message received so far."""
+        while True:
+            complete, message = self.next()
+            if not complete:
                 return
-            message = pickle.loads(self._buffer[_HEADER.size : end])
-            del self._buffer[:end]
             yield message
+
+
+class _Child:
+    """One running writer process and the two pipes to it (raw descriptors)."""
+
+    def __init__(self, settings: object, env: Mapping[str, str], database_up: bool) -> None:
+        answers_read, answers_write = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wacanon.ingest.writer_process",
+                    ANSWERS_FD_ARG,
+                    str(answers_write),
+                ],
+                stdin=subprocess.PIPE,
+                pass_fds=(answers_write,),
+                # The child's metrics are never exported: the serving process counts.
+                env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            )
+        except BaseException:
+            os.close(answers_read)
+            raise
+        finally:
+            os.close(answers_write)
+        stdin = self.process.stdin
+        assert stdin is not None
+        self._stdin = stdin  # kept open: its descriptor is ``jobs``
+        self.jobs = stdin.fileno()
+        self.answers = answers_read
+        self.unsent = bytearray(frame(("init", settings, dict(env), database_up)))
+        self.frames = Frames()
+        self.input_closed = False
+
+    def close_input(self) -> None:
+        if not self.input_closed:
+            self.input_closed = True
+            self._stdin.close()
+
+    def close(self) -> None:
+        self.close_input()
+        with contextlib.suppress(OSError):
+            os.close(self.answers)
 
 
 class ProcessWriter:
@@ -86,56 +166,29 @@ class ProcessWriter:
         self._on_drained = on_drained
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: _Child | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unsent = bytearray()
-        self._frames = Frames()
         self._stopping = False
-        self._database_up_at_start = True
+        self._restart_delay = RESTART_SECONDS
         self.database_up = True
 
     def start(self, *, database_up: bool = True) -> None:
         """Start the child (from any thread); it begins writing once :meth:`attach`-ed."""
-        self._database_up_at_start = database_up
         self.database_up = database_up
-        self._spawn()
-
-    def _spawn(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "wacanon.ingest.writer_process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,  # the child's own metrics are never exported: the parent counts
-        )
-        self._frames = Frames()
-        self._unsent = bytearray(
-            frame(("init", self._settings, self._env, self._database_up_at_start))
-        )
-        if self._loop is not None:
-            self._connect()
+        self._child = _Child(self._settings, self._env, database_up)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve the child from ``loop`` (the event loop's own thread calls this)."""
         self._loop = loop
-        if self._process is not None:
-            self._connect()
+        if self._child is not None:
+            self._connect(self._child)
 
-    def _connect(self) -> None:
+    def _connect(self, child: _Child) -> None:
         assert self._loop is not None
-        assert self._process is not None
-        stdin, stdout = self._pipes()
-        os.set_blocking(stdin.fileno(), False)
-        os.set_blocking(stdout.fileno(), False)
-        self._loop.add_reader(stdout.fileno(), self._readable)
-        self._flush()
-
-    def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
-        assert self._process is not None
-        stdin, stdout = self._process.stdin, self._process.stdout
-        assert stdin is not None
-        assert stdout is not None
-        return stdin, stdout
+        os.set_blocking(child.jobs, False)
+        os.set_blocking(child.answers, False)
+        self._loop.add_reader(child.answers, self._readable, child)
+        self._flush(child)
 
     def expect(self) -> None:
         """Nothing to prepare: the child commits whatever it has been handed."""
@@ -146,7 +199,8 @@ class ProcessWriter:
 
     def submit_many(self, jobs: list[Job]) -> None:
         """Hand jobs to the child (on the event loop's thread): one frame for all."""
-        if self._process is None or self._stopping or self._loop is None:
+        child = self._child
+        if child is None or child.input_closed or self._loop is None:
             for job in jobs:
                 job.finish(Failed("the writer process is not running"))
             return
@@ -155,99 +209,131 @@ class ProcessWriter:
             key = next(self._ids)
             self._jobs[key] = job
             items.append((key, job.write))
-        self._unsent += frame(("jobs", items))
-        self._flush()
+        child.unsent += frame(("jobs", items))
+        self._flush(child)
 
-    def _flush(self) -> None:
+    def _flush(self, child: _Child) -> None:
         assert self._loop is not None
-        stdin, _ = self._pipes()
-        while self._unsent:
+        if child.input_closed:
+            return
+        while child.unsent:
             try:
-                written = os.write(stdin.fileno(), self._unsent)
+                written = os.write(child.jobs, child.unsent)
             except BlockingIOError:
-                self._loop.add_writer(stdin.fileno(), self._writable)
+                self._loop.add_writer(child.jobs, self._flush, child)
                 return
-            except (BrokenPipeError, ConnectionResetError):
-                return  # the reader sees the child go and answers everyone
-            del self._unsent[:written]
-        self._loop.remove_writer(stdin.fileno())
+            except OSError:  # the child is gone: its reader answers everyone
+                child.unsent.clear()
+                break
+            del child.unsent[:written]
+        self._loop.remove_writer(child.jobs)
 
-    def _writable(self) -> None:
-        self._flush()
-
-    def _readable(self) -> None:
-        _, stdout = self._pipes()
+    def _readable(self, child: _Child) -> None:
         try:
-            data = os.read(stdout.fileno(), 1 << 20)
+            data = os.read(child.answers, 1 << 20)
         except BlockingIOError:
             return
+        except OSError:
+            data = b""
         if not data:
-            self._gone()
+            self._gone(child)
             return
-        for kind, payload, database_up in self._frames.feed(data):
-            self.database_up = database_up
-            if kind == "done":
-                for key, outcome in payload:
-                    job = self._jobs.pop(key, None)
-                    if job is not None:
-                        job.finish(outcome)
-            elif kind == "batch":
-                self._on_batch(*payload)
-            elif kind == "drained":
-                self._on_drained(payload)
+        child.frames.feed(data)
+        while True:
+            try:
+                complete, message = child.frames.next()
+            except FrameError as exc:  # not a writer of ours any more: replace it
+                log.error("writer process sent garbage; replacing it", error=str(exc))
+                child.process.kill()
+                self._gone(child)
+                return
+            if not complete:
+                return
+            try:
+                self._handle(message)
+            except Exception:
+                log.exception("writer process: a message could not be handled")
 
-    def _gone(self) -> None:
+    def _handle(self, message: tuple[str, Any, bool]) -> None:
+        kind, payload, database_up = message
+        self.database_up = database_up
+        if kind == "done":
+            for key, outcome in payload:
+                job = self._jobs.pop(key, None)
+                if job is not None:
+                    job.finish(outcome)
+        elif kind == "batch":
+            self._on_batch(*payload)
+        elif kind == "drained":
+            self._on_drained(payload)
+
+    def _gone(self, child: _Child) -> None:
         """The child exited: answer everyone waiting on it, and start another one."""
         assert self._loop is not None
-        assert self._process is not None
-        stdin, stdout = self._pipes()
-        self._loop.remove_reader(stdout.fileno())
-        self._loop.remove_writer(stdin.fileno())
-        code = self._process.wait()
-        stdin.close()
-        stdout.close()
-        self._process = None
+        if self._child is not child:
+            return
+        self._child = None
+        self._loop.remove_reader(child.answers)
+        if not child.input_closed:
+            self._loop.remove_writer(child.jobs)
+        child.close()
+        code = child.process.wait()
         waiting, self._jobs = self._jobs, {}
         for job in waiting.values():
             job.finish(Failed(f"the writer process exited (status {code})"))
         if self._stopping:
             return
         log.error("writer process exited; starting another", status=code, waiting=len(waiting))
-        self._loop.call_later(RESTART_SECONDS, self._restart)
+        self._loop.call_later(self._restart_delay, self._restart)
 
     def _restart(self) -> None:
-        if not self._stopping and self._process is None:
-            self._spawn()
+        if self._stopping or self._child is not None:
+            return
+        try:
+            child = _Child(self._settings, self._env, self.database_up)
+        except OSError as exc:  # out of memory or descriptors right now: try again later
+            self._restart_delay = min(60.0, self._restart_delay * 2)
+            log.error("writer process not started; trying again", error=str(exc),
+                      seconds=self._restart_delay)  # fmt: skip
+            assert self._loop is not None
+            self._loop.call_later(self._restart_delay, self._restart)
+            return
+        self._restart_delay = RESTART_SECONDS
+        if self._stopping:  # stop() came while it started: it ends at once
+            child.close()
+            return
+        self._child = child
+        self._connect(child)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the child finish what it was handed, then wait for it (from any thread)."""
         self._stopping = True
-        process = self._process
-        if process is None:
+        child = self._child
+        if child is None:
             return
-        stdin, _ = self._pipes()
         if self._loop is None:  # never served: nothing handed over
-            stdin.close()
+            child.close_input()
         else:  # closed from the loop, which may still be writing to it
-            self._loop.call_soon_threadsafe(self._close_input)
+            self._loop.call_soon_threadsafe(self._close_input, child)
         try:
-            process.wait(timeout)
+            child.process.wait(timeout)
         except subprocess.TimeoutExpired:
             log.error("writer process did not stop in time; killing it")
-            process.kill()
-            process.wait()
+            child.process.kill()
+            child.process.wait()
 
-    def _close_input(self) -> None:
-        if self._process is None:
+    def _close_input(self, child: _Child) -> None:
+        """Hand over what was accepted, then close the child's input: it finishes and exits."""
+        assert self._loop is not None
+        if child.input_closed:
             return
-        stdin, _ = self._pipes()
-        if self._unsent:  # finish handing over what was accepted
-            os.set_blocking(stdin.fileno(), True)
-            stdin.write(self._unsent)
-            self._unsent.clear()
-        if self._loop is not None:
-            self._loop.remove_writer(stdin.fileno())
-        stdin.close()
+        self._loop.remove_writer(child.jobs)
+        if child.unsent:
+            with contextlib.suppress(OSError):
+                os.set_blocking(child.jobs, True)
+                os.write(child.jobs, child.unsent)
+            child.unsent.clear()
+        child.close_input()
 
 
 # ------------------------------------------------------------------ the child
@@ -280,14 +366,16 @@ class _JournalSource:
 class _Outbox:
     """Messages to the parent. Everything that produces one runs on the writer's thread
     (answers, commit figures, drained webhooks), which sends a turn's worth in one write
-    at the end of the turn (``GroupCommitWriter(after_turn=...)``): no other thread, no
-    lock, one wake-up of the serving process per commit."""
+    at the end of the turn (``GroupCommitWriter(after_turn=...)``): one wake-up of the
+    serving process per commit. The lock only matters at the very end, when the main
+    thread sends what a writer that did not stop in time left."""
 
-    def __init__(self, output: IO[bytes], database_up: Callable[[], bool]) -> None:
-        self._output = output
+    def __init__(self, answers_fd: int, database_up: Callable[[], bool]) -> None:
+        self._fd = answers_fd
         self._database_up = database_up
         self._answers: list[tuple[int, Outcome]] = []
         self._others: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
         self._parent_gone = False
 
     def put(self, kind: str, payload: Any) -> None:
@@ -297,22 +385,44 @@ class _Outbox:
         self._answers.append((key, outcome))
 
     def send(self) -> None:
-        if not (self._answers or self._others) or self._parent_gone:
-            return
-        up = self._database_up()
-        data = b"".join(frame((kind, payload, up)) for kind, payload in self._others)
-        if self._answers:
-            data += frame(("done", self._answers, up))
-        self._answers, self._others = [], []
-        try:
-            self._output.write(data)
-            self._output.flush()
-        except OSError:
-            self._parent_gone = True  # nobody to answer; the writer finishes regardless
+        with self._lock:
+            answers, others = self._answers, self._others
+            self._answers, self._others = [], []
+            if not (answers or others) or self._parent_gone:
+                return
+            up = self._database_up()
+            data = b"".join(frame((kind, payload, up)) for kind, payload in others)
+            if answers:
+                data += frame(("done", answers, up))
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                self._parent_gone = True  # nobody to answer; the writer finishes regardless
 
 
-def child_main() -> None:
-    """The child: build a writer from the parent's settings, then commit what it sends."""
+def _slim(plan: object) -> object:
+    """What the serving process needs of a drained webhook's plan to count and signal it
+    (``Pipeline.committed``): not its body nor its rows, which can be megabytes."""
+    from wacanon.ingest.pipeline import Plan
+
+    if not isinstance(plan, Plan):
+        return plan
+    journal = dataclasses.replace(plan.write.journal, body=b"")
+    return dataclasses.replace(
+        plan,
+        received=dataclasses.replace(plan.received, body=b""),
+        write=WebhookWrite(journal=journal),
+    )
+
+
+def child_main(argv: Sequence[str]) -> None:
+    """The child: build a writer from the parent's settings, then commit what it sends.
+
+    It stops when its input closes — the parent stopping or gone — never on a signal:
+    Ctrl-C and a service manager's SIGTERM reach the whole process group, and the
+    parent must be the one to decide when its writer finishes."""
     from wacanon import logging as wlogging
     from wacanon.ingest.flag_cache import FlagCache
     from wacanon.ingest.metrics import Metrics
@@ -321,12 +431,14 @@ def child_main() -> None:
     from wacanon.ingest.writer import GroupCommitWriter
     from wacanon.store.database import create_engine, schema_problem
 
-    source, output = sys.stdin.buffer, sys.stdout.buffer
-    frames = Frames()
-    messages = _messages(source, frames)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    answers_fd = int(argv[argv.index(ANSWERS_FD_ARG) + 1])
+    messages = _messages(sys.stdin.fileno(), Frames())
     kind, settings, env, database_up = next(messages)
     assert kind == "init"
     wlogging.configure(settings.log_level)
+    sys.setswitchinterval(CHILD_SWITCH_INTERVAL)
     engine = create_engine(settings.database_url)
     flags = FlagCache(engine, env, settings.flag_refresh_seconds)
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
@@ -338,10 +450,10 @@ def child_main() -> None:
         return problem
 
     writer: GroupCommitWriter | None = None
-    outbox = _Outbox(output, lambda: writer is None or writer.database_up)
+    outbox = _Outbox(answers_fd, lambda: writer is None or writer.database_up)
 
     def on_drained(stored: Sequence[tuple[object, Any]]) -> None:
-        outbox.put("drained", list(stored))
+        outbox.put("drained", [(_slim(plan), result) for plan, result in stored])
 
     writer = GroupCommitWriter(
         engine,
@@ -350,7 +462,7 @@ def child_main() -> None:
         on_drained,
         on_batch=lambda webhooks, seconds: outbox.put("batch", (webhooks, seconds)),
         on_connect=on_connect,
-        after_turn=lambda: outbox.send(),
+        after_turn=outbox.send,
     )
     flags.start()
     writer.start(database_up=database_up)
@@ -370,11 +482,12 @@ def child_main() -> None:
         engine.dispose()
 
 
-def _messages(source: IO[bytes], frames: Frames) -> Iterator[Any]:
+def _messages(fd: int, frames: Frames) -> Iterator[Any]:
     """Messages as they come; the parent closing the pipe ends them."""
-    while data := os.read(source.fileno(), 1 << 20):
-        yield from frames.feed(data)
+    while data := os.read(fd, 1 << 20):
+        frames.feed(data)
+        yield from frames.all()
 
 
 if __name__ == "__main__":
-    child_main()
+    child_main(sys.argv)
