@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from wacanon.api.limits import (
 )
 from wacanon.api.replies import reply
 from wacanon.api.service import Arrival, Service
+from wacanon.canonical.ids import new_correlation_id
 from wacanon.errors import VerificationError
 from wacanon.ingest.legacy import accounts_of
 from wacanon.ingest.masking import mask_secrets
@@ -194,7 +194,7 @@ async def receive(
     service: Service, provider: str, request: Request, path_event: str | None = None
 ) -> Response:
     started = time.perf_counter()
-    correlation_id = os.urandom(16).hex()
+    correlation_id = new_correlation_id()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
     status = 500
     seen = _Seen()
