@@ -11,9 +11,10 @@ into :class:`~wacanon.errors.StoreError` at this edge.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +42,12 @@ class JournalRow:
     errors: int = 0
     body_masked: bool = False
 
+    def __reduce__(self) -> tuple[type[JournalRow], tuple[Any, ...]]:
+        """Pickled as its fields in order: the writer process receives thousands a second
+        (``wacanon.ingest.writer_process``), and a slots class's default builds a state
+        dict for each."""
+        return JournalRow, _journal_fields(self)
+
 
 @dataclass(slots=True)
 class DeadLetter:
@@ -63,6 +70,14 @@ class WebhookWrite:
     #: ``GroupCommitWriter``): the keys its earlier parts stored, and how many rows they had.
     stored_before: set[str] = field(default_factory=set)
     rows_before: int = 0
+
+    def __reduce__(self) -> tuple[type[WebhookWrite], tuple[Any, ...]]:
+        """Pickled as its fields in order (see :meth:`JournalRow.__reduce__`)."""
+        return WebhookWrite, _write_fields(self)
+
+
+_journal_fields = attrgetter(*(f.name for f in fields(JournalRow)))
+_write_fields = attrgetter(*(f.name for f in fields(WebhookWrite)))
 
 
 @dataclass(slots=True)
