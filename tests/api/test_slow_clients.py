@@ -40,9 +40,12 @@ from wacanon.store.tables import events, webhook_journal
 class Server(LiveServer):
     """A live wacanon server with the production uvicorn options (limits included)."""
 
-    def __init__(self, database_url: str, tmp_path: Path, **overrides: Any) -> None:
+    def __init__(
+        self, database_url: str, tmp_path: Path, writer_process: bool = False, **overrides: Any
+    ) -> None:
         settings = make_settings(database_url, tmp_path, **overrides)
-        super().__init__(create_app(settings, env=PERSIST), **limits.uvicorn_options(settings))
+        app = create_app(settings, env=PERSIST, writer_process=writer_process)
+        super().__init__(app, **limits.uvicorn_options(settings))
         self.url = self.start()
 
     def connect(self) -> socket.socket:
@@ -159,10 +162,11 @@ HEALTH_SECONDS = 0.3
 SMALL_WEBHOOK_SECONDS = {"sqlite": 0.45, "postgresql": 1.0}
 
 
+@pytest.mark.parametrize("writer_process", [False, True], ids=["writer-thread", "writer-process"])
 def test_a_huge_batch_leaves_health_and_small_webhooks_responsive(
-    serve: Any, database_url: str
+    serve: Any, database_url: str, writer_process: bool
 ) -> None:
-    server = serve()
+    server = serve(writer_process=writer_process)
     body = big_cloud_batch(10_000, "B")
     assert len(body) < 1024 * 1024  # legal: under max_body_bytes
     big: list[httpx.Response] = []

@@ -176,6 +176,7 @@ class ProcessWriter:
         """Start the child (from any thread); it begins writing once :meth:`attach`-ed."""
         self.database_up = database_up
         self._child = _Child(self._settings, self._env, database_up)
+        log.info("committing in a writer process", pid=self._child.process.pid)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve the child from ``loop`` (the event loop's own thread calls this)."""
@@ -302,6 +303,7 @@ class ProcessWriter:
         if self._stopping:  # stop() came while it started: it ends at once
             child.close()
             return
+        log.info("committing in a new writer process", pid=child.process.pid)
         self._child = child
         self._connect(child)
 
