@@ -251,3 +251,32 @@ def test_commits_are_counted_by_the_server_and_a_thread_writer_stays_available(
         finally:
             server.terminate()
             server.wait(15)
+
+
+def test_webhooks_wait_while_the_writer_is_replaced_and_ready_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    config = serve_config(tmp_path, url)
+    port = _free_port()
+    server = _start_server(config, port, tmp_path / "server.log")
+    try:
+        (first,) = writer_children(server.pid)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            assert client.get("/ready").status_code == 200
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while client.get("/ready").status_code == 200:  # the server noticed
+                assert time.monotonic() < deadline, "/ready never said the writer was gone"
+                time.sleep(0.01)
+            assert client.get("/ready").json() == {"status": "not ready"}
+            replies = [
+                client.post(
+                    "/webhooks/simulated", content=sim_body(sim_message(f"H-{i}")), headers=bearer()
+                )
+                for i in range(5)
+            ]
+            assert [r.status_code for r in replies] == [200] * 5
+            assert client.get("/ready").status_code == 200
+        assert sorted(stored_ids(url)) == sorted(f"H-{i}" for i in range(5))
+    finally:
+        server.terminate()
+        server.wait(15)

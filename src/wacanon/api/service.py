@@ -271,7 +271,7 @@ class Service:
     def ready(self) -> tuple[bool, str]:
         """Database reachable, migrations at head, and the spool writable (the spool is what
         keeps webhooks when the database is away: without it an outage means 503s)."""
-        problem = self.spool.problem()
+        problem = self.spool.problem() or self.writer.problem()
         if problem is not None:
             return False, problem
         try:

@@ -95,6 +95,7 @@ class Writer(Protocol):
     def expect(self) -> None: ...
     def submit(self, job: Job | None) -> None: ...
     def submit_many(self, jobs: list[Job]) -> None: ...
+    def problem(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -221,6 +222,11 @@ class GroupCommitWriter:
 
     def attach(self, loop: Any) -> None:
         """Nothing to do: a thread needs no event loop (see ``ProcessWriter.attach``)."""
+        log.info("committing in a writer thread")
+
+    def problem(self) -> str | None:
+        """Why webhooks cannot be committed right now: never, for a thread that is running."""
+        return None if self._thread.is_alive() else "the writer thread is not running"
 
     def submit_many(self, jobs: list[Job]) -> None:
         """Queue jobs that were each announced by :meth:`expect`, in one hand-over (one

@@ -6,14 +6,15 @@ to hand it back, so commits that overlap the loop's work take several times long
 the loop slows down too (docs/operations.md, "Capacity"). Here the same
 :class:`~wacanon.ingest.writer.GroupCommitWriter` runs in a child process
 (``python -m wacanon.ingest.writer_process``); the serving process's event loop writes
-each turn's jobs to the child's stdin and reads the outcomes from its stdout, with no
-thread of its own in between.
+each turn's jobs to the child's stdin and reads the outcomes from a pipe of their own,
+with no thread of its own in between.
 
 Nothing changes in what is acknowledged: a webhook is answered when the child reports
-its outcome (stored, spooled, or failed). If the child dies, every webhook waiting on it
-is answered 503 (the provider retries; one already committed is then a duplicate) and
-a new child is started. If the serving process dies, the child sees its stdin close,
-finishes what it was handed, and exits.
+its outcome (stored, spooled, or failed). If the child dies, every webhook it was handed
+is answered 503 (the provider retries; one already committed is then a duplicate); the
+webhooks that come while a new child starts wait for it (``/ready`` says why
+meanwhile). If the serving process dies, the child sees its stdin close, finishes what
+it was handed, and exits.
 
 Frames are an 8-byte big-endian length and a pickle, both ways, between two processes
 of one installation over private pipes: jobs on the child's stdin, answers on a pipe
@@ -170,6 +171,8 @@ class ProcessWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._restart_delay = RESTART_SECONDS
+        #: Jobs that came while a writer was being replaced: handed to the next one.
+        self._held: list[Job] = []
         self.database_up = True
 
     def start(self, *, database_up: bool = True) -> None:
@@ -201,9 +204,12 @@ class ProcessWriter:
     def submit_many(self, jobs: list[Job]) -> None:
         """Hand jobs to the child (on the event loop's thread): one frame for all."""
         child = self._child
-        if child is None or child.input_closed or self._loop is None:
+        if self._stopping or self._loop is None or (child is not None and child.input_closed):
             for job in jobs:
                 job.finish(Failed("the writer process is not running"))
+            return
+        if child is None:  # being replaced: the next writer gets them (within their 30 s)
+            self._held.extend(jobs)
             return
         items = []
         for job in jobs:
@@ -280,9 +286,11 @@ class ProcessWriter:
         child.close()
         code = child.process.wait()
         waiting, self._jobs = self._jobs, {}
-        for job in waiting.values():
+        for job in waiting.values():  # committed or not, nobody can tell: the provider retries
             job.finish(Failed(f"the writer process exited (status {code})"))
         if self._stopping:
+            self._fail_held()
+            log.info("writer process finished", status=code)
             return
         log.error("writer process exited; starting another", status=code, waiting=len(waiting))
         self._loop.call_later(self._restart_delay, self._restart)
@@ -303,15 +311,31 @@ class ProcessWriter:
         if self._stopping:  # stop() came while it started: it ends at once
             child.close()
             return
-        log.info("committing in a new writer process", pid=child.process.pid)
+        log.info("committing in a new writer process", pid=child.process.pid, held=len(self._held))
         self._child = child
         self._connect(child)
+        held, self._held = self._held, []
+        if held:
+            self.submit_many(held)
+
+    def _fail_held(self) -> None:
+        held, self._held = self._held, []
+        for job in held:
+            job.finish(Failed("the writer process is not running"))
+
+    def problem(self) -> str | None:
+        """Why webhooks cannot be committed right now (``/ready``), or None."""
+        if self._child is None and not self._stopping:
+            return "the writer process is being replaced"
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the child finish what it was handed, then wait for it (from any thread)."""
         self._stopping = True
         child = self._child
-        if child is None:
+        if child is None:  # between two writers: nobody will take what is held
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._fail_held)
             return
         if self._loop is None:  # never served: nothing handed over
             child.close_input()
