@@ -246,3 +246,17 @@ def test_serve_refuses_a_malformed_environment_reference(tmp_path: Path) -> None
     assert "providers.evolution.api_key: malformed environment reference" in done.stderr
     assert "write ${EVOLUTION_API_KEY}" in done.stderr
     assert "verifying" not in done.stderr
+
+
+def test_a_store_command_before_the_first_serve_creates_nothing(tmp_path: Path) -> None:
+    """In a fresh directory (a first trial), `flags set` and friends refuse, saying what
+    creates the database, and leave no empty database or token file behind."""
+    for args in (
+        ("flags", "set", "WHATSAPP_CANONICAL_SHADOW_MODE", "false"),
+        ("flags", "list"),
+        ("conversations", "list"),
+    ):
+        result = wacanon(tmp_path, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "no database at ./wacanon.db yet: `wacanon serve` creates it" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

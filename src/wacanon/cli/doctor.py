@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.cli.options import ConfigOption, JsonOption, load_or_fail, print_json
+from wacanon.cli.options import (
+    ConfigOption,
+    JsonOption,
+    load_or_fail,
+    missing_sqlite_file,
+    print_json,
+)
 from wacanon.doctor.findings import AREAS, FOUND, OK, SKIP, Diagnosis
 from wacanon.doctor.live import live_checks
 from wacanon.doctor.store import refused_connections, spool_checks, store_checks
@@ -37,15 +42,10 @@ def doctor_command(
     """Duplicates, latency, normalization errors, conversations not created: each finding
     with the command that fixes it."""
     loaded = load_or_fail(config, writes=False)  # a doctor creates nothing
-    database = sa.engine.make_url(loaded.settings.database_url).database
-    sqlite_file = loaded.settings.database_url.startswith("sqlite") and database not in (
-        None,
-        "",
-        ":memory:",
-    )
-    if sqlite_file and not Path(str(database)).exists():  # a doctor creates nothing
+    missing = missing_sqlite_file(loaded.settings.database_url)
+    if missing is not None:  # a doctor creates nothing
         raise fail(
-            f"could not check: no database at {database} "
+            f"could not check: no database at {missing} "
             "(`wacanon serve` creates it; `wacanon db upgrade` too)"
         )
     engine = create_engine(loaded.settings.database_url)

@@ -33,9 +33,24 @@ def load_or_fail(config: Path | None, *, writes: bool = True) -> LoadedConfig:
         raise fail(f"invalid configuration: {exc}") from None
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist yet, or None. Connecting
+    would create it empty: commands that only read or adjust a store must not."""
+    database = sa.engine.make_url(url).database
+    if not url.startswith("sqlite") or database in (None, "", ":memory:"):
+        return None
+    return None if Path(str(database)).exists() else str(database)
+
+
 def store_at_head(config: Path | None) -> tuple[LoadedConfig, sa.Engine]:
-    """The configured database, refusing one whose schema is not at head."""
-    loaded = load_or_fail(config)
+    """The configured database, refusing one whose schema is not at head — and one that
+    does not exist yet, without creating it (nor a first trial's token files)."""
+    loaded = load_or_fail(config, writes=False)
+    missing = missing_sqlite_file(loaded.settings.database_url)
+    if missing is not None:
+        raise fail(
+            f"no database at {missing} yet: `wacanon serve` creates it (`wacanon db upgrade` too)"
+        )
     engine = create_engine(loaded.settings.database_url)
     try:
         state = schema_state(engine)
