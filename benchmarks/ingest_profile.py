@@ -199,15 +199,12 @@ def writer_pid(pid: int) -> int | None:
 
 def measure(label: str, port: int, pid: int, database: bool, args: argparse.Namespace,
             workdir: Path) -> Reading:  # fmt: skip
-    script = ingest.wrk_script(workdir)
+    # The load exactly as benchmarks/ingest.py drives it (wrk -t1 -c16, same script).
+    target = ingest.Target(label, port, None)  # type: ignore[arg-type]
+    options = argparse.Namespace(threads=1, connections=16, wrk=ingest.wrk_script(workdir))
 
-    def wrk(seconds: float, prefix: str) -> tuple[int, float, float]:
-        command = ["wrk", "-t1", "-c16", f"-d{int(seconds)}s", "--latency", "-s", str(script),
-                   f"http://{ingest.HOST}:{port}", "--", prefix]  # fmt: skip
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        line = next(x for x in output.splitlines() if x.startswith("WRK_RESULT "))
-        requests, duration_us, _, p99_us, _ = map(int, line.split()[1:])
-        return requests, duration_us / 1e6, p99_us / 1000
+    def wrk(seconds: float, prefix: str) -> ingest.Figures:
+        return ingest.load(target, prefix, seconds, options)
 
     wrk(2, f"warm{port}-")
     pid = serving_pid(pid)
@@ -220,7 +217,8 @@ def measure(label: str, port: int, pid: int, database: bool, args: argparse.Name
     writer0 = thread_cpu(writer) if writer else {}
     disk0 = written_bytes("postgres:") if database else written_bytes(None, writer or pid)
     commit0, children0 = commit_figures(port), os.times()
-    requests, seconds, p99 = wrk(args.duration, f"run{port}-")
+    figures = wrk(args.duration, f"run{port}-")
+    requests = figures.requests
     threads1, db1, idle1 = thread_cpu(pid), processes_cpu("postgres:"), machine_idle()
     writer1 = thread_cpu(writer) if writer else {}
     disk1 = written_bytes("postgres:") if database else written_bytes(None, writer or pid)
@@ -252,16 +250,14 @@ def measure(label: str, port: int, pid: int, database: bool, args: argparse.Name
         key=lambda item: -item[1],
     )  # fmt: skip
     if writer:
-        threads.append(
-            ("writer process", sum(writer1.values()) - sum(writer0.get(t, 0.0) for t in writer1))
-        )
-        threads[-1] = (threads[-1][0], threads[-1][1] * per)
+        spent = sum(writer1.values()) - sum(writer0.get(t, 0.0) for t in writer1)
+        threads.append(("writer process", spent * per))
     commit = {k: commit1.get(k, 0.0) - commit0.get(k, 0.0) for k in COMMIT_SERIES}
     idle = (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
     load = (children1.children_user + children1.children_system
             - children0.children_user - children0.children_system)  # fmt: skip
     return Reading(
-        label, requests / seconds, p99, [t for t in threads if t[1] >= 0.5],
+        label, figures.rate, figures.p99_ms, [t for t in threads if t[1] >= 0.5],
         (db1 - db0) * per if database else None, load * per, idle, commit,
         (disk1 - disk0) / requests / 1024, gil, hot,
     )  # fmt: skip

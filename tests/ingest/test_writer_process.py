@@ -4,12 +4,15 @@ die, and nothing acknowledged is lost either way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import signal
 import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,13 +48,41 @@ def alive(pid: int) -> bool:
 def fresh_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'writer.db'}"
-    url: str = request.getfixturevalue("postgres_server")
+    return emptied(request.getfixturevalue("postgres_server"))
+
+
+def emptied(url: str) -> str:
+    """``url``, its events and journal deleted (the shared PostgreSQL test database)."""
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(events.delete())
         connection.execute(webhook_journal.delete())
     engine.dispose()
     return url
+
+
+@contextlib.contextmanager
+def serving(
+    directory: Path, url: str, settings: str = ""
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """A ``wacanon serve`` subprocess on ``url`` (``settings``: more top-level TOML lines):
+    the process, its base URL and its log; terminated on the way out."""
+    config = serve_config(directory, url)
+    config.write_text(settings + config.read_text())
+    port = _free_port()
+    log = directory / "server.log"
+    server = _start_server(config, port, log)
+    try:
+        yield server, f"http://127.0.0.1:{port}", log
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def post(client: httpx.Client, message_id: str) -> httpx.Response:
+    """One simulated webhook of one text message."""
+    body = sim_body(sim_message(message_id))
+    return client.post("/webhooks/simulated", content=body, headers=bearer())
 
 
 def stored_ids(url: str) -> list[str]:
@@ -67,11 +98,7 @@ def test_a_writer_process_killed_mid_stream_loses_nothing_acknowledged(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     url = fresh_url(backend, request, tmp_path)
-    config = serve_config(tmp_path, url)
-    port = _free_port()
-    log = tmp_path / "server.log"
-    server = _start_server(config, port, log)
-    try:
+    with serving(tmp_path, url) as (server, base, log):
         (first,) = writer_children(server.pid)
         bodies = [sim_body(sim_message(f"W-{i:04d}")) for i in range(400)]
         answers: dict[bytes, int] = {}
@@ -83,7 +110,7 @@ def test_a_writer_process_killed_mid_stream_loses_nothing_acknowledged(
                     replies = await asyncio.gather(
                         *(
                             client.post(
-                                f"http://127.0.0.1:{port}/webhooks/simulated",
+                                f"{base}/webhooks/simulated",
                                 content=b,
                                 headers=bearer(),
                             )
@@ -108,16 +135,13 @@ def test_a_writer_process_killed_mid_stream_loses_nothing_acknowledged(
         while not [p for p in writer_children(server.pid) if p != first and alive(p)]:
             assert time.monotonic() < deadline, "no new writer process"
             time.sleep(0.1)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30) as client:
             again = [
                 client.post("/webhooks/simulated", content=b, headers=bearer()) for b in bodies
             ]
         assert {r.status_code for r in again} == {200}
         assert sorted(stored_ids(url)) == sorted({f"W-{i:04d}" for i in range(400)})
         assert "writer process exited; starting another" in log.read_text()
-    finally:
-        server.terminate()
-        server.wait(15)
 
 
 def test_the_writer_process_ends_with_its_server(tmp_path: Path) -> None:
@@ -229,38 +253,26 @@ def test_commits_are_counted_by_the_server_and_a_thread_writer_stays_available(
         directory = tmp_path / str(process)
         directory.mkdir()
         url = f"sqlite:///{directory / 'metrics.db'}"
-        config = serve_config(directory, url)
         setting = f"writer_process = {str(process).lower()}\n"
-        config.write_text(setting + config.read_text())
-        port = _free_port()
-        server = _start_server(config, port, directory / "server.log")
-        try:
+        with serving(directory, url, setting) as (server, base, _):
             assert bool(writer_children(server.pid)) is process
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            with httpx.Client(base_url=base, timeout=30) as client:
                 for i in range(30):
-                    body = sim_body(sim_message(f"M-{i}"))
-                    reply = client.post("/webhooks/simulated", content=body, headers=bearer())
-                    assert reply.json()["events"] == 1
+                    assert post(client, f"M-{i}").json()["events"] == 1
                 metrics = client.get("/metrics").text
-            committed = next(
-                float(line.split()[1])
-                for line in metrics.splitlines()
-                if line.startswith("wacanon_commit_batch_webhooks_sum")
-            )
-            assert committed == 30, (process, committed)
-        finally:
-            server.terminate()
-            server.wait(15)
+        committed = next(
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("wacanon_commit_batch_webhooks_sum")
+        )
+        assert committed == 30, (process, committed)
 
 
 def test_webhooks_wait_while_the_writer_is_replaced_and_ready_says_so(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'held.db'}"
-    config = serve_config(tmp_path, url)
-    port = _free_port()
-    server = _start_server(config, port, tmp_path / "server.log")
-    try:
+    with serving(tmp_path, url) as (server, base, _):
         (first,) = writer_children(server.pid)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30) as client:
             assert client.get("/ready").status_code == 200
             os.kill(first, signal.SIGKILL)
             deadline = time.monotonic() + 5
@@ -268,15 +280,59 @@ def test_webhooks_wait_while_the_writer_is_replaced_and_ready_says_so(tmp_path: 
                 assert time.monotonic() < deadline, "/ready never said the writer was gone"
                 time.sleep(0.01)
             assert client.get("/ready").json() == {"status": "not ready"}
-            replies = [
-                client.post(
-                    "/webhooks/simulated", content=sim_body(sim_message(f"H-{i}")), headers=bearer()
-                )
-                for i in range(5)
-            ]
+            replies = [post(client, f"H-{i}") for i in range(5)]
             assert [r.status_code for r in replies] == [200] * 5
             assert client.get("/ready").status_code == 200
         assert sorted(stored_ids(url)) == sorted(f"H-{i}" for i in range(5))
-    finally:
-        server.terminate()
-        server.wait(15)
+
+
+def test_redeliveries_over_two_servers_on_postgresql_store_each_fact_once(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """The race that matters in production: the same facts delivered again and again,
+    at once, to two ``wacanon serve`` processes on one PostgreSQL, each committing through
+    its own writer process — each fact stored once, every other delivery a duplicate."""
+    url = emptied(postgres_server)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    bodies = [sim_body(sim_message(f"R-{i:03d}")) for i in range(100)] * 10
+    random.Random(11).shuffle(bodies)
+    with (
+        serving(tmp_path / "a", url) as (first, one, _),
+        serving(tmp_path / "b", url) as (
+            second,
+            two,
+            _,
+        ),
+    ):
+        assert writer_children(first.pid)
+        assert writer_children(second.pid)
+
+        async def deliver() -> list[httpx.Response]:
+            gate = asyncio.Semaphore(40)
+            async with httpx.AsyncClient(timeout=60) as client:
+
+                async def one_delivery(i: int, body: bytes) -> httpx.Response:
+                    async with gate:
+                        base = (one, two)[i % 2]
+                        return await client.post(
+                            f"{base}/webhooks/simulated", content=body, headers=bearer()
+                        )
+
+                return await asyncio.gather(*(one_delivery(i, b) for i, b in enumerate(bodies)))
+
+        answers = asyncio.run(deliver())
+    assert {a.status_code for a in answers} == {200}
+    replies = [a.json() for a in answers]
+    assert sum(r["events"] for r in replies) == 100
+    assert sum(r["duplicates"] for r in replies) == 900
+    assert sorted(stored_ids(url)) == [f"R-{i:03d}" for i in range(100)]
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        new, duplicates = connection.execute(
+            sa.select(
+                sa.func.sum(webhook_journal.c.events_new), sa.func.sum(webhook_journal.c.duplicates)
+            )
+        ).one()
+    engine.dispose()
+    assert (new, duplicates) == (100, 900)

@@ -29,7 +29,7 @@ from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.projector import Router, RoutingWorker
 from wacanon.ingest.spool import Spool
 from wacanon.ingest.window import LIVE_SECONDS, Window
-from wacanon.ingest.writer import Failed, GroupCommitWriter, Job, Outcome, Writer
+from wacanon.ingest.writer import Failed, Job, Outcome, Writer, checked_writer
 from wacanon.ingest.writer_process import ProcessWriter
 from wacanon.routing.facts import StoredEvent
 from wacanon.store import measures, node_windows
@@ -38,7 +38,6 @@ from wacanon.store.database import (
     POOL_SIZE,
     create_engine,
     ensure_schema,
-    schema_problem,
     schema_state,
 )
 from wacanon.store.repository import WebhookWrite
@@ -158,15 +157,6 @@ class Service:
         flags = FlagCache(engine, env, settings.flag_refresh_seconds)
         pipeline = Pipeline(settings, flags.for_shopper, metrics)
         spool = Spool(Path(settings.spool_path))
-
-        def on_connect(connection: sa.Connection) -> str | None:
-            """Before the writer uses a new connection: the schema is checked, and the flag
-            overrides are read, so webhooks drained after an outage obey today's flags."""
-            problem = schema_problem(connection)
-            if problem is None:
-                flags.refresh()
-            return problem
-
         router = Router(
             engine,
             settings,
@@ -184,13 +174,8 @@ class Service:
         if writer_process:
             writer = ProcessWriter(settings, env, on_batch, pipeline.drained)
         else:
-            writer = GroupCommitWriter(
-                engine,
-                spool,
-                pipeline.replan,
-                pipeline.drained,
-                on_batch=on_batch,
-                on_connect=on_connect,
+            writer = checked_writer(
+                engine, spool, pipeline.replan, pipeline.drained, flags.refresh, on_batch=on_batch
             )
         return cls(settings, engine, metrics, flags, pipeline, spool, writer, routing)
 

@@ -64,6 +64,20 @@ class Received:
         )
 
     @classmethod
+    def from_journal(cls, journal: JournalRow) -> Received:
+        """The webhook as it arrived, from the journal row it was to be written with (the
+        writer process spools from it: it is handed rows, not requests)."""
+        return cls(
+            journal.provider,
+            journal.body,
+            journal.correlation_id,
+            journal.received_at,
+            journal.signature_valid,
+            journal.path_event,
+            journal.body_masked,
+        )
+
+    @classmethod
     def from_record(cls, record: SpoolRecord) -> Received:
         return cls(
             record.provider,

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.ingest.spool import Spool, SpoolRecord
-from wacanon.store.database import prepare_writer
+from wacanon.store.database import prepare_writer, schema_problem
 from wacanon.store.repository import (
     DeadLetter,
     JournalRow,
@@ -221,7 +221,8 @@ class GroupCommitWriter:
         self._queue.put(jobs)
 
     def attach(self, loop: Any) -> None:
-        """Nothing to do: a thread needs no event loop (see ``ProcessWriter.attach``)."""
+        """A thread needs no event loop (see ``ProcessWriter.attach``); only the serving
+        process attaches its writer, so this is where it says how it commits."""
         log.info("committing in a writer thread")
 
     def problem(self) -> str | None:
@@ -659,3 +660,36 @@ def _dead_letter_only(write: WebhookWrite, reason: str) -> WebhookWrite:
 def _brief(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def checked_writer(
+    engine: sa.Engine,
+    spool: Spool,
+    replan: Replan,
+    on_drained: OnDrained,
+    refresh_flags: Callable[[], None],
+    *,
+    on_batch: Callable[[int, float], None] | None = None,
+    after_turn: Callable[[], None] | None = None,
+) -> GroupCommitWriter:
+    """The writer a server commits with — its thread, or its writer process's — one way.
+
+    Before it uses a new connection the schema is checked, and the flag overrides are
+    read again (``refresh_flags``), so webhooks drained after an outage obey today's flags.
+    """
+
+    def on_connect(connection: sa.Connection) -> str | None:
+        problem = schema_problem(connection)
+        if problem is None:
+            refresh_flags()
+        return problem
+
+    return GroupCommitWriter(
+        engine,
+        spool,
+        replan,
+        on_drained,
+        on_batch=on_batch,
+        on_connect=on_connect,
+        after_turn=after_turn,
+    )

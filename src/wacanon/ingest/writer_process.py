@@ -42,6 +42,7 @@ from typing import Any
 
 import structlog
 
+from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.spool import SpoolRecord
 from wacanon.ingest.writer import Failed, Job, OnDrained, Outcome
 from wacanon.store.repository import JournalRow, WebhookWrite
@@ -374,19 +375,7 @@ class _JournalSource:
         self.journal = journal
 
     def spool_record(self) -> SpoolRecord:
-        from wacanon.ingest.pipeline import Received
-
-        j = self.journal
-        received = Received(
-            j.provider,
-            j.body,
-            j.correlation_id,
-            j.received_at,
-            j.signature_valid,
-            j.path_event,
-            j.body_masked,
-        )
-        return received.spool_record()
+        return Received.from_journal(self.journal).spool_record()
 
 
 class _Outbox:
@@ -431,8 +420,6 @@ class _Outbox:
 def _slim(plan: object) -> object:
     """What the serving process needs of a drained webhook's plan to count and signal it
     (``Pipeline.committed``): not its body nor its rows, which can be megabytes."""
-    from wacanon.ingest.pipeline import Plan
-
     if not isinstance(plan, Plan):
         return plan
     journal = dataclasses.replace(plan.write.journal, body=b"")
@@ -452,10 +439,9 @@ def child_main(argv: Sequence[str]) -> None:
     from wacanon import logging as wlogging
     from wacanon.ingest.flag_cache import FlagCache
     from wacanon.ingest.metrics import Metrics
-    from wacanon.ingest.pipeline import Pipeline
     from wacanon.ingest.spool import Spool
-    from wacanon.ingest.writer import GroupCommitWriter
-    from wacanon.store.database import create_engine, schema_problem
+    from wacanon.ingest.writer import GroupCommitWriter, checked_writer
+    from wacanon.store.database import create_engine
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -469,25 +455,19 @@ def child_main(argv: Sequence[str]) -> None:
     flags = FlagCache(engine, env, settings.flag_refresh_seconds)
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
 
-    def on_connect(connection: Any) -> str | None:
-        problem = schema_problem(connection)
-        if problem is None:
-            flags.refresh()
-        return problem
-
     writer: GroupCommitWriter | None = None
     outbox = _Outbox(answers_fd, lambda: writer is None or writer.database_up)
 
     def on_drained(stored: Sequence[tuple[object, Any]]) -> None:
         outbox.put("drained", [(_slim(plan), result) for plan, result in stored])
 
-    writer = GroupCommitWriter(
+    writer = checked_writer(
         engine,
         Spool(Path(settings.spool_path)),
         pipeline.replan,
         on_drained,
+        flags.refresh,
         on_batch=lambda webhooks, seconds: outbox.put("batch", (webhooks, seconds)),
-        on_connect=on_connect,
         after_turn=outbox.send,
     )
     flags.start()

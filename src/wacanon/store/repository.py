@@ -104,35 +104,31 @@ _TIME_COLUMNS = frozenset({"occurred_at", "received_at"})
 
 
 @lru_cache(maxsize=512)
-def _insert_returning_sql(
-    dialect: str, table: str, columns: tuple[str, ...], key: str, rows: int
-) -> str:
-    """``INSERT … VALUES (…), (…) ON CONFLICT (key) DO NOTHING RETURNING key`` for ``rows`` rows.
+def _sqlite_insert_sql(table: str, columns: tuple[str, ...], key: str, rows: int) -> str:
+    """``INSERT … VALUES (…), (…) ON CONFLICT (key) DO NOTHING`` for ``rows`` rows.
 
-    The hot path of every commit: one statement per table per batch, compiled once per
-    batch size, with parameters passed straight to the driver — SQLAlchemy's per-row
-    parameter processing cost more than SQLite's own work.
+    The hot path of every SQLite commit: one statement per table per batch, compiled
+    once per batch size, with parameters passed straight to the driver — SQLAlchemy's
+    per-row parameter processing cost more than SQLite's own work.
     """
-    mark = "?" if dialect == "sqlite" else "%s"
-    group = "(" + ", ".join([mark] * len(columns)) + ")"
+    group = "(" + ", ".join(["?"] * len(columns)) + ")"
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([group] * rows)} "
-        f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+        f"ON CONFLICT ({key}) DO NOTHING"
     )
 
 
-def _params(dialect: str, columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """Flat driver parameters; SQLite gets times as SQLAlchemy stores them (naive UTC text).
+def _sqlite_params(columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """Flat driver parameters, times as SQLAlchemy stores them on SQLite (naive UTC text).
 
     Every text goes through :func:`storable`, so no value a provider sent can make the
-    database refuse a row.
+    database refuse a row (or, on SQLite, be cut short by the tools reading it).
     """
     flat: list[Any] = []
-    times = _TIME_COLUMNS if dialect == "sqlite" else frozenset()
     for row in rows:
         for c in columns:
             value = row[c]
-            if c in times:
+            if c in _TIME_COLUMNS:
                 value = _sqlite_time(value)
             elif value.__class__ is str and "\x00" in value:
                 value = storable(value)
@@ -163,23 +159,20 @@ def _insert_many_returning(
     rows: Sequence[dict[str, Any]],
 ) -> set[str]:
     """Insert rows, skipping conflicts on ``key``; the keys actually inserted."""
-    dialect = connection.dialect.name
+    if connection.dialect.name == "postgresql":
+        return _postgresql_inserted(connection, table, columns, key, rows)
     inserted: set[str] = set()
     per_statement = max(1, 30_000 // len(columns))  # SQLite allows 32,766 parameters
     for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        if dialect == "postgresql":
-            inserted |= _postgresql_inserted(connection, table, columns, key, chunk)
-            continue
-        sql = _insert_returning_sql(dialect, table, columns, key, len(chunk))
-        params = tuple(_params(dialect, columns, chunk))
-        inserted |= _sqlite_inserted(connection, sql, params, table, key, chunk)
+        inserted |= _sqlite_inserted(
+            connection, table, columns, key, rows[start : start + per_statement]
+        )
     return inserted
 
 
 @lru_cache(maxsize=16)
 def _unnest_sql(table: str, columns: tuple[str, ...], key: str) -> str:
-    """``INSERT … SELECT * FROM unnest(%s::type[], …) ON CONFLICT (key) DO NOTHING
+    """``INSERT … SELECT * FROM unnest(%b::type[], …) ON CONFLICT (key) DO NOTHING
     RETURNING key``: one array per column, whatever the number of rows."""
     types = metadata.tables[table].columns
     arrays = ", ".join(f"%b::{_array_element(types[c].type)}[]" for c in columns)
@@ -224,9 +217,8 @@ def _postgresql_inserted(
 
 def _sqlite_inserted(
     connection: sa.Connection,
-    sql: str,
-    params: tuple[Any, ...],
     table: str,
+    columns: tuple[str, ...],
     key: str,
     rows: Sequence[dict[str, Any]],
 ) -> set[str]:
@@ -239,7 +231,8 @@ def _sqlite_inserted(
     case); otherwise the rows inserted are the last ``rowcount`` ids: this transaction
     holds SQLite's write lock, so their ids are consecutive, ending at ``lastrowid``.
     """
-    result = connection.exec_driver_sql(sql.rpartition(" RETURNING ")[0], params)
+    sql = _sqlite_insert_sql(table, columns, key, len(rows))
+    result = connection.exec_driver_sql(sql, tuple(_sqlite_params(columns, rows)))
     count, last = result.rowcount, result.lastrowid
     keys = {row[key] for row in rows}
     if count == len(keys):
@@ -254,12 +247,11 @@ def _sqlite_inserted(
 
 def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> list[WriteResult]:
     """Write many webhooks in the caller's transaction; the caller commits."""
-    dialect = connection.dialect.name
     rows = [row for w in writes for row in w.events]
     resuming = {w.journal.correlation_id for w in writes if w.resumes}
-    stored = _insert_events(connection, dialect, rows, resuming)
+    stored = _insert_events(connection, rows, resuming)
     results = _attribute(writes, stored)
-    journaled = _insert_journal(connection, dialect, writes, results)
+    journaled = _insert_journal(connection, writes, results)
     letters = [
         {
             "created_at": w.journal.received_at,
@@ -282,11 +274,11 @@ def write_batch(connection: sa.Connection, writes: Sequence[WebhookWrite]) -> li
 def write_events(connection: sa.Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Only event rows (part of one large webhook), in the caller's transaction; the keys
     newly stored. The webhook's journal row comes with its last part (``stored_before``)."""
-    return {key for key, _ in _insert_events(connection, connection.dialect.name, rows, set())}
+    return {key for key, _ in _insert_events(connection, rows, set())}
 
 
 def _insert_events(
-    connection: sa.Connection, dialect: str, rows: list[dict[str, Any]], resuming: set[str]
+    connection: sa.Connection, rows: list[dict[str, Any]], resuming: set[str]
 ) -> set[tuple[str, str]]:
     """Insert event rows; ``(idempotency_key, correlation_id)`` of each row stored for
     the webhook it belongs to.
@@ -361,7 +353,6 @@ def _attribute(writes: Sequence[WebhookWrite], stored: set[tuple[str, str]]) -> 
 
 def _insert_journal(
     connection: sa.Connection,
-    dialect: str,
     writes: Sequence[WebhookWrite],
     results: Sequence[WriteResult],
 ) -> set[str]:

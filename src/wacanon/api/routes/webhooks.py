@@ -197,14 +197,13 @@ async def receive(
     correlation_id = new_correlation_id()
     structlog.contextvars.bind_contextvars(correlation_id=correlation_id, provider=provider)
     status = 500
-    seen = _Seen()
     try:
-        response = await _receive(service, provider, request, correlation_id, path_event, seen)
+        response = await _receive(service, provider, request, correlation_id, path_event)
         status = response.status_code
         return response
     finally:
         seconds = time.perf_counter() - started
-        probe = seen.probe
+        probe = request.scope.get(PROBE_SCOPE_KEY, False)
         service.window.webhook(status, seconds, probe=probe)
         if not probe:  # probes stay out of /metrics (wacanon.probe)
             metrics = service.metrics
@@ -213,13 +212,9 @@ async def receive(
         structlog.contextvars.unbind_contextvars("correlation_id", "provider")
 
 
-class _Seen:
-    """What one request turned out to be, for its accounting once answered."""
-
-    __slots__ = ("probe",)
-
-    def __init__(self) -> None:
-        self.probe = False
+#: Set in a request's ASGI scope when it turns out to be a probe (read when it is
+#: answered): a plain key, where ``request.state`` raises for every webhook that is not one.
+PROBE_SCOPE_KEY = "wacanon.probe"
 
 
 async def _receive(
@@ -228,7 +223,6 @@ async def _receive(
     request: Request,
     correlation_id: str,
     path_event: str | None,
-    seen: _Seen,
 ) -> Response:
     settings = service.settings
     limits = RequestLimits.of(request, service)
@@ -262,7 +256,7 @@ async def _receive(
             },
         )
     if provider == PROBE_PROVIDER and is_probe(provider, accounts_of(provider, body)):
-        seen.probe = True  # never forwarded, never in /metrics
+        request.scope[PROBE_SCOPE_KEY] = True  # never forwarded, never in /metrics
         return await _verified(service, provider, request, body, correlation_id, path_event, True)
     forwarding = service.legacy.start(provider, request, body, path_event)
     if forwarding is None:
