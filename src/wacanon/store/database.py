@@ -110,9 +110,17 @@ def prepare_writer(connection: sa.Connection) -> None:
     the same total work. A checkpoint from another thread cannot replace it: with a
     writer committing hundreds of times a second it never catches up, and the WAL grows
     without bound.
+
+    Each commit's multi-row inserts keep a statement journal (the pages they change, so
+    a statement that fails half-way can be undone alone). It outgrows SQLite's in-memory
+    spill threshold at a few webhooks per commit, and SQLite then creates, writes and
+    unlinks a temporary file in ``/var/tmp`` at every commit: ``temp_store=MEMORY``
+    keeps it in memory (commits of 5 webhooks 1.3 → 0.8 ms, a quarter fewer bytes
+    written per webhook; docs/operations.md, "Capacity").
     """
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
         connection.commit()
 
 
