@@ -11,6 +11,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.api.conftest import PERSIST, bearer, sim_body, sim_message
+from tests.api.test_slow_clients import Server
 from tests.ingest.test_durability import _free_port, _start_server, serve_config
+from wacanon.ingest import writer_process
 from wacanon.ingest.writer_process import FrameError, Frames, frame
 from wacanon.store.database import create_engine
 from wacanon.store.tables import events, webhook_journal
@@ -336,3 +339,49 @@ def test_redeliveries_over_two_servers_on_postgresql_store_each_fact_once(
         ).one()
     engine.dispose()
     assert (new, duplicates) == (100, 900)
+
+
+def test_a_stuck_writer_is_reported_then_replaced(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that owes answers and says nothing (stopped here; stuck on a lock in the
+    field): ``/ready`` says so, and past the second bound it is killed and replaced. The
+    webhook it held is answered 503 (not acknowledged), and stored once when sent again."""
+    monkeypatch.setattr(writer_process, "STALL_REPORT_SECONDS", 1.0)
+    monkeypatch.setattr(writer_process, "STALL_KILL_SECONDS", 3.0)
+    monkeypatch.setattr(writer_process, "WATCH_SECONDS", 0.1)
+    server = Server(database_url, tmp_path, writer_process=True)
+    try:
+        writer = server.server.config.app.app.state.service.writer
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert post(client, "S-1").status_code == 200
+            assert writer.problem() is None
+            stuck = writer._child.process.pid
+            os.kill(stuck, signal.SIGSTOP)
+            try:
+                waiting: list[httpx.Response] = []
+                sender = threading.Thread(target=lambda: waiting.append(post(client, "S-2")))
+                sender.start()
+                time.sleep(0.5)
+                assert client.get("/ready").status_code == 200  # not silent long yet
+                deadline = time.monotonic() + 5
+                while client.get("/ready").status_code == 200:
+                    assert time.monotonic() < deadline, "/ready never reported the stuck writer"
+                    time.sleep(0.05)
+                assert "has not answered" in (writer.problem() or "")
+                assert sender.is_alive()  # still waiting: nothing was acknowledged
+                sender.join(10)
+                assert [r.status_code for r in waiting] == [503]
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stuck, signal.SIGCONT)
+            deadline = time.monotonic() + 10
+            while writer._child is None or writer._child.process.pid == stuck:
+                assert time.monotonic() < deadline, "no new writer process"
+                time.sleep(0.05)
+            assert not alive(stuck)
+            assert post(client, "S-2").status_code == 200
+            assert client.get("/ready").status_code == 200
+        assert sorted(stored_ids(database_url)) == ["S-1", "S-2"]
+    finally:
+        server.stop()

@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -56,6 +57,16 @@ MAX_FRAME_BYTES = 1 << 34
 #: starting one fails).
 RESTART_SECONDS = 1.0
 ANSWERS_FD_ARG = "--answers-fd"
+#: A child that has webhooks to answer and has sent nothing for this long is reported by
+#: ``/ready`` (stopped, or stuck on a lock): its webhooks are waiting for nothing.
+STALL_REPORT_SECONDS = 10.0
+#: ... and past this, killed and replaced. Longer than SQLite's busy timeout (30 s, after
+#: which a write lock held elsewhere sends the webhooks to the spool, which is better than
+#: a 503), so only a child that can no longer answer at all is replaced; its webhooks have
+#: had their 503 by then (``PERSIST_TIMEOUT_SECONDS``).
+STALL_KILL_SECONDS = 45.0
+#: How often the serving process looks at its child's silence.
+WATCH_SECONDS = 1.0
 #: The child's GIL switch interval: its reader and its writer thread share little.
 CHILD_SWITCH_INTERVAL = 0.0005
 
@@ -174,6 +185,10 @@ class ProcessWriter:
         self._restart_delay = RESTART_SECONDS
         #: Jobs that came while a writer was being replaced: handed to the next one.
         self._held: list[Job] = []
+        #: When the child last sent anything, or was last handed work while owing none.
+        self._heard = time.monotonic()
+        self._stall_reported = False
+        self._watch: asyncio.TimerHandle | None = None
         self.database_up = True
 
     def start(self, *, database_up: bool = True) -> None:
@@ -193,7 +208,37 @@ class ProcessWriter:
         os.set_blocking(child.jobs, False)
         os.set_blocking(child.answers, False)
         self._loop.add_reader(child.answers, self._readable, child)
+        self._heard = time.monotonic()
+        if self._watch is None:
+            self._watch = self._loop.call_later(WATCH_SECONDS, self._watch_silence)
         self._flush(child)
+
+    def silent_for(self) -> float:
+        """Seconds the child has owed answers without sending anything (0 if it owes none)."""
+        if not self._jobs:
+            return 0.0
+        return time.monotonic() - self._heard
+
+    def _watch_silence(self) -> None:
+        """Report a child that owes answers and says nothing; replace one that stays so."""
+        assert self._loop is not None
+        self._watch = None
+        if self._stopping:
+            return
+        self._watch = self._loop.call_later(WATCH_SECONDS, self._watch_silence)
+        child, silent = self._child, self.silent_for()
+        if child is None:
+            return
+        if silent >= STALL_KILL_SECONDS:
+            log.error("writer process stuck; replacing it", pid=child.process.pid,
+                      seconds=round(silent), waiting=len(self._jobs))  # fmt: skip
+            child.process.kill()
+            self._gone(child)
+        elif silent >= STALL_REPORT_SECONDS and not self._stall_reported:
+            self._stall_reported = True
+            log.error("writer process not answering; /ready says not ready",
+                      pid=child.process.pid, seconds=round(silent),
+                      waiting=len(self._jobs))  # fmt: skip
 
     def expect(self) -> None:
         """Nothing to prepare: the child commits whatever it has been handed."""
@@ -212,6 +257,8 @@ class ProcessWriter:
         if child is None:  # being replaced: the next writer gets them (within their 30 s)
             self._held.extend(jobs)
             return
+        if not self._jobs:  # owing nothing until now: its silence counts from here
+            self._heard = time.monotonic()
         items = []
         for job in jobs:
             key = next(self._ids)
@@ -246,6 +293,10 @@ class ProcessWriter:
         if not data:
             self._gone(child)
             return
+        self._heard = time.monotonic()
+        if self._stall_reported:
+            self._stall_reported = False
+            log.info("writer process answers again", pid=child.process.pid)
         child.frames.feed(data)
         while True:
             try:
@@ -281,6 +332,7 @@ class ProcessWriter:
         if self._child is not child:
             return
         self._child = None
+        self._stall_reported = False
         self._loop.remove_reader(child.answers)
         if not child.input_closed:
             self._loop.remove_writer(child.jobs)
@@ -328,6 +380,9 @@ class ProcessWriter:
         """Why webhooks cannot be committed right now (``/ready``), or None."""
         if self._child is None and not self._stopping:
             return "the writer process is being replaced"
+        silent = self.silent_for()
+        if silent >= STALL_REPORT_SECONDS:
+            return f"the writer process has not answered for {silent:.0f} s"
         return None
 
     def stop(self, timeout: float = 10.0) -> None:
