@@ -35,7 +35,9 @@ from wacanon.store.repository import (
     JournalRow,
     WebhookWrite,
     WriteResult,
+    fits_one_statement,
     write_batch,
+    write_batch_at_once,
     write_events,
 )
 
@@ -438,10 +440,13 @@ class GroupCommitWriter:
         job.finish(result)
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
-        """Many webhooks in one transaction."""
+        """Many webhooks in one transaction: on PostgreSQL, usually one statement that
+        commits by itself (``write_batch_at_once``)."""
+        if fits_one_statement(self._engine.dialect.name, writes):
+            return self._in_transaction(partial(write_batch_at_once, writes=writes), True)
         return self._in_transaction(partial(write_batch, writes=writes))
 
-    def _in_transaction(self, work: Callable[[sa.Connection], _T]) -> _T:
+    def _in_transaction(self, work: Callable[[sa.Connection], _T], at_once: bool = False) -> _T:
         """``work`` in one transaction on the writer's own connection, kept open between
         commits (a pool checkout with its liveness ping would add a database round trip
         to every commit).
@@ -456,6 +461,8 @@ class GroupCommitWriter:
                 self._connection = self._connect()
             connection = self._connection
             try:
+                if at_once:
+                    return _autocommitted(connection, work)
                 with connection.begin():
                     return work(connection)
             except sa.exc.DBAPIError as exc:
@@ -655,6 +662,18 @@ def _dead_letter_only(write: WebhookWrite, reason: str) -> WebhookWrite:
         errors=j.errors,
     )
     return WebhookWrite(journal=journal, dead_letter=DeadLetter(kind="store_error", error=reason))
+
+
+def _autocommitted(connection: sa.Connection, work: Callable[[sa.Connection], _T]) -> _T:
+    """``work`` — one statement, atomic by itself — committed by the database as it runs:
+    no ``BEGIN`` and ``COMMIT`` round trips. The connection is transactional again after."""
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with connection.begin():  # SQLAlchemy's bookkeeping only, in autocommit
+            return work(connection)
+    finally:
+        if not (connection.closed or connection.invalidated):
+            connection.execution_options(isolation_level=connection.default_isolation_level)
 
 
 def _brief(exc: BaseException) -> str:
