@@ -8,11 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from tests.store.test_write_batch import STORE, keys, planned
+from wacanon.config import Settings
+from wacanon.ingest.metrics import Metrics
+from wacanon.ingest.pipeline import Pipeline
 from wacanon.ingest.spool import Spool, SpoolRecord
 from wacanon.ingest.writer import GroupCommitWriter, Job, Outcome
 from wacanon.store.database import create_engine, upgrade
-from wacanon.store.repository import EVENT_COLUMNS, JournalRow, WebhookWrite, WriteResult
+from wacanon.store.repository import (
+    EVENT_COLUMNS,
+    JournalRow,
+    WebhookWrite,
+    WriteResult,
+    write_batch_at_once,
+)
+from wacanon.store.tables import webhook_journal
 
 
 class _Source:
@@ -76,3 +88,99 @@ def test_an_unexpected_error_dead_letters_its_webhook_and_the_writer_goes_on(
     assert isinstance(outcomes[1], WriteResult)
     assert outcomes[1].journaled
     assert outcomes[1].refused is None
+
+
+def test_a_dropped_connection_neither_loses_a_batch_nor_calls_its_events_duplicates(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: the writer's kept connection is cut between commits. The next batch is
+    written on a fresh one; and a batch the database had committed although its answer
+    never came (written here beforehand, as the cut statement would have been) is found,
+    with its events new — not written again and answered as duplicates."""
+    url = postgres_server
+    engine = create_engine(url)
+    pipeline = Pipeline(
+        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+
+    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
+        raise AssertionError("no spool to drain")
+
+    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), no_replan, lambda _: None)
+    writer.start()
+
+    def commit(write: WebhookWrite) -> Outcome:
+        answered: list[Outcome] = []
+        done = threading.Event()
+        writer.expect()
+        writer.submit(Job(write, _Source(), lambda o: (answered.append(o), done.set())))
+        assert done.wait(20), "no answer"
+        return answered[0]
+
+    def cut_the_writers_connection() -> None:
+        assert writer._connection is not None
+        pid = writer._connection.connection.driver_connection.info.backend_pid
+        with engine.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    try:
+        first = planned(pipeline, "c-1")
+        assert isinstance(outcome := commit(first.write), WriteResult)
+        assert outcome.new_keys == keys(first)
+
+        cut_the_writers_connection()
+        fresh = planned(pipeline, "c-2", "c-3")
+        outcome = commit(fresh.write)
+        assert isinstance(outcome, WriteResult)
+        assert outcome.new_keys == keys(fresh)
+        assert outcome.journaled
+
+        cut_the_writers_connection()
+        landed = planned(pipeline, "c-4")
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+            write_batch_at_once(other, [landed.write])  # committed; the answer "lost"
+        outcome = commit(landed.write)
+        assert isinstance(outcome, WriteResult)
+        assert outcome.new_keys == keys(landed)
+        assert outcome.journaled
+        with engine.connect() as connection:
+            ids = [p.write.journal.correlation_id for p in (first, fresh, landed)]
+            rows = connection.execute(
+                sa.select(webhook_journal.c.events_new, webhook_journal.c.duplicates).where(
+                    webhook_journal.c.correlation_id.in_(ids)
+                )
+            ).all()
+        assert sorted(map(tuple, rows)) == [(1, 0), (1, 0), (2, 0)]
+    finally:
+        writer.stop()
+        engine.dispose()
+
+
+def test_the_writer_counts_each_part_of_a_large_webhook_as_progress(tmp_path: Path) -> None:
+    """What the writer process's beat reads: a webhook written in 20 parts moves it 20
+    times before its one answer."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    pipeline = Pipeline(
+        Settings(database_url=str(engine.url), default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+
+    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
+        raise AssertionError("no spool to drain")
+
+    writer = GroupCommitWriter(
+        engine, Spool(tmp_path / "spool"), no_replan, lambda _: None, max_rows=10
+    )
+    writer.start()
+    large = planned(pipeline, *(f"p-{i}" for i in range(200)))
+    done = threading.Event()
+    answers: list[Outcome] = []
+    before = writer.progress
+    writer.expect()
+    writer.submit(Job(large.write, _Source(), lambda o: (answers.append(o), done.set())))
+    assert done.wait(20)
+    writer.stop()
+    engine.dispose()
+    assert isinstance(answers[0], WriteResult)
+    assert len(answers[0].new_keys) == 200
+    assert writer.progress - before >= 20

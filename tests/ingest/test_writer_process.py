@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -385,3 +386,41 @@ def test_a_stuck_writer_is_reported_then_replaced(
         assert sorted(stored_ids(database_url)) == ["S-1", "S-2"]
     finally:
         server.stop()
+
+
+def test_a_busy_writer_says_so_once_a_second_and_a_stuck_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The child's beat: a frame each second in which its writer moved on, none while it
+    does not — what the serving process tells a long turn from a stuck writer by."""
+    monkeypatch.setattr(writer_process, "BEAT_SECONDS", 0.05)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+
+    class Writer:
+        progress = 0
+        database_up = True
+
+    busy = Writer()
+    outbox = writer_process._Outbox(write, lambda: True)
+    threading.Thread(target=writer_process._beat, args=(busy, outbox), daemon=True).start()
+
+    def frames_within(seconds: float) -> list[Any]:
+        time.sleep(seconds)
+        frames = Frames()
+        with contextlib.suppress(BlockingIOError):
+            frames.feed(os.read(read, 1 << 16))
+        return list(frames.all())
+
+    try:
+        assert frames_within(0.3) == []  # idle: nothing moved, nothing said
+        for _ in range(6):
+            busy.progress += 1
+            time.sleep(0.06)
+        beats = frames_within(0.1)
+        assert len(beats) >= 3
+        assert all(kind == "progress" for kind, _, _ in beats)
+        assert frames_within(0.3) == []  # stuck again: silent
+    finally:
+        os.close(read)
+        os.close(write)

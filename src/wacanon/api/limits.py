@@ -130,9 +130,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_headers = False
         self._request_started = False
         self._header_bytes = 0
+        before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and cycle.scope["method"] != "HEAD":
+        if cycle is not before and cycle.scope["method"] != "HEAD":  # a new request's
             cycle.transport = _HeadWithBody(self.transport, cycle)  # type: ignore[assignment]
 
     def _arm_header_timer(self) -> None:
@@ -176,9 +177,11 @@ class _HeadWithBody:
 
     uvicorn writes the head and the body of every response separately: two sends, each
     running the receiving side's TCP work on loopback — a fifth of the event loop's time
-    under load. Only a head with a ``content-length`` and a body to come is held; its
-    body follows in the same turn of the loop (a Starlette ``Response`` awaits nothing
-    in between), or with a file's first chunk.
+    under load. Only a head with a ``content-length`` and a body to come is held, until
+    the first body bytes: for a Starlette ``Response`` (every endpoint here) they come in
+    the same turn of the loop; a response that waits between its head and its body
+    (writing paused by a slow client, a stream) sends its head that much later, never
+    different bytes. A response cut short sends its head alone, as uvicorn would.
     """
 
     __slots__ = ("_cycle", "_head", "_passing", "_transport")

@@ -35,6 +35,7 @@ from wacanon.store.repository import (
     JournalRow,
     WebhookWrite,
     WriteResult,
+    committed_before,
     fits_one_statement,
     write_batch,
     write_batch_at_once,
@@ -144,13 +145,6 @@ def _refused_data(exc: BaseException) -> bool:
     return not isinstance(exc, _DATABASE_UNUSABLE)
 
 
-def _unreachable(exc: sa.exc.DBAPIError) -> bool:
-    """Connection trouble (spool and retry) rather than a problem with the data."""
-    return exc.connection_invalidated or isinstance(
-        exc, sa.exc.OperationalError | sa.exc.InterfaceError
-    )
-
-
 class GroupCommitWriter:
     """The one thread that writes; see the module docstring."""
 
@@ -184,6 +178,9 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="wacanon-writer", daemon=True)
         self._down_until = 0.0
         self._connection: sa.Connection | None = None
+        #: Counts the writer's steps (statements committed, spooled records planned):
+        #: the writer process tells its parent it is busy, not stuck, while this moves.
+        self.progress = 0
         self._arriving = 0
         self.database_up = True
         self._warned_not_writable = False
@@ -443,34 +440,58 @@ class GroupCommitWriter:
         """Many webhooks in one transaction: on PostgreSQL, usually one statement that
         commits by itself (``write_batch_at_once``)."""
         if fits_one_statement(self._engine.dialect.name, writes):
-            return self._in_transaction(partial(write_batch_at_once, writes=writes), True)
+            return self._in_transaction(
+                partial(write_batch_at_once, writes=writes),
+                at_once=True,
+                recover=partial(committed_before, writes=writes),
+            )
         return self._in_transaction(partial(write_batch, writes=writes))
 
-    def _in_transaction(self, work: Callable[[sa.Connection], _T], at_once: bool = False) -> _T:
+    def _in_transaction(
+        self,
+        work: Callable[[sa.Connection], _T],
+        *,
+        at_once: bool = False,
+        recover: Callable[[sa.Connection], _T | None] | None = None,
+    ) -> _T:
         """``work`` in one transaction on the writer's own connection, kept open between
         commits (a pool checkout with its liveness ping would add a database round trip
-        to every commit).
+        to every commit). ``at_once``: ``work`` is one statement, committed as it runs.
 
         A kept connection that the server dropped (a restart) is retried once on a fresh
         one before the database is declared unreachable; a connection that failed is
-        never used again.
+        never used again. Only a dropped connection is retried: a lock that was not
+        granted in time (SQLite's busy timeout, PostgreSQL's ``lock_timeout``) would only
+        be waited for again, and sends the batch to the spool at once. Before a statement
+        that commits as it runs is sent again, ``recover`` looks for what it did: the
+        connection may have dropped after the database committed it.
         """
         reused = self._connection is not None
+        retrying = False
         while True:
             if self._connection is None:
                 self._connection = self._connect()
             connection = self._connection
             try:
+                if retrying and recover is not None:
+                    found = recover(connection)
+                    connection.rollback()
+                    if found is not None:
+                        return found
                 if at_once:
-                    return _autocommitted(connection, work)
-                with connection.begin():
-                    return work(connection)
+                    result = _autocommitted(connection, work)
+                else:
+                    with connection.begin():
+                        result = work(connection)
             except sa.exc.DBAPIError as exc:
                 self._connection = None
                 connection.close()
-                if not (reused and _unreachable(exc)):
+                if not (reused and exc.connection_invalidated):
                     raise
-                reused = False
+                reused, retrying = False, True
+                continue
+            self.progress += 1
+            return result
 
     def _connect(self) -> sa.Connection:
         """A new writer connection, checked (``on_connect``) before anything is written."""
@@ -547,6 +568,7 @@ class GroupCommitWriter:
         outcomes: dict[int, Outcome] = {}
         planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]] = []
         for record in chunk:
+            self.progress += 1
             try:
                 planned.append((self._replan(record), record))
             except Exception as exc:  # noqa: BLE001 - any record that cannot be planned

@@ -57,16 +57,18 @@ MAX_FRAME_BYTES = 1 << 34
 #: starting one fails).
 RESTART_SECONDS = 1.0
 ANSWERS_FD_ARG = "--answers-fd"
-#: A child that has webhooks to answer and has sent nothing for this long is reported by
-#: ``/ready`` (stopped, or stuck on a lock): its webhooks are waiting for nothing.
+#: A child that has webhooks to answer and has sent nothing for this long — no answer,
+#: and no word that its writer moved on (:func:`_beat`) — is reported by ``/ready``
+#: (stopped, or stuck in the disk): its webhooks are waiting for nothing.
 STALL_REPORT_SECONDS = 10.0
-#: ... and past this, killed and replaced. Longer than SQLite's busy timeout (30 s, after
-#: which a write lock held elsewhere sends the webhooks to the spool, which is better than
-#: a 503), so only a child that can no longer answer at all is replaced; its webhooks have
-#: had their 503 by then (``PERSIST_TIMEOUT_SECONDS``).
+#: ... and past this, killed and replaced; its webhooks have had their 503 by then
+#: (``PERSIST_TIMEOUT_SECONDS``). A lock held elsewhere does not come to this: the writer
+#: waits for one 5 s at most, then spools (``store.database.prepare_writer``).
 STALL_KILL_SECONDS = 45.0
 #: How often the serving process looks at its child's silence.
 WATCH_SECONDS = 1.0
+#: How often a busy child says it is still moving on.
+BEAT_SECONDS = 1.0
 #: The child's GIL switch interval: its reader and its writer thread share little.
 CHILD_SWITCH_INTERVAL = 0.0005
 
@@ -199,6 +201,9 @@ class ProcessWriter:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve the child from ``loop`` (the event loop's own thread calls this)."""
+        if self._watch is not None:  # another loop's
+            self._watch.cancel()
+            self._watch = None
         self._loop = loop
         if self._child is not None:
             self._connect(self._child)
@@ -233,7 +238,7 @@ class ProcessWriter:
             log.error("writer process stuck; replacing it", pid=child.process.pid,
                       seconds=round(silent), waiting=len(self._jobs))  # fmt: skip
             child.process.kill()
-            self._gone(child)
+            self._gone(child, killed=True)
         elif silent >= STALL_REPORT_SECONDS and not self._stall_reported:
             self._stall_reported = True
             log.error("writer process not answering; /ready says not ready",
@@ -304,7 +309,7 @@ class ProcessWriter:
             except FrameError as exc:  # not a writer of ours any more: replace it
                 log.error("writer process sent garbage; replacing it", error=str(exc))
                 child.process.kill()
-                self._gone(child)
+                self._gone(child, killed=True)
                 return
             if not complete:
                 return
@@ -321,13 +326,20 @@ class ProcessWriter:
                 job = self._jobs.pop(key, None)
                 if job is not None:
                     job.finish(outcome)
+        elif kind == "progress":  # a long turn under way: hearing it was the point
+            pass
         elif kind == "batch":
             self._on_batch(*payload)
         elif kind == "drained":
             self._on_drained(payload)
 
-    def _gone(self, child: _Child) -> None:
-        """The child exited: answer everyone waiting on it, and start another one."""
+    def _gone(self, child: _Child, killed: bool = False) -> None:
+        """The child exited (or was just ``killed``): answer everyone waiting on it, and
+        start another one.
+
+        A killed child is not waited for here: one in the middle of a disk operation
+        that does not return dies only when it does, and the event loop must not wait
+        with it. It is reaped later (:meth:`_reap`)."""
         assert self._loop is not None
         if self._child is not child:
             return
@@ -337,7 +349,11 @@ class ProcessWriter:
         if not child.input_closed:
             self._loop.remove_writer(child.jobs)
         child.close()
-        code = child.process.wait()
+        if killed:
+            code: int | str = "killed"
+            self._reap(child.process)
+        else:
+            code = child.process.wait()
         waiting, self._jobs = self._jobs, {}
         for job in waiting.values():  # committed or not, nobody can tell: the provider retries
             job.finish(Failed(f"the writer process exited (status {code})"))
@@ -347,6 +363,12 @@ class ProcessWriter:
             return
         log.error("writer process exited; starting another", status=code, waiting=len(waiting))
         self._loop.call_later(self._restart_delay, self._restart)
+
+    def _reap(self, process: subprocess.Popen[bytes]) -> None:
+        """Collect a killed child's exit once it has one, without waiting for it."""
+        assert self._loop is not None
+        if process.poll() is None:
+            self._loop.call_later(WATCH_SECONDS, self._reap, process)
 
     def _restart(self) -> None:
         if self._stopping or self._child is not None:
@@ -387,7 +409,7 @@ class ProcessWriter:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the child finish what it was handed, then wait for it (from any thread)."""
-        self._stopping = True
+        self._stopping = True  # the watch ends at its next look
         child = self._child
         if child is None:  # between two writers: nobody will take what is held
             if self._loop is not None:
@@ -454,6 +476,13 @@ class _Outbox:
     def done(self, key: int, outcome: Outcome) -> None:
         self._answers.append((key, outcome))
 
+    def beat(self) -> None:
+        """Tell the parent the writer is busy, not stuck (see :func:`_beat`)."""
+        with self._lock:
+            if self._parent_gone:
+                return
+            self._write(frame(("progress", None, self._database_up())))
+
     def send(self) -> None:
         with self._lock:
             answers, others = self._answers, self._others
@@ -464,12 +493,15 @@ class _Outbox:
             data = b"".join(frame((kind, payload, up)) for kind, payload in others)
             if answers:
                 data += frame(("done", answers, up))
-            view = memoryview(data)
-            try:
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError:
-                self._parent_gone = True  # nobody to answer; the writer finishes regardless
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            self._parent_gone = True  # nobody to answer; the writer finishes regardless
 
 
 def _slim(plan: object) -> object:
@@ -527,6 +559,7 @@ def child_main(argv: Sequence[str]) -> None:
     )
     flags.start()
     writer.start(database_up=database_up)
+    threading.Thread(target=_beat, args=(writer, outbox), name="wacanon-beat", daemon=True).start()
     try:
         for message in messages:
             if message[0] == "jobs":
@@ -541,6 +574,20 @@ def child_main(argv: Sequence[str]) -> None:
         outbox.send()
         flags.stop()
         engine.dispose()
+
+
+def _beat(writer: Any, outbox: _Outbox) -> None:
+    """Every :data:`BEAT_SECONDS` in which the writer moved on (a statement committed, a
+    spooled record planned) without answering anyone, say so: a long turn — a large
+    webhook written in parts, a chunk of the spool — is not mistaken for a stuck writer
+    (``ProcessWriter._watch_silence``), and one that moves no more is."""
+    seen = writer.progress
+    while True:
+        time.sleep(BEAT_SECONDS)
+        progress = writer.progress
+        if progress != seen:
+            seen = progress
+            outbox.beat()
 
 
 def _messages(fd: int, frames: Frames) -> Iterator[Any]:

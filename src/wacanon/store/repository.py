@@ -350,8 +350,9 @@ def write_batch_at_once(
 ) -> list[WriteResult]:
     """:func:`write_batch` as one statement (see :func:`fits_one_statement`), atomic by
     itself: the caller may run it in autocommit, and a batch then costs the database one
-    round trip instead of four (``BEGIN``, two inserts, ``COMMIT``) — on a busy machine
-    each one waits for the database's process to be scheduled."""
+    round trip instead of one per statement (``BEGIN``, the inserts, ``COMMIT``) — on a
+    busy machine each one waits for the database's process to be scheduled. If the
+    connection drops on the way, see :func:`committed_before`."""
     rows = [row for w in writes for row in w.events]
     letters = [w for w in writes if w.dead_letter is not None]
     params: list[list[Any]] = []
@@ -376,6 +377,37 @@ def write_batch_at_once(
         )
         for w in writes
     ]
+
+
+def committed_before(
+    connection: sa.Connection, writes: Sequence[WebhookWrite]
+) -> list[WriteResult] | None:
+    """What :func:`write_batch_at_once` did for these writes if the database committed it
+    although its connection dropped before the answer came — None if it did not.
+
+    The statement is atomic and the writes are live webhooks with fresh correlation ids,
+    so their journal rows are all there or none is; their new events are those of their
+    keys stored under their correlation ids. Sending the statement again instead would
+    answer each of them with its own events as duplicates."""
+    ids = [w.journal.correlation_id for w in writes]
+    journaled = set(
+        connection.execute(
+            sa.select(webhook_journal.c.correlation_id).where(
+                webhook_journal.c.correlation_id.in_(ids)
+            )
+        ).scalars()
+    )
+    if not journaled:
+        return None
+    new: dict[str, set[str]] = {}
+    keys = list({row["idempotency_key"] for w in writes for row in w.events})
+    for start in range(0, len(keys), 10_000):  # by the unique index, not a scan
+        query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
+            events.c.idempotency_key.in_(keys[start : start + 10_000])
+        )
+        for key, correlation_id in connection.execute(query):
+            new.setdefault(correlation_id, set()).add(key)
+    return [WriteResult(new_keys=new.get(i, set()), journaled=i in journaled) for i in ids]
 
 
 def _letter_value(write: WebhookWrite, column: str) -> Any:
