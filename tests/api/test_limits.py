@@ -48,8 +48,9 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
-async def exchange(app: Any, request: bytes) -> RecordingTransport:
-    """Feed ``request`` to the protocol and let the app answer it."""
+async def exchange(app: Any, *chunks: bytes) -> RecordingTransport:
+    """Feed the request's ``chunks`` to the protocol, one at a time, letting the app run
+    and answer between them."""
     config = Config(app, lifespan="off", log_level="warning")
     config.load()
     protocol = GuardedHttpToolsProtocol(
@@ -57,9 +58,10 @@ async def exchange(app: Any, request: bytes) -> RecordingTransport:
     )
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(request)
-    for _ in range(20):  # the ASGI task, then its sends
-        await asyncio.sleep(0)
+    for chunk in chunks:
+        protocol.data_received(chunk)
+        for _ in range(20):  # the ASGI task, then its sends
+            await asyncio.sleep(0)
     protocol.connection_lost(None)
     return transport
 
@@ -145,26 +147,8 @@ def test_100_continue_goes_before_the_response() -> None:
         await send(START | {"headers": [(b"content-length", str(len(body)).encode())]})
         await send(BODY | {"body": body})
 
-    async def run() -> RecordingTransport:
-        config = Config(app, lifespan="off", log_level="warning")
-        config.load()
-        protocol = GuardedHttpToolsProtocol(
-            config=config, server_state=ServerState(), app_state={}, header_timeout=5.0
-        )
-        transport = RecordingTransport()
-        protocol.connection_made(transport)
-        protocol.data_received(
-            b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
-        )
-        for _ in range(5):
-            await asyncio.sleep(0)
-        protocol.data_received(b"hi")
-        for _ in range(20):
-            await asyncio.sleep(0)
-        protocol.connection_lost(None)
-        return transport
-
-    transport = asyncio.run(run())
+    head = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    transport = asyncio.run(exchange(app, head, b"hi"))
     assert transport.writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
     (response,) = transport.writes[1:]
     assert response.endswith(b"\r\n\r\nhi")
