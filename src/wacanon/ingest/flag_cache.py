@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.flags import FlagSnapshot, ShopperFlags
+from wacanon.store.database import WRITER_LOCK_SECONDS
 from wacanon.store.repository import flag_overrides_map
 
 log = structlog.get_logger("wacanon.flags")
@@ -56,8 +57,13 @@ class FlagCache:
         return cached
 
     def refresh(self) -> None:
+        """Read the overrides again. On PostgreSQL the read waits for a lock at most
+        ``WRITER_LOCK_SECONDS`` (a ``LOCK TABLE`` or migration holding the table): the
+        writer refreshes the flags on each new connection, and must get on to spooling."""
         try:
             with self._engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{WRITER_LOCK_SECONDS}s'")
                 overrides = flag_overrides_map(connection)
         except sa.exc.DBAPIError as exc:
             log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))

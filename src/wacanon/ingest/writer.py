@@ -14,6 +14,7 @@ duplicates are impossible because every row is deduplicated by constraint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -269,7 +270,7 @@ class GroupCommitWriter:
         self._turn_done()
         self._close_claims()
         if self._connection is not None:
-            self._connection.close()
+            _discard(self._connection)
 
     def _turn_done(self) -> None:
         if self._after_turn is not None:
@@ -477,6 +478,7 @@ class GroupCommitWriter:
                     found = recover(connection)
                     connection.rollback()
                     if found is not None:
+                        self.progress += 1
                         return found
                 if at_once:
                     result = _autocommitted(connection, work)
@@ -485,7 +487,7 @@ class GroupCommitWriter:
                         result = work(connection)
             except sa.exc.DBAPIError as exc:
                 self._connection = None
-                connection.close()
+                _discard(connection)
                 if not (reused and exc.connection_invalidated):
                     raise
                 reused, retrying = False, True
@@ -500,10 +502,10 @@ class GroupCommitWriter:
             prepare_writer(connection)
             problem = self._on_connect(connection) if self._on_connect is not None else None
         except BaseException:
-            connection.close()
+            _discard(connection)
             raise
         if problem is not None:
-            connection.close()
+            _discard(connection)
             raise NotWritable(problem)
         return connection
 
@@ -644,7 +646,7 @@ class GroupCommitWriter:
             self._connection.rollback()
         except (sa.exc.DBAPIError, NotWritable) as exc:
             if self._connection is not None:
-                self._connection.close()
+                _discard(self._connection)
                 self._connection = None
             self._mark_down(exc)
             return False
@@ -684,6 +686,15 @@ def _dead_letter_only(write: WebhookWrite, reason: str) -> WebhookWrite:
         errors=j.errors,
     )
     return WebhookWrite(journal=journal, dead_letter=DeadLetter(kind="store_error", error=reason))
+
+
+def _discard(connection: sa.Connection) -> None:
+    """Close the writer's connection for good: never back to the pool, where another
+    user would inherit its settings (``prepare_writer``: a 5 s lock wait, a WAL
+    checkpoint threshold)."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        connection.invalidate()
+    connection.close()
 
 
 def _autocommitted(connection: sa.Connection, work: Callable[[sa.Connection], _T]) -> _T:

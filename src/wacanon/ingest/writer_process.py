@@ -456,11 +456,12 @@ class _JournalSource:
 
 
 class _Outbox:
-    """Messages to the parent. Everything that produces one runs on the writer's thread
-    (answers, commit figures, drained webhooks), which sends a turn's worth in one write
-    at the end of the turn (``GroupCommitWriter(after_turn=...)``): one wake-up of the
-    serving process per commit. The lock only matters at the very end, when the main
-    thread sends what a writer that did not stop in time left."""
+    """Messages to the parent. Answers, commit figures and drained webhooks are produced
+    on the writer's thread, which sends a turn's worth in one write at the end of the
+    turn (``GroupCommitWriter(after_turn=...)``): one wake-up of the serving process per
+    commit. The lock keeps whole frames apart: the beat thread (:func:`_beat`) writes
+    its own, and at the very end the main thread sends what a writer that did not stop
+    in time left."""
 
     def __init__(self, answers_fd: int, database_up: Callable[[], bool]) -> None:
         self._fd = answers_fd
@@ -578,7 +579,7 @@ def child_main(argv: Sequence[str]) -> None:
 
 def _beat(writer: Any, outbox: _Outbox) -> None:
     """Every :data:`BEAT_SECONDS` in which the writer moved on (a statement committed, a
-    spooled record planned) without answering anyone, say so: a long turn — a large
+    spooled record planned), say so: a long turn — a large
     webhook written in parts, a chunk of the spool — is not mistaken for a stuck writer
     (``ProcessWriter._watch_silence``), and one that moves no more is."""
     seen = writer.progress
