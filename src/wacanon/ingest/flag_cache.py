@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.flags import FlagSnapshot, ShopperFlags
-from wacanon.store.database import WRITER_LOCK_SECONDS
+from wacanon.store.database import lock_wait_sql
 from wacanon.store.repository import flag_overrides_map
 
 log = structlog.get_logger("wacanon.flags")
@@ -63,7 +63,7 @@ class FlagCache:
         try:
             with self._engine.connect() as connection:
                 if connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{WRITER_LOCK_SECONDS}s'")
+                    connection.exec_driver_sql(lock_wait_sql(local=True))
                 overrides = flag_overrides_map(connection)
         except sa.exc.DBAPIError as exc:
             log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))

@@ -134,8 +134,14 @@ def prepare_writer(connection: sa.Connection) -> None:
         connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
         connection.exec_driver_sql(f"PRAGMA busy_timeout={WRITER_LOCK_SECONDS * 1000}")
     else:
-        connection.exec_driver_sql(f"SET lock_timeout = '{WRITER_LOCK_SECONDS}s'")
+        connection.exec_driver_sql(lock_wait_sql())
     connection.commit()
+
+
+def lock_wait_sql(local: bool = False) -> str:
+    """PostgreSQL's statement that bounds lock waits to :data:`WRITER_LOCK_SECONDS`:
+    for the session, or (``local``) for the current transaction only."""
+    return f"SET {'LOCAL ' if local else ''}lock_timeout = '{WRITER_LOCK_SECONDS}s'"
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -204,12 +204,7 @@ def _postgresql_inserted(
     the same for every batch, so psycopg parses it once and the server prepares it once
     — a ``VALUES`` list of one placeholder per value made psycopg re-scan a text of
     hundreds of placeholders at every commit (a third of the writer's time)."""
-    arrays = []
-    for c in columns:
-        values = [row[c] for row in rows]
-        if any(v.__class__ is str and "\x00" in v for v in values):
-            values = [storable(v) if v.__class__ is str else v for v in values]
-        arrays.append(values)
+    arrays = _column_arrays(rows, columns, dict.__getitem__)
     result = connection.exec_driver_sql(_unnest_sql(table, columns, key), tuple(arrays))
     return {row[0] for row in result}
 
@@ -363,13 +358,19 @@ def write_batch_at_once(
     if letters:
         params += _column_arrays(letters, _LETTER_COLUMNS, _letter_value)
     result = connection.exec_driver_sql(_batch_sql(bool(rows), bool(letters)), tuple(params))
+    pairs = [(key, owner) for key, owner in result]
+    journaled = {correlation_id for key, correlation_id in pairs if key is None}
+    return _results(writes, [p for p in pairs if p[0] is not None], journaled)
+
+
+def _results(
+    writes: Sequence[WebhookWrite], stored: Iterable[tuple[str, str]], journaled: set[str]
+) -> list[WriteResult]:
+    """Each write's result from the ``(key, correlation id)`` of the events that were
+    stored for it and the correlation ids journaled."""
     new: dict[str, set[str]] = {}
-    journaled: set[str] = set()
-    for key, correlation_id in result:
-        if key is None:
-            journaled.add(correlation_id)
-        else:
-            new.setdefault(correlation_id, set()).add(key)
+    for key, correlation_id in stored:
+        new.setdefault(correlation_id, set()).add(key)
     return [
         WriteResult(
             new_keys=new.get(w.journal.correlation_id, set()),
@@ -399,15 +400,8 @@ def committed_before(
     )
     if not journaled:
         return None
-    new: dict[str, set[str]] = {}
-    keys = list({row["idempotency_key"] for w in writes for row in w.events})
-    for start in range(0, len(keys), 10_000):  # by the unique index, not a scan
-        query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
-            events.c.idempotency_key.in_(keys[start : start + 10_000])
-        )
-        for key, correlation_id in connection.execute(query):
-            new.setdefault(correlation_id, set()).add(key)
-    return [WriteResult(new_keys=new.get(i, set()), journaled=i in journaled) for i in ids]
+    keys = {row["idempotency_key"] for w in writes for row in w.events}
+    return _results(writes, _stored_owners(connection, keys), journaled)
 
 
 def _letter_value(write: WebhookWrite, column: str) -> Any:
@@ -469,16 +463,22 @@ def _stored_by_same_delivery(
     journal row yet (a webhook's journal row comes with its last part). A webhook already
     journaled — a spooled one whose commit went through before its connection dropped —
     finds its rows as duplicates."""
-    keys = list({key for key, _ in wanted})
     journaled = sa.exists().where(webhook_journal.c.correlation_id == events.c.correlation_id)
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(keys), 10_000):
-        chunk = keys[start : start + 10_000]
+    owners = _stored_owners(connection, {key for key, _ in wanted}, ~journaled)
+    return {pair for pair in owners if pair in wanted}
+
+
+def _stored_owners(
+    connection: sa.Connection, keys: Iterable[str], *where: sa.ColumnElement[bool]
+) -> Iterator[tuple[str, str]]:
+    """``(key, correlation id)`` of the stored events with these keys (and ``where``),
+    looked up by the unique index in chunks of 10,000 keys."""
+    wanted = list(keys)
+    for start in range(0, len(wanted), 10_000):
         query = sa.select(events.c.idempotency_key, events.c.correlation_id).where(
-            events.c.idempotency_key.in_(chunk), ~journaled
+            events.c.idempotency_key.in_(wanted[start : start + 10_000]), *where
         )
-        found.update((k, c) for k, c in connection.execute(query) if (k, c) in wanted)
-    return found
+        yield from ((key, owner) for key, owner in connection.execute(query))
 
 
 def _attribute(writes: Sequence[WebhookWrite], stored: set[tuple[str, str]]) -> list[WriteResult]:
