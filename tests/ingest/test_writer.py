@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from tests.store.test_write_batch import STORE, keys, planned
 from wacanon.config import Settings
 from wacanon.ingest.metrics import Metrics
-from wacanon.ingest.pipeline import Pipeline
+from wacanon.ingest.pipeline import Pipeline, Plan
 from wacanon.ingest.spool import Spool, SpoolRecord
 from wacanon.ingest.writer import GroupCommitWriter, Job, Outcome
 from wacanon.store.database import create_engine, upgrade
@@ -22,7 +23,9 @@ from wacanon.store.repository import (
     JournalRow,
     WebhookWrite,
     WriteResult,
+    write_batch,
     write_batch_at_once,
+    write_events,
 )
 from wacanon.store.tables import webhook_journal
 
@@ -151,6 +154,82 @@ def test_a_dropped_connection_neither_loses_a_batch_nor_calls_its_events_duplica
                 )
             ).all()
         assert sorted(map(tuple, rows)) == [(1, 0), (1, 0), (2, 0)]
+    finally:
+        writer.stop()
+        engine.dispose()
+
+
+def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """PostgreSQL, the writes that take a transaction (not one statement): a part of a
+    large webhook, and the last part with its journal row. Each was committed although
+    its connection dropped before the answer (done here beforehand on another
+    connection, then the writer's connection is cut); the writer finds what it did
+    instead of sending it again — sent again, the webhook's own events came back as
+    duplicates (and the last part as not journaled)."""
+    url = postgres_server
+    engine = create_engine(url)
+    pipeline = Pipeline(
+        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+
+    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
+        raise AssertionError("no spool to drain")
+
+    writer = GroupCommitWriter(
+        engine, Spool(tmp_path / "spool"), no_replan, lambda _: None, max_rows=2
+    )
+    writer.start()
+
+    def commit(write: WebhookWrite) -> WriteResult:
+        answered: list[Outcome] = []
+        done = threading.Event()
+        writer.expect()
+        writer.submit(Job(write, _Source(), lambda o: (answered.append(o), done.set())))
+        assert done.wait(20), "no answer"
+        assert isinstance(answered[0], WriteResult)
+        return answered[0]
+
+    def cut_the_writers_connection() -> None:
+        assert writer._connection is not None
+        pid = writer._connection.connection.driver_connection.info.backend_pid
+        with engine.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    def counts(plan: Plan) -> tuple[int, int]:
+        with engine.connect() as connection:
+            row = connection.execute(
+                sa.select(webhook_journal.c.events_new, webhook_journal.c.duplicates).where(
+                    webhook_journal.c.correlation_id == plan.write.journal.correlation_id
+                )
+            ).one()
+        return row[0], row[1]
+
+    try:
+        commit(planned(pipeline, "warm-up").write)  # the writer's connection, to cut
+
+        large = planned(pipeline, *(f"l-{i}" for i in range(5)))  # parts of 2, 2 and 1
+        with engine.begin() as other:  # its first part committed; the answer "lost"
+            write_events(other, large.write.events[:2])
+        cut_the_writers_connection()
+        outcome = commit(large.write)
+        assert outcome.new_keys == keys(large)
+        assert counts(large) == (5, 0)
+
+        two = planned(pipeline, "t-1", "t-2")
+        first, rest = two.write.events[:1], two.write.events[1:]
+        last = dataclasses.replace(
+            two.write, events=rest, stored_before={first[0]["idempotency_key"]}, rows_before=1
+        )
+        with engine.begin() as other:  # the last part committed; the answer "lost"
+            write_events(other, first)
+            write_batch(other, [last])
+        cut_the_writers_connection()
+        outcome = commit(last)
+        assert outcome.journaled
+        assert outcome.new_keys == keys(two)
+        assert counts(two) == (2, 0)
     finally:
         writer.stop()
         engine.dispose()

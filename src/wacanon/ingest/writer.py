@@ -38,6 +38,7 @@ from wacanon.store.repository import (
     WriteResult,
     committed_before,
     fits_one_statement,
+    part_committed_before,
     write_batch,
     write_batch_at_once,
     write_events,
@@ -380,7 +381,9 @@ class GroupCommitWriter:
 
     def _write_events(self, rows: list[dict[str, Any]]) -> set[str]:
         """Event rows only (one part of a large webhook), in one transaction."""
-        return self._in_transaction(partial(write_events, rows=rows))
+        return self._in_transaction(
+            partial(write_events, rows=rows), recover=partial(part_committed_before, rows=rows)
+        )
 
     def _commit(self, jobs: list[Job]) -> None:
         started = time.perf_counter()
@@ -446,7 +449,9 @@ class GroupCommitWriter:
                 at_once=True,
                 recover=partial(committed_before, writes=writes),
             )
-        return self._in_transaction(partial(write_batch, writes=writes))
+        return self._in_transaction(
+            partial(write_batch, writes=writes), recover=partial(committed_before, writes=writes)
+        )
 
     def _in_transaction(
         self,
@@ -463,9 +468,10 @@ class GroupCommitWriter:
         one before the database is declared unreachable; a connection that failed is
         never used again. Only a dropped connection is retried: a lock that was not
         granted in time (SQLite's busy timeout, PostgreSQL's ``lock_timeout``) would only
-        be waited for again, and sends the batch to the spool at once. Before a statement
-        that commits as it runs is sent again, ``recover`` looks for what it did: the
-        connection may have dropped after the database committed it.
+        be waited for again, and sends the batch to the spool at once. Before ``work`` is
+        sent again, ``recover`` looks for what it did: the connection may have dropped
+        after the database committed it (a statement that commits as it runs, or a
+        ``COMMIT`` whose answer never came).
         """
         reused = self._connection is not None
         retrying = False

@@ -383,13 +383,22 @@ def _results(
 def committed_before(
     connection: sa.Connection, writes: Sequence[WebhookWrite]
 ) -> list[WriteResult] | None:
-    """What :func:`write_batch_at_once` did for these writes if the database committed it
-    although its connection dropped before the answer came — None if it did not.
+    """What :func:`write_batch_at_once` or :func:`write_batch` did for these writes if the
+    database committed them although the connection dropped before the answer came (a
+    drop during ``COMMIT``) — None if it did not, or if that cannot be told.
 
-    The statement is atomic and the writes are live webhooks with fresh correlation ids,
-    so their journal rows are all there or none is; their new events are those of their
-    keys stored under their correlation ids. Sending the statement again instead would
-    answer each of them with its own events as duplicates."""
+    The write is atomic and live webhooks have fresh correlation ids, so their journal
+    rows are all there or none is; their new events are those of their keys stored under
+    their correlation ids (plus, for the last part of a large webhook, the keys its
+    earlier parts stored). Sending the write again instead would answer each of them
+    with its own events as duplicates.
+
+    A batch replayed from the spool (``resumes``) cannot be told: an earlier drain may
+    have journaled it before the spool forgot it, so a journal row proves nothing. It is
+    sent again, as before: nothing is lost, its events count as duplicates in the
+    figures, and nobody waits for its answer (it was acknowledged when spooled)."""
+    if any(w.resumes for w in writes):
+        return None
     ids = [w.journal.correlation_id for w in writes]
     journaled = set(
         connection.execute(
@@ -401,7 +410,28 @@ def committed_before(
     if not journaled:
         return None
     keys = {row["idempotency_key"] for w in writes for row in w.events}
-    return _results(writes, _stored_owners(connection, keys), journaled)
+    results = _results(writes, _stored_owners(connection, keys), journaled)
+    for write, result in zip(writes, results, strict=True):
+        result.new_keys |= write.stored_before
+    return results
+
+
+def part_committed_before(
+    connection: sa.Connection, rows: Sequence[dict[str, Any]]
+) -> set[str] | None:
+    """What :func:`write_events` did for one part of a large webhook if the database
+    committed it although the connection dropped before the answer came: the part's keys
+    stored under the webhook's correlation id — None when none is (nothing committed, or
+    nothing to tell: the part is sent again, which then finds the same).
+
+    Only this webhook writes under its correlation id (a replayed one's earlier delivery
+    too: those rows are its own, see :func:`_stored_by_same_delivery`)."""
+    if not rows:
+        return None
+    owner = rows[0]["correlation_id"]
+    keys = {row["idempotency_key"] for row in rows}
+    mine = {key for key, stored_by in _stored_owners(connection, keys) if stored_by == owner}
+    return mine or None
 
 
 def _letter_value(write: WebhookWrite, column: str) -> Any:
