@@ -4,10 +4,12 @@ a 503 — with the writer in the serving process and in a writer process."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,14 @@ import sqlalchemy as sa
 
 from tests.api.conftest import bearer, sim_body, sim_message
 from tests.api.test_slow_clients import Server
-from wacanon.store.database import WRITER_LOCK_SECONDS, create_engine
+from tests.store.test_write_batch import STORE
+from wacanon.config import Settings
+from wacanon.ingest.metrics import Metrics
+from wacanon.ingest.pipeline import Pipeline, Received
+from wacanon.ingest.spool import Spool
+from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter
+from wacanon.store import database
+from wacanon.store.database import WRITER_LOCK_SECONDS, create_engine, upgrade
 from wacanon.store.tables import events
 
 
@@ -110,3 +119,65 @@ def test_the_writers_lock_wait_stays_with_the_writer(tmp_path: Path) -> None:
                 assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     finally:
         server.stop()
+
+
+def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database answers but a lock held elsewhere refuses the drain's writes: the
+    spooled file stays as it is (each attempt appended its chunk and the rest of the file
+    to the spool again: the whole spool rewritten every few seconds for as long as the
+    lock lasted), attempts come less and less often, and once the lock is gone
+    everything drains, once."""
+    monkeypatch.setattr(database, "WRITER_LOCK_SECONDS", 1)  # attempts every ~2 s, not ~6
+    engine = create_engine(database_url)
+    upgrade(engine)
+    pipeline = Pipeline(
+        Settings(database_url=database_url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    spool_dir = tmp_path / "spool"
+    ids = [f"S-{i}" for i in range(DRAIN_CHUNK + 50)]  # a chunk, and the rest of the file
+    earlier = Spool(spool_dir)  # a server that spooled them, then stopped
+    earlier.append(
+        [
+            Received(
+                "simulated", sim_body(sim_message(i)), f"c-{i}", datetime.now(UTC), True
+            ).spool_record()
+            for i in ids
+        ]
+    )
+    earlier.close()
+
+    def spool_files() -> set[tuple[str, int, int, int]]:
+        """Each file's name, inode, size and last change: a file rewritten is another."""
+        found = set()
+        for p in spool_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # renamed or deleted meanwhile
+                stat = p.stat()
+                found.add((p.name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        return found
+
+    (original,) = spool_files()
+    writer = GroupCommitWriter(engine, Spool(spool_dir), pipeline.replan, lambda _: None)
+    try:
+        with write_lock(database_url):
+            writer.start()
+            seen: set[tuple[str, int, int, int]] = set()
+            deadline = time.monotonic() + 7
+            while time.monotonic() < deadline:
+                seen |= spool_files()
+                time.sleep(0.02)
+            assert writer.progress >= 2 * DRAIN_CHUNK, "the drain did not try twice"
+            # The one file, claimed (renamed), never written again nor replaced.
+            claimed = (original[0].replace(".jsonl", ".draining"), *original[1:])
+            assert seen <= {original, claimed}, f"spool rewritten: {seen}"
+            assert spool_files() == {claimed}
+        deadline = time.monotonic() + 40  # the drain's back-off is under 16 s by now
+        while len(stored(database_url)) < len(ids):
+            assert time.monotonic() < deadline, f"{len(stored(database_url))} drained"
+            time.sleep(0.2)
+        assert sorted(stored(database_url)) == sorted(ids)
+        assert Spool(spool_dir).depth() == 0
+    finally:
+        writer.stop()
+        engine.dispose()

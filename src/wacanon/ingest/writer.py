@@ -47,6 +47,8 @@ from wacanon.store.repository import (
 log = structlog.get_logger("wacanon.writer")
 
 RETRY_SECONDS = 1.0
+#: A drain that keeps failing while the database answers waits up to this between tries.
+MAX_DRAIN_BACKOFF_SECONDS = 15.0
 DRAIN_CHUNK = 200
 SPOOL_CHECK_SECONDS = 5.0
 #: How long a batch may wait for requests that are already being processed.
@@ -192,6 +194,7 @@ class GroupCommitWriter:
         self._spool_pending = True  # check at start-up; set again whenever we spool
         self._next_spool_check = 0.0
         self._drain_not_before = 0.0
+        self._drain_backoff = RETRY_SECONDS
 
     def start(self, *, database_up: bool = True) -> None:
         """Start the thread; ``database_up=False`` when the database did not answer at
@@ -516,8 +519,12 @@ class GroupCommitWriter:
         return connection
 
     def _to_spool(self, jobs: list[Job]) -> None:
+        spooled = [
+            job for job in jobs if not (isinstance(job.source, _Spooled) and job.source.kept)
+        ]
         try:
-            self._spool.append([job.source.spool_record() for job in jobs])
+            if spooled:
+                self._spool.append([job.source.spool_record() for job in spooled])
         except OSError as exc:
             log.error("spool write failed", error=str(exc), webhooks=len(jobs))
             for job in jobs:
@@ -566,7 +573,10 @@ class GroupCommitWriter:
 
         A record that cannot be stored for what it holds (it cannot be planned, or the
         database refuses even its dead letter) is set aside in the spool's rejected file
-        so the rest drains; only an unreachable database keeps the file for later.
+        so the rest drains; only a database that cannot take the writes (unreachable,
+        or a lock held elsewhere) keeps the file for later — as it is, when its first
+        chunk failed, with attempts further and further apart (up to
+        :data:`MAX_DRAIN_BACKOFF_SECONDS`) while the database answers but refuses.
         """
         current = self._draining or self._claim_next()
         if current is None:
@@ -581,8 +591,12 @@ class GroupCommitWriter:
                 planned.append((self._replan(record), record))
             except Exception as exc:  # noqa: BLE001 - any record that cannot be planned
                 self._spool.reject(record, f"{type(exc).__name__}: {exc}")
+        # At the start of a file, a record that cannot be written now stays where it is
+        # (the file is kept for the next attempt); further in, the rest of the file is
+        # moved to the spool instead, so what this file stored is not replayed again.
+        kept = start == 0
         jobs = [
-            Job(write, _Spooled(r), partial(outcomes.__setitem__, index))
+            Job(write, _Spooled(r, kept), partial(outcomes.__setitem__, index))
             for index, ((write, _), r) in enumerate(planned)
         ]
         self._guarded(self._commit, jobs)
@@ -595,13 +609,18 @@ class GroupCommitWriter:
                 stored.append((context, outcome))
             elif isinstance(outcome, Failed) and outcome.data:
                 refused.append((record, outcome.reason))
-            elif not isinstance(outcome, Spooled):  # Spooled: moved back, nothing lost
+            elif not isinstance(outcome, Spooled) or kept:  # Spooled, not kept: moved back
                 retry_later = True
         if stored:
             self._on_drained(stored)
+            self._drain_backoff = RETRY_SECONDS
         if retry_later or (refused and not self.database_up):  # not the data: keep the file
             self._close_claims()
-            self._drain_not_before = time.monotonic() + RETRY_SECONDS
+            self._drain_not_before = time.monotonic() + self._drain_backoff
+            # The database answers but does not take the writes (a lock held elsewhere
+            # for minutes, a disk full): each attempt replans a chunk and waits for the
+            # lock, so attempts come less often the longer it lasts.
+            self._drain_backoff = min(MAX_DRAIN_BACKOFF_SECONDS, self._drain_backoff * 2)
             return
         for record, reason in refused:
             self._spool.reject(record, reason)
@@ -671,7 +690,12 @@ class _Large:
 
 @dataclass(frozen=True, slots=True)
 class _Spooled:
+    """A record being drained. ``kept``: it is still in the file being drained, which
+    stays as it is if the record cannot be written now — appending it to the spool again
+    would rewrite the spool at every attempt while the database stays unusable."""
+
     record: SpoolRecord
+    kept: bool = False
 
     def spool_record(self) -> SpoolRecord:
         return self.record
