@@ -47,6 +47,29 @@ def journal(correlation_id: str) -> JournalRow:
     )
 
 
+def _no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
+    raise AssertionError("no spool to drain")
+
+
+def _commit(writer: GroupCommitWriter, write: WebhookWrite) -> WriteResult:
+    """One webhook through the writer; its answer, which must be a stored result."""
+    answered: list[Outcome] = []
+    done = threading.Event()
+    writer.expect()
+    writer.submit(Job(write, _Source(), lambda o: (answered.append(o), done.set())))
+    assert done.wait(20), "no answer"
+    assert isinstance(answered[0], WriteResult)
+    return answered[0]
+
+
+def _cut_the_connection_of(writer: GroupCommitWriter, engine: sa.Engine) -> None:
+    """PostgreSQL ends the writer's kept connection, as a server restart would."""
+    assert writer._connection is not None
+    pid = writer._connection.connection.driver_connection.info.backend_pid
+    with engine.connect() as admin:
+        admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+
 #: Rows no normalizer makes, each failing its own way: a row missing every other column
 #: (KeyError), and times that are text where the store expects a datetime (a bug of ours:
 #: AttributeError) — the webhook's own problem, never a reason to spool everything.
@@ -63,10 +86,7 @@ def test_an_unexpected_error_dead_letters_its_webhook_and_the_writer_goes_on(
     engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     upgrade(engine)
 
-    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
-        raise AssertionError("no spool to drain")
-
-    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), no_replan, lambda _: None)
+    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None)
     writer.start()
     outcomes: list[Outcome] = []
     done = threading.Event()
@@ -106,44 +126,25 @@ def test_a_dropped_connection_neither_loses_a_batch_nor_calls_its_events_duplica
         Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
     )
 
-    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
-        raise AssertionError("no spool to drain")
-
-    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), no_replan, lambda _: None)
+    writer = GroupCommitWriter(engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None)
     writer.start()
-
-    def commit(write: WebhookWrite) -> Outcome:
-        answered: list[Outcome] = []
-        done = threading.Event()
-        writer.expect()
-        writer.submit(Job(write, _Source(), lambda o: (answered.append(o), done.set())))
-        assert done.wait(20), "no answer"
-        return answered[0]
-
-    def cut_the_writers_connection() -> None:
-        assert writer._connection is not None
-        pid = writer._connection.connection.driver_connection.info.backend_pid
-        with engine.connect() as admin:
-            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
     try:
         first = planned(pipeline, "c-1")
-        assert isinstance(outcome := commit(first.write), WriteResult)
+        outcome = _commit(writer, first.write)
         assert outcome.new_keys == keys(first)
 
-        cut_the_writers_connection()
+        _cut_the_connection_of(writer, engine)
         fresh = planned(pipeline, "c-2", "c-3")
-        outcome = commit(fresh.write)
-        assert isinstance(outcome, WriteResult)
+        outcome = _commit(writer, fresh.write)
         assert outcome.new_keys == keys(fresh)
         assert outcome.journaled
 
-        cut_the_writers_connection()
+        _cut_the_connection_of(writer, engine)
         landed = planned(pipeline, "c-4")
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
             write_batch_at_once(other, [landed.write])  # committed; the answer "lost"
-        outcome = commit(landed.write)
-        assert isinstance(outcome, WriteResult)
+        outcome = _commit(writer, landed.write)
         assert outcome.new_keys == keys(landed)
         assert outcome.journaled
         with engine.connect() as connection:
@@ -174,28 +175,10 @@ def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
         Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
     )
 
-    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
-        raise AssertionError("no spool to drain")
-
     writer = GroupCommitWriter(
-        engine, Spool(tmp_path / "spool"), no_replan, lambda _: None, max_rows=2
+        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=2
     )
     writer.start()
-
-    def commit(write: WebhookWrite) -> WriteResult:
-        answered: list[Outcome] = []
-        done = threading.Event()
-        writer.expect()
-        writer.submit(Job(write, _Source(), lambda o: (answered.append(o), done.set())))
-        assert done.wait(20), "no answer"
-        assert isinstance(answered[0], WriteResult)
-        return answered[0]
-
-    def cut_the_writers_connection() -> None:
-        assert writer._connection is not None
-        pid = writer._connection.connection.driver_connection.info.backend_pid
-        with engine.connect() as admin:
-            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
     def counts(plan: Plan) -> tuple[int, int]:
         with engine.connect() as connection:
@@ -207,13 +190,13 @@ def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
         return row[0], row[1]
 
     try:
-        commit(planned(pipeline, "warm-up").write)  # the writer's connection, to cut
+        _commit(writer, planned(pipeline, "warm-up").write)  # the writer's connection, to cut
 
         large = planned(pipeline, *(f"l-{i}" for i in range(5)))  # parts of 2, 2 and 1
         with engine.begin() as other:  # its first part committed; the answer "lost"
             write_events(other, large.write.events[:2])
-        cut_the_writers_connection()
-        outcome = commit(large.write)
+        _cut_the_connection_of(writer, engine)
+        outcome = _commit(writer, large.write)
         assert outcome.new_keys == keys(large)
         assert counts(large) == (5, 0)
 
@@ -225,8 +208,8 @@ def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
         with engine.begin() as other:  # the last part committed; the answer "lost"
             write_events(other, first)
             write_batch(other, [last])
-        cut_the_writers_connection()
-        outcome = commit(last)
+        _cut_the_connection_of(writer, engine)
+        outcome = _commit(writer, last)
         assert outcome.journaled
         assert outcome.new_keys == keys(two)
         assert counts(two) == (2, 0)
@@ -244,11 +227,8 @@ def test_the_writer_counts_each_part_of_a_large_webhook_as_progress(tmp_path: Pa
         Settings(database_url=str(engine.url), default_shopper_id="s"), lambda _: STORE, Metrics()
     )
 
-    def no_replan(_: SpoolRecord) -> tuple[WebhookWrite, object]:
-        raise AssertionError("no spool to drain")
-
     writer = GroupCommitWriter(
-        engine, Spool(tmp_path / "spool"), no_replan, lambda _: None, max_rows=10
+        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=10
     )
     writer.start()
     large = planned(pipeline, *(f"p-{i}" for i in range(200)))
