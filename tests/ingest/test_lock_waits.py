@@ -18,14 +18,16 @@ import sqlalchemy as sa
 
 from tests.api.conftest import bearer, sim_body, sim_message
 from tests.api.test_slow_clients import Server
+from tests.conftest import _clean
 from tests.store.test_write_batch import STORE
 from wacanon.config import Settings
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
-from wacanon.ingest.spool import Spool
+from wacanon.ingest.spool import Spool, SpoolRecord
 from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter
 from wacanon.store import database
 from wacanon.store.database import WRITER_LOCK_SECONDS, create_engine, upgrade
+from wacanon.store.repository import WebhookWrite
 from wacanon.store.tables import events
 
 
@@ -181,3 +183,65 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
     finally:
         writer.stop()
         engine.dispose()
+
+
+def test_a_first_chunk_stored_in_part_is_not_replayed(
+    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's first chunk holds a record the database refuses (so it is written one by
+    one) and, after it, one whose key another transaction holds: the records before and
+    after are stored, that one waits out the lock. What was stored is not drained again
+    when the lock is gone (the file was kept whole, and each attempt answered its stored
+    records again as duplicates): each record is drained once."""
+    monkeypatch.setattr(database, "WRITER_LOCK_SECONDS", 1)
+    _clean(postgres_server)
+    engine = create_engine(postgres_server)
+    pipeline = Pipeline(
+        Settings(database_url=postgres_server, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    ids = [f"P-{i}" for i in range(5)]
+    records = [
+        Received(
+            "simulated", sim_body(sim_message(i)), f"c-{i}", datetime.now(UTC), True
+        ).spool_record()
+        for i in ids
+    ]
+
+    def replan(record: SpoolRecord) -> tuple[WebhookWrite, object]:
+        write, _ = pipeline.replan(record)
+        if record.correlation_id == "c-P-2":
+            write.events[0]["event_type"] = "x" * 100  # varchar(64): refused
+        return write, record.correlation_id
+
+    drained: list[tuple[object, int]] = []
+    spool_dir = tmp_path / "spool"
+    earlier = Spool(spool_dir)
+    earlier.append(records)
+    earlier.close()
+    (held,) = replan(records[3])[0].events
+    holder = engine.connect()
+    holder.execute(events.insert(), [held])  # not committed: P-3's key is taken, for now
+    writer = GroupCommitWriter(
+        engine,
+        Spool(spool_dir),
+        replan,
+        lambda stored: drained.extend((c, len(r.new_keys)) for c, r in stored),
+    )
+    try:
+        writer.start()
+        deadline = time.monotonic() + 20
+        while sorted(stored(postgres_server)) != ["P-0", "P-1", "P-4"]:
+            assert time.monotonic() < deadline, f"stored: {stored(postgres_server)}"
+            time.sleep(0.1)
+        time.sleep(3)  # attempts while the key is held
+        holder.rollback()
+        holder.close()
+        deadline = time.monotonic() + 30
+        while Spool(spool_dir).depth() or "P-3" not in stored(postgres_server):
+            assert time.monotonic() < deadline, f"stored: {stored(postgres_server)}"
+            time.sleep(0.1)
+    finally:
+        writer.stop()
+        engine.dispose()
+    assert sorted(stored(postgres_server)) == ["P-0", "P-1", "P-3", "P-4"]
+    assert sorted(drained) == [("c-P-0", 1), ("c-P-1", 1), ("c-P-2", 0), ("c-P-3", 1), ("c-P-4", 1)]

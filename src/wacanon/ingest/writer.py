@@ -614,6 +614,8 @@ class GroupCommitWriter:
         if stored:
             self._on_drained(stored)
             self._drain_backoff = RETRY_SECONDS
+        if kept and retry_later and stored and self._move_unstored(planned, outcomes, current):
+            return
         if retry_later or (refused and not self.database_up):  # not the data: keep the file
             self._close_claims()
             self._drain_not_before = time.monotonic() + self._drain_backoff
@@ -640,6 +642,42 @@ class GroupCommitWriter:
         self._spool.done(path)
         self._draining = None
         log.info("spool file replayed", file=path.name, webhooks=len(records))
+
+    def _move_unstored(
+        self,
+        planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]],
+        outcomes: dict[int, Outcome],
+        current: tuple[Path, list[SpoolRecord], int],
+    ) -> bool:
+        """Part of a file's first chunk was stored before the database stopped taking
+        writes (one by one, after a record it refused): keeping the file would replay the
+        stored part, answered and counted again as duplicates. What did not go in, and the
+        rest of the file, move to the spool instead; False when the spool cannot be
+        written (the file is then kept, as for a chunk that stored nothing)."""
+        path, records, start = current
+        waiting: list[SpoolRecord] = []
+        refused: list[tuple[SpoolRecord, str]] = []
+        for index, (_, record) in enumerate(planned):
+            outcome = outcomes.get(index)
+            if isinstance(outcome, WriteResult):
+                continue
+            if isinstance(outcome, Failed) and outcome.data and self.database_up:
+                refused.append((record, outcome.reason))
+            else:
+                waiting.append(record)
+        try:
+            self._spool.append([*waiting, *records[start + DRAIN_CHUNK :]])
+        except OSError as exc:
+            log.error("spool write failed; the claimed file stays", error=str(exc))
+            return False
+        for record, reason in refused:
+            self._spool.reject(record, reason)
+        self._spool.done(path)
+        self._spool_pending = True
+        self._close_claims()
+        self._drain_not_before = time.monotonic() + self._drain_backoff
+        log.info("spool file partly replayed; the rest waits", file=path.name, left=len(waiting))
+        return True
 
     def _claim_next(self) -> tuple[Path, list[SpoolRecord], int] | None:
         if self._claims is None:
