@@ -171,9 +171,10 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
                 time.sleep(0.02)
             assert writer.progress >= 2 * DRAIN_CHUNK, "the drain did not try twice"
             # The one file, claimed (renamed), never written again nor replaced.
-            claimed = (original[0].replace(".jsonl", ".draining"), *original[1:])
+            (claimed,) = spool_files()
+            assert claimed[0].endswith(".draining")
+            assert claimed[1:] == original[1:], "claimed file rewritten"
             assert seen <= {original, claimed}, f"spool rewritten: {seen}"
-            assert spool_files() == {claimed}
         deadline = time.monotonic() + 40  # the drain's back-off is under 16 s by now
         while len(stored(database_url)) < len(ids):
             assert time.monotonic() < deadline, f"{len(stored(database_url))} drained"

@@ -2,9 +2,9 @@
 
 Append-only JSON lines, one webhook each, ``fsync``-ed before the webhook is
 acknowledged. Each process appends to its own file, locked while it is open; draining
-renames an unlocked file to
-``*.draining`` under an exclusive ``flock`` so two workers never replay the same file,
-and deletes it only after every record is committed. A crash mid-drain leaves the
+renames an unlocked file to a ``*.draining`` name of its own under an exclusive
+``flock`` so two workers never replay the same file, and deletes it only after every
+record is committed (a file the database could not take yet stays, for a later attempt). A crash mid-drain leaves the
 ``.draining`` file for the next drain — replaying it again is harmless because journal
 rows and events are deduplicated by constraint. A torn last line (a crash during the
 append, before the acknowledgement) is skipped: it was never acknowledged.
@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -158,7 +159,7 @@ class Spool:
         """Each spool file's records, under an exclusive lock; delete it with :meth:`done`."""
         self.close()
         for path in self._files():
-            claimed = path if path.suffix == ".draining" else path.with_suffix(".draining")
+            claimed = path if path.suffix == ".draining" else _claim_name(path)
             handle = open(path, "rb")  # noqa: SIM115 - closed in finally
             try:
                 try:
@@ -177,6 +178,14 @@ class Spool:
     def done(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
+
+
+def _claim_name(path: Path) -> Path:
+    """A ``.draining`` name no other file has: a file claimed earlier may still be there,
+    kept for a later attempt and not locked between attempts (``spool-7.jsonl`` claimed
+    once, then written again by its worker, would replace it — and lose it — if claimed
+    under the same name)."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{time.time_ns()}.draining")
 
 
 def _read(handle: IO[bytes], path: Path) -> Iterator[SpoolRecord]:
