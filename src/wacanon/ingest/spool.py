@@ -4,10 +4,11 @@ Append-only JSON lines, one webhook each, ``fsync``-ed before the webhook is
 acknowledged. Each process appends to its own file, locked while it is open; draining
 renames an unlocked file to a ``*.draining`` name of its own under an exclusive
 ``flock`` so two workers never replay the same file, and deletes it only after every
-record is committed (a file the database could not take yet stays, for a later attempt). A crash mid-drain leaves the
-``.draining`` file for the next drain — replaying it again is harmless because journal
-rows and events are deduplicated by constraint. A torn last line (a crash during the
-append, before the acknowledgement) is skipped: it was never acknowledged.
+record is committed (a file the database could not take yet stays, for a later
+attempt). A crash mid-drain leaves the ``.draining`` file for the next drain — replaying
+it again is harmless because journal rows and events are deduplicated by constraint. A
+torn last line (a crash during the append, before the acknowledgement) is skipped: it
+was never acknowledged.
 """
 
 from __future__ import annotations
