@@ -27,7 +27,7 @@ from wacanon.store.repository import (
     write_batch_at_once,
     write_events,
 )
-from wacanon.store.tables import webhook_journal
+from wacanon.store.tables import events, webhook_journal
 
 
 class _Source:
@@ -216,6 +216,53 @@ def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
     finally:
         writer.stop()
         engine.dispose()
+
+
+def test_a_part_that_did_not_commit_is_sent_again_though_an_earlier_part_shares_a_key(
+    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook carrying one fact twice, in two parts (a, b | a, c | e): the first part
+    stored a and b; the connection drops before the second is sent. a is stored under the
+    webhook's correlation id, yet by the first part: the second did not commit, and is
+    sent again (it was taken as committed and c was never stored, the webhook answered
+    200)."""
+    url = postgres_server
+    engine = create_engine(url)
+    pipeline = Pipeline(
+        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    writer = GroupCommitWriter(
+        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=2
+    )
+    writer.start()
+    try:
+        _commit(writer, planned(pipeline, "warm-up").write)
+        large = planned(pipeline, "r-a", "r-b", "r-a", "r-c", "r-e")
+        write_part = writer._write_events
+        parts: list[int] = []
+
+        def cut_before_the_second_part(rows: list[dict[str, Any]], *rest: Any) -> set[str]:
+            parts.append(len(rows))
+            if len(parts) == 2:  # the kept connection ends between the parts (a restart)
+                _cut_the_connection_of(writer, engine)
+            return write_part(rows, *rest)
+
+        monkeypatch.setattr(writer, "_write_events", cut_before_the_second_part)
+        outcome = _commit(writer, large.write)
+        with engine.connect() as connection:
+            stored = set(
+                connection.execute(
+                    sa.select(events.c.idempotency_key).where(
+                        events.c.correlation_id == large.write.journal.correlation_id
+                    )
+                ).scalars()
+            )
+    finally:
+        writer.stop()
+        engine.dispose()
+    assert parts == [2, 2]
+    assert stored == keys(large)
+    assert outcome.new_keys == keys(large)
 
 
 def test_the_writer_counts_each_part_of_a_large_webhook_as_progress(tmp_path: Path) -> None:

@@ -369,7 +369,7 @@ class GroupCommitWriter:
             self._to_spool([job])
             return
         try:
-            large.new_keys |= self._write_events(rows[large.done : end])
+            large.new_keys |= self._write_events(rows[large.done : end], large.new_keys)
         except Exception as exc:  # noqa: BLE001 - sorted by _refused_data
             if not _refused_data(exc):
                 self._mark_down(exc)
@@ -382,10 +382,12 @@ class GroupCommitWriter:
         self._mark_up()
         large.done = end
 
-    def _write_events(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Event rows only (one part of a large webhook), in one transaction."""
+    def _write_events(self, rows: list[dict[str, Any]], earlier: set[str]) -> set[str]:
+        """Event rows only (one part of a large webhook), in one transaction; ``earlier``:
+        the keys its earlier parts stored."""
         return self._in_transaction(
-            partial(write_events, rows=rows), recover=partial(part_committed_before, rows=rows)
+            partial(write_events, rows=rows),
+            recover=partial(part_committed_before, rows=rows, earlier=earlier),
         )
 
     def _commit(self, jobs: list[Job]) -> None:

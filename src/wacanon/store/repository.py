@@ -417,21 +417,26 @@ def committed_before(
 
 
 def part_committed_before(
-    connection: sa.Connection, rows: Sequence[dict[str, Any]]
+    connection: sa.Connection, rows: Sequence[dict[str, Any]], earlier: set[str]
 ) -> set[str] | None:
     """What :func:`write_events` did for one part of a large webhook if the database
     committed it although the connection dropped before the answer came: the part's keys
-    stored under the webhook's correlation id — None when none is (nothing committed, or
-    nothing to tell: the part is sent again, which then finds the same).
+    newly stored under the webhook's correlation id — None when the part did not commit
+    (a key of it is stored by nobody: it is sent again).
 
-    Only this webhook writes under its correlation id (a replayed one's earlier delivery
-    too: those rows are its own, see :func:`_stored_by_same_delivery`)."""
+    ``earlier``: the keys the webhook's earlier parts stored. A webhook may carry one fact
+    twice, in two parts; a key stored under its correlation id by an earlier part proves
+    nothing about this one. Only this webhook writes under its correlation id (a replayed
+    one's earlier delivery too: those rows are its own, see
+    :func:`_stored_by_same_delivery`)."""
     if not rows:
         return None
     owner = rows[0]["correlation_id"]
     keys = {row["idempotency_key"] for row in rows}
-    mine = {key for key, stored_by in _stored_owners(connection, keys) if stored_by == owner}
-    return mine or None
+    owners = dict(_stored_owners(connection, keys))
+    if not keys <= owners.keys():
+        return None
+    return {key for key, stored_by in owners.items() if stored_by == owner} - earlier
 
 
 def _letter_value(write: WebhookWrite, column: str) -> Any:
