@@ -4,6 +4,7 @@ and a server started while the database is away (PostgreSQL, through a cuttable 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from datetime import UTC, datetime
@@ -463,3 +464,39 @@ def test_over_http_a_webhook_the_database_refuses_answers_dead_letter_and_the_ne
         with engine.begin() as connection:
             connection.exec_driver_sql("ALTER TABLE events DROP CONSTRAINT IF EXISTS t_poison")
         engine.dispose()
+
+
+def test_a_message_id_too_large_for_an_index_is_a_dead_letter_not_an_outage(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """A Cloud API message id of 8,000 random characters (a legal body): PostgreSQL cannot
+    index it (``index row size exceeds maximum``, raised as an OperationalError). It was
+    taken for an outage: the webhook answered ``spooled``, the database marked down for
+    every webhook, and the drain refused again every second, for ever. Now: a dead letter
+    with its raw body, and the next webhook stored as usual."""
+    _clean(postgres_server)
+    settings = make_settings(postgres_server, tmp_path)
+    huge = cloud_text("106540352242922", "wamid." + secrets.token_urlsafe(6000))
+    server = LiveServer(create_app(settings, env=PERSIST))
+    try:
+        with httpx.Client(base_url=server.start(), timeout=30) as client:
+            refused = client.post("/webhooks/cloud_api", content=huge, headers=hub_signature(huge))
+            fine_body = cloud_text("106540352242922", "wamid.FINE-1")
+            fine = client.post(
+                "/webhooks/cloud_api", content=fine_body, headers=hub_signature(fine_body)
+            )
+        assert refused.status_code == 200
+        answer = refused.json()
+        assert (answer["events"], answer.get("spooled"), answer["dead_letter"]) == (0, None, True)
+        assert (fine.status_code, fine.json()["events"], fine.json().get("spooled")) == (
+            200,
+            1,
+            None,
+        )
+        assert [(r.kind, r.body) for r in rows(postgres_server, dead_letters)] == [
+            ("store_error", huge)
+        ]
+        assert scalar(postgres_server, COUNT_EVENTS) == 1
+        assert not any((tmp_path / "spool").glob("*"))
+    finally:
+        server.stop()

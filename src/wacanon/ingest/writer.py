@@ -146,7 +146,23 @@ def _refused_data(exc: BaseException) -> bool:
     """
     if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
         return True
+    if isinstance(exc, sa.exc.DBAPIError) and _sqlstate(exc)[:2] in _DATA_SQLSTATE_CLASSES:
+        return True
     return not isinstance(exc, _DATABASE_UNUSABLE)
+
+
+#: SQLSTATE classes that name the data whatever class the driver raises them as: data
+#: exceptions, constraint violations, and program limits — PostgreSQL's ``index row size
+#: exceeds maximum`` for a 10 KB message id is an ``OperationalError`` (class 54) yet
+#: says nothing about the database: taken for an outage, it marked the database down for
+#: everyone and its spooled webhook was replayed, and refused, every second.
+_DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str:
+    """The driver's SQLSTATE for ``exc`` (psycopg's ``sqlstate``), or ``""``."""
+    state = getattr(exc.orig, "sqlstate", None)
+    return state if isinstance(state, str) else ""
 
 
 class GroupCommitWriter:
