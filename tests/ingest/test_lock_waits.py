@@ -13,18 +13,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from tests.api.conftest import bearer, sim_body, sim_message
 from tests.api.test_slow_clients import Server
 from tests.conftest import _clean
-from tests.store.test_write_batch import STORE
+from tests.ingest.test_writer import _commit
+from tests.store.test_write_batch import STORE, planned
 from wacanon.config import Settings
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
-from wacanon.ingest.spool import Spool, SpoolRecord
-from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter
+from wacanon.ingest.spool import REJECTED_FILE, Spool, SpoolRecord
+from wacanon.ingest.writer import DRAIN_CHUNK, RETRY_SECONDS, GroupCommitWriter
 from wacanon.store import database
 from wacanon.store.database import WRITER_LOCK_SECONDS, create_engine, upgrade
 from wacanon.store.repository import WebhookWrite
@@ -160,7 +162,14 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
         return found
 
     (original,) = spool_files()
-    writer = GroupCommitWriter(engine, Spool(spool_dir), pipeline.replan, lambda _: None)
+    unplannable = "c-S-7"  # set aside once, not at each attempt
+
+    def replan(record: SpoolRecord) -> tuple[WebhookWrite, object]:
+        if record.correlation_id == unplannable:
+            raise ValueError("cannot be planned")
+        return pipeline.replan(record)
+
+    writer = GroupCommitWriter(engine, Spool(spool_dir), replan, lambda _: None)
     try:
         with write_lock(database_url):
             writer.start()
@@ -170,17 +179,25 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
                 seen |= spool_files()
                 time.sleep(0.02)
             assert writer.progress >= 2 * DRAIN_CHUNK, "the drain did not try twice"
+            assert not (spool_dir / REJECTED_FILE).exists(), "set aside at each attempt"
             # The one file, claimed (renamed), never written again nor replaced.
             (claimed,) = spool_files()
             assert claimed[0].endswith(".draining")
             assert claimed[1:] == original[1:], "claimed file rewritten"
             assert seen <= {original, claimed}, f"spool rewritten: {seen}"
-        deadline = time.monotonic() + 40  # the drain's back-off is under 16 s by now
+        # However long the drain's back-off has grown, a live webhook stored says the
+        # database takes writes again: the spool drains then, not at the next attempt.
+        writer._drain_not_before = time.monotonic() + 60
+        time.sleep(RETRY_SECONDS + 0.2)  # the writer tries the database again by then
+        _commit(writer, planned(pipeline, "L-1").write)
+        deadline = time.monotonic() + 15
         while len(stored(database_url)) < len(ids):
             assert time.monotonic() < deadline, f"{len(stored(database_url))} drained"
             time.sleep(0.2)
-        assert sorted(stored(database_url)) == sorted(ids)
+        assert sorted(stored(database_url)) == sorted([*(i for i in ids if i != "S-7"), "L-1"])
         assert Spool(spool_dir).depth() == 0
+        rejected = (spool_dir / REJECTED_FILE).read_bytes().splitlines()
+        assert [orjson.loads(line)["correlation_id"] for line in rejected] == [unplannable]
     finally:
         writer.stop()
         engine.dispose()

@@ -423,6 +423,8 @@ class GroupCommitWriter:
                 self._commit_alone(job)
             return
         self._mark_up()
+        if self._drain_not_before:  # the database takes writes again: the spool drains now
+            self._drain_not_before, self._drain_backoff = 0.0, RETRY_SECONDS
         if self._on_batch is not None:
             self._on_batch(len(jobs), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
@@ -603,12 +605,14 @@ class GroupCommitWriter:
         chunk = records[start : start + DRAIN_CHUNK]
         outcomes: dict[int, Outcome] = {}
         planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]] = []
+        # Set aside once the chunk is done with (a kept file is planned again next time).
+        unplannable: list[tuple[SpoolRecord, str]] = []
         for record in chunk:
             self.progress += 1
             try:
                 planned.append((self._replan(record), record))
             except Exception as exc:  # noqa: BLE001 - any record that cannot be planned
-                self._spool.reject(record, f"{type(exc).__name__}: {exc}")
+                unplannable.append((record, f"{type(exc).__name__}: {exc}"))
         # At the start of a file, a record that cannot be written now stays where it is
         # (the file is kept for the next attempt); further in, the rest of the file is
         # moved to the spool instead, so what this file stored is not replayed again.
@@ -632,7 +636,12 @@ class GroupCommitWriter:
         if stored:
             self._on_drained(stored)
             self._drain_backoff = RETRY_SECONDS
-        if kept and retry_later and stored and self._move_unstored(planned, outcomes, current):
+        if (
+            kept
+            and retry_later
+            and stored
+            and self._move_unstored(planned, outcomes, current, unplannable)
+        ):
             return
         if retry_later or (refused and not self.database_up):  # not the data: keep the file
             self._close_claims()
@@ -642,7 +651,7 @@ class GroupCommitWriter:
             # lock, so attempts come less often the longer it lasts.
             self._drain_backoff = min(MAX_DRAIN_BACKOFF_SECONDS, self._drain_backoff * 2)
             return
-        for record, reason in refused:
+        for record, reason in [*unplannable, *refused]:
             self._spool.reject(record, reason)
         rest = records[start + len(chunk) :]
         if rest and not self.database_up:  # down again mid-file: move the rest, unread
@@ -666,6 +675,7 @@ class GroupCommitWriter:
         planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]],
         outcomes: dict[int, Outcome],
         current: tuple[Path, list[SpoolRecord], int],
+        unplannable: list[tuple[SpoolRecord, str]],
     ) -> bool:
         """Part of a file's first chunk was stored before the database stopped taking
         writes (one by one, after a record it refused): keeping the file would replay the
@@ -674,7 +684,7 @@ class GroupCommitWriter:
         written (the file is then kept, as for a chunk that stored nothing)."""
         path, records, start = current
         waiting: list[SpoolRecord] = []
-        refused: list[tuple[SpoolRecord, str]] = []
+        refused = list(unplannable)  # set aside with those the database refused now
         for index, (_, record) in enumerate(planned):
             outcome = outcomes.get(index)
             if isinstance(outcome, WriteResult):
