@@ -48,3 +48,23 @@ def test_bodies_the_decoder_refuses_do_not_crash_and_lose_the_secret() -> None:
 def test_nothing_to_mask_returns_the_same_bytes() -> None:
     body = b'{"object":"whatsapp_business_account","entry":[]}'
     assert mask_secrets("cloud_api", body, "meta-app-secret-xyz") == (body, False)
+
+
+def test_a_secret_written_with_json_escapes_is_masked_too() -> None:
+    """``\\u002d`` for ``-``, ``\\/`` for ``/``: not the secret's bytes, but the secret once
+    decoded — which is what the events derived from the body would have kept."""
+    for secret, escaped in [
+        ("evoKey-ABCDEFGHIJ123456", b"evoKey\\u002dABCDEFGHIJ123456"),
+        ("meta/Secret+0123456789", b"meta\\/Secret+0123456789"),
+        ("chave-secreta-ção-2026", b"chave-secreta-\\u00e7\\u00e3o-2026"),
+    ]:
+        body = b'{"entry":[{"text":{"body":"k=' + escaped + b' ok \\ud83d\\udc4d"}}]}'
+        kept, masked = mask_secrets("cloud_api", body, secret)
+        assert masked
+        text = orjson.loads(kept)["entry"][0]["text"]["body"]
+        assert text == "k=*** ok 👍"
+
+
+def test_escapes_that_do_not_spell_the_secret_leave_the_body_as_it_came() -> None:
+    body = b'{"url":"https:\\/\\/lookaside.fbsbx.com\\/x","t":"\\ud83d\\udc4d"}'
+    assert mask_secrets("cloud_api", body, "meta-app-secret-xyz") == (body, False)

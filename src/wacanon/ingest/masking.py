@@ -50,12 +50,21 @@ def mask_secrets(provider: str, body: bytes, secret: str | None) -> tuple[bytes,
     if provider == "evolution" and b'"apikey"' in body:
         body, count = _API_KEY_FIELD.subn(rb'\1"***"', body)
         masked = count > 0
-    if not secret or len(secret) < MIN_SECRET or secret.encode() not in body:
+    if not secret or len(secret) < MIN_SECRET:
+        return body, masked
+    raw = secret.encode()
+    # Written with escapes (``\u002d``, ``\/``), the secret is not in the bytes but is in
+    # the decoded strings, which is what events keep: a body with any escape is decoded.
+    if raw not in body and b"\\" not in body:
         return body, masked
     try:
         document = msgspec.json.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return body.replace(secret.encode(), MASK.encode()), True  # not JSON: bytes only
+        if raw not in body:
+            return body, masked
+        return body.replace(raw, MASK.encode()), True  # not JSON: bytes only
+    if raw not in body and msgspec.json.encode(secret)[1:-1] not in msgspec.json.encode(document):
+        return body, masked  # escapes, but none spelling the secret
     return msgspec.json.encode(_without(document, secret)), True
 
 
