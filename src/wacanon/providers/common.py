@@ -9,6 +9,7 @@ batch that did parse still give their events.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -138,6 +139,9 @@ def decode_body(body: bytes | str) -> Any | NormalizeError:
     try:
         return decode_json(body)
     except msgspec.DecodeError as exc:
+        repaired = without_lone_surrogates(body)
+        if repaired is not None:
+            return decode_body(repaired)
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
     except RecursionError:  # msgspec gives up on JSON nested about 1,000 deep
         return NormalizeError(
@@ -145,6 +149,40 @@ def decode_body(body: bytes | str) -> Any | NormalizeError:
         )
     except UnicodeError as exc:  # a str body with lone surrogates cannot be UTF-8
         return NormalizeError(path="$", message=f"invalid JSON: {exc}", code="invalid_json")
+
+
+#: One JSON escape, left to right (so ``\\`` is one, and what follows it is text): a
+#: surrogate pair, a lone surrogate, or any other escape.
+_ESCAPE = re.compile(
+    rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+
+
+def without_lone_surrogates(body: bytes | str) -> bytes | None:
+    """``body`` with each lone UTF-16 surrogate escape (``\\ud83d`` not followed by its
+    low half) written as U+FFFD, or None when it has none.
+
+    JavaScript's ``JSON.stringify`` writes a string cut in the middle of an emoji that
+    way (the Baileys bridge, Evolution: a text truncated by its sender), and strict
+    decoders refuse the whole body — every message of a batch lost to one character.
+    Python's own ``json`` reads it; here it reads as the replacement character, as a NUL
+    does in a text the database stores."""
+    raw = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+    if b"\\u" not in raw:
+        return None
+    found = False
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        nonlocal found
+        if match.group(1) is None:
+            return match.group(0)
+        found = True
+        return b"\\ufffd"
+
+    repaired = _ESCAPE.sub(replace, raw)
+    return repaired if found else None
 
 
 class StandIn(datetime):
