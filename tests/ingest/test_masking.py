@@ -68,3 +68,10 @@ def test_a_secret_written_with_json_escapes_is_masked_too() -> None:
 def test_escapes_that_do_not_spell_the_secret_leave_the_body_as_it_came() -> None:
     body = b'{"url":"https:\\/\\/lookaside.fbsbx.com\\/x","t":"\\ud83d\\udc4d"}'
     assert mask_secrets("cloud_api", body, "meta-app-secret-xyz") == (body, False)
+
+
+def test_a_lone_surrogate_does_not_hide_an_escaped_secret() -> None:
+    body = b'{"t":"cut \\ud83d","k":"evoKey\\u002dABCDEFGHIJ123456"}'
+    kept, masked = mask_secrets("evolution", body, "evoKey-ABCDEFGHIJ123456")
+    assert masked
+    assert orjson.loads(kept) == {"t": "cut \ufffd", "k": "***"}

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from wacanon.providers.common import without_lone_surrogates
+
 MASK = "***"
 #: Minimum length of a configured secret masked wherever it appears: a short one could
 #: equal ordinary words of a payload.
@@ -58,7 +60,7 @@ def mask_secrets(provider: str, body: bytes, secret: str | None) -> tuple[bytes,
     if raw not in body and b"\\" not in body:
         return body, masked
     try:
-        document = msgspec.json.decode(body)
+        document = msgspec.json.decode(without_lone_surrogates(body) or body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         if raw not in body:
             return body, masked
