@@ -342,6 +342,25 @@ def test_endless_headers_are_refused(serve: Any, database_url: str) -> None:
     assert status_of(response) == 431
 
 
+def test_headers_over_the_bound_sent_in_one_write_are_refused(
+    serve: Any, database_url: str
+) -> None:
+    """The bound held only for headers still incomplete after a read: 65–125 KiB of
+    headers arriving with their end in one write were answered 200."""
+    sqlite_only(database_url)
+    server = serve()
+    for size in (limits.MAX_HEADER_BYTES + 1_000, 100_000, 125_000):
+        with server.connect() as sock:
+            head = f"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: {'a' * size}\r\n\r\n"
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                sock.sendall(head.encode())
+            assert status_of(read_all(sock, within=5)) == 431, size
+    with server.connect() as sock:  # just under the bound: answered as usual
+        pad = "a" * (limits.MAX_HEADER_BYTES - 200)
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: {pad}\r\n\r\n".encode())
+        assert status_of(read_response(sock, within=5)) == 200
+
+
 def test_bodies_held_open_beyond_the_inflight_bound_get_503_at_once(
     serve: Any, database_url: str
 ) -> None:

@@ -65,6 +65,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback: request headers over :data:`MAX_HEADER_BYTES`."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus a deadline and a size bound on request headers.
 
@@ -81,6 +85,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_started = False
         self._message_began = False
         self._header_bytes = 0
+        #: The request line's target and the headers, as the parser hands them over: the
+        #: bound holds for headers that end in the bytes just read too (counted by
+        #: ``data_received`` only while they are incomplete, a 100 KiB head sent in one
+        #: write was let through).
+        self._parsed_head = 0
+        self._head_too_large = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -117,10 +127,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         return cycle is None or cycle.response_complete
 
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._parsed_head += size
+        if self._parsed_head > MAX_HEADER_BYTES:
+            self._head_too_large = True
+            raise HeadersTooLarge  # the parser stops; uvicorn answers through send_400_response
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._refuse(431, b"request headers too large")
+            return
+        super().send_400_response(msg)
+
     def on_message_begin(self) -> None:
         # No timer yet: the headers of a request on a kept-alive connection nearly always
         # arrive whole in the bytes being parsed; data_received arms one if they did not.
         super().on_message_begin()
+        self._parsed_head = 0
         self._message_began = True
         self._reading_headers = True
         self._request_started = True
