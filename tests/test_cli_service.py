@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -259,4 +260,27 @@ def test_a_store_command_before_the_first_serve_creates_nothing(tmp_path: Path) 
         result = wacanon(tmp_path, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "no database at ./wacanon.db yet: `wacanon serve` creates it" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_serve_on_a_taken_port_says_so_before_saying_listening(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = wacanon(tmp_path, "serve", "--config", str(config(tmp_path)), "--port", str(port))
+    assert done.returncode == 2, done.stderr
+    assert "listening" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "--port" in done.stderr
+    out_of_range = wacanon(tmp_path, "serve", "--config", str(config(tmp_path)), "--port", "99999")
+    assert out_of_range.returncode == 2
+    assert "65535" in out_of_range.stderr
+    assert "listening" not in out_of_range.stderr
+
+
+def test_db_status_before_the_first_serve_creates_nothing(tmp_path: Path) -> None:
+    done = wacanon(tmp_path, "db", "status", env={"WACANON_DATABASE_URL": "sqlite:///./f2.db"})
+    assert done.returncode == 0, done.stderr
+    assert "no database at ./f2.db yet" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from wacanon.cli import app, fail
-from wacanon.cli.options import ConfigOption, load_or_fail
+from wacanon.cli.options import ConfigOption, load_or_fail, missing_sqlite_file
 from wacanon.errors import StoreError
 from wacanon.store.database import create_engine, schema_state, upgrade
 from wacanon.store.repository import counts
@@ -30,7 +30,11 @@ def upgrade_command(config: ConfigOption = None) -> None:
 @db_app.command("status")
 def status_command(config: ConfigOption = None) -> None:
     """Schema revision and row counts."""
-    loaded = load_or_fail(config)
+    loaded = load_or_fail(config, writes=False)
+    missing = missing_sqlite_file(loaded.settings.database_url)
+    if missing is not None:  # connecting would create it empty: a status writes nothing
+        typer.echo(f"schema: nothing (no database at {missing} yet: `wacanon serve` creates it)")
+        return
     engine = create_engine(loaded.settings.database_url)
     try:
         state = schema_state(engine)

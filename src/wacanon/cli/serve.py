@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -80,7 +82,7 @@ def _safe_url(settings: Settings) -> str:
 def serve_command(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes (use 1 with SQLite).")] = 1,
 ) -> None:
     """Receive provider webhooks over HTTP, verify, normalize and store them."""
@@ -108,6 +110,9 @@ def serve_command(
         raise fail(str(exc)) from None
     finally:
         engine.dispose()
+    problem = cannot_listen(host, port)
+    if problem is not None:
+        raise fail(problem)
     for line in startup_lines(loaded, schema_note, host, port, workers, overrides):
         typer.echo(line, err=True)
     if config is not None:
@@ -128,6 +133,27 @@ def serve_command(
         # Header timeout and size, connection cap, keep-alive timeout (docs: "Limits").
         **uvicorn_options(loaded.settings),
     )
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (taken, not an address of this machine), or
+    None — found before the start-up lines say "listening", where uvicorn would say it
+    after them, in its own words. A port taken a moment later still fails in uvicorn."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror} (--host)"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            hint = " (another server? choose a port with --port)" if taken else ""
+            return f"cannot listen on {host}:{port}: {exc.strerror}{hint}"
+    return None
 
 
 def _multiprocess_metrics() -> None:
