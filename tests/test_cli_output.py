@@ -3,6 +3,7 @@ JSON log records) on their streams. Real subprocesses against a real server and 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,33 @@ def test_replay_prints_no_json_log_lines(server: str, tmp_path: Path, sqlite_url
     assert json_lines(done.stdout) == []
     assert json_lines(done.stderr) == []
     assert "HTTP Request" not in done.stderr
+
+
+def test_simulate_post_to_nothing_says_it_reached_nothing(tmp_path: Path) -> None:
+    """Nothing listening: it printed a rate, 'HTTP 0: 200' and latencies of nothing."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    done = wacanon(
+        tmp_path, "simulate", "--post", f"http://127.0.0.1:{port}", "--count", "20", "--token", "t"
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"wacanon: could not reach http://127.0.0.1:{port}/webhooks/simulated: Connect" in (
+        done.stderr
+    )
+    no_scheme = wacanon(tmp_path, "simulate", "--post", "127.0.0.1:8000", "--token", "t")
+    assert no_scheme.returncode == 2
+    assert "e.g. http://127.0.0.1:8000" in no_scheme.stderr
+
+
+def test_simulate_post_takes_the_token_of_the_configuration_here(
+    server: str, tmp_path: Path
+) -> None:
+    """After a first trial, `wacanon init` (then serve) makes ./wacanon.toml the server's
+    configuration: its token is the one to send, not the first trial's saved one."""
+    (tmp_path / ".wacanon-dev-token").write_text("stale-first-trial-token\n")
+    (tmp_path / "wacanon.toml").write_text(f'[providers.simulated]\ntoken = "{SIM_TOKEN}"\n')
+    done = wacanon(tmp_path, "simulate", "--post", server, "--count", "5")
+    assert done.returncode == 0, done.stderr
+    assert "; HTTP 200: 5; " in done.stdout

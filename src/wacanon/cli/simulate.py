@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from wacanon.cli import app, fail
+from wacanon.cli.options import load_or_fail
 from wacanon.config import TRIAL_TOKEN_FILE, saved_trial_token
 from wacanon.simulate import SimulationOptions, expected_conversations, generate
 
@@ -29,7 +30,9 @@ def simulate_command(
     token: Annotated[
         str | None,
         typer.Option(
-            help="Bearer token (default: $WACANON_SIMULATED_TOKEN or ./.wacanon-dev-token)."
+            help="Bearer token (default: $WACANON_SIMULATED_TOKEN, else the "
+            "\\[providers.simulated] token of ./wacanon.toml or $WACANON_CONFIG, else "
+            "./.wacanon-dev-token in a first trial)."
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests with --post.")] = 8,
@@ -37,7 +40,7 @@ def simulate_command(
         list[str] | None,
         typer.Option(
             "--skm-number",
-            help="A sales agent's number (an [[skms]] wa_ids entry; repeat for several): "
+            help="A sales agent's number (a wa_ids entry of \\[\\[skms]]; repeat for several): "
             "about a third of group messages are theirs.",
         ),
     ] = None,
@@ -74,13 +77,26 @@ def _expectation(options: SimulationOptions) -> str:
     )
 
 
+def _configured_token() -> str | None:
+    """The simulated provider's token in the configuration a ``wacanon serve`` started
+    here would read (``./wacanon.toml`` or ``$WACANON_CONFIG``) — in a first trial, the
+    token it saved. A ``wacanon.toml`` written after a first trial makes the saved token
+    stale: it was sent, and refused, although the file named the right one."""
+    loaded = load_or_fail(None, writes=False)
+    if loaded.first_trial:
+        return saved_trial_token()
+    return loaded.settings.providers.simulated.token
+
+
 def _post(base: str, options: SimulationOptions, token: str | None, concurrency: int) -> None:
     import asyncio
     import os
 
     from wacanon.load import post_all
 
-    token = token or os.environ.get("WACANON_SIMULATED_TOKEN") or saved_trial_token()
+    if not base.startswith(("http://", "https://")):
+        raise fail(f"--post {base!r}: give the server's URL, e.g. http://127.0.0.1:8000")
+    token = token or os.environ.get("WACANON_SIMULATED_TOKEN") or _configured_token()
     if not token:
         raise fail(
             "no token: pass --token (the [providers.simulated] token), set "
@@ -97,6 +113,8 @@ def _post(base: str, options: SimulationOptions, token: str | None, concurrency:
             url, generate(options), headers=headers, concurrency=concurrency, progress=progress
         )
     )
+    if report.statuses and set(report.statuses) == {0}:  # not one answer: no figures
+        raise fail(f"could not reach {url}: {report.failures[0]}", code=1)
     typer.echo(report.summary())
     typer.echo(_expectation(options))
     for failure in report.failures[:5]:
