@@ -229,6 +229,18 @@ def test_unknown_provider_is_404(make_client: Any) -> None:
     assert client.post("/webhooks/telegram", content=b"{}").status_code == 404
 
 
+def test_paths_and_methods_nothing_serves_answer_the_error_shape(make_client: Any) -> None:
+    """Every refusal is ``{"error": …}`` — not FastAPI's ``{"detail": "Not Found"}``."""
+    client = make_client()
+    missing = client.get("/v1/nothing")
+    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+    deeper = client.post("/webhooks/simulated/extra", content=b"{}")
+    assert (deeper.status_code, deeper.json()) == (404, {"error": "not found"})
+    wrong = client.post("/health")
+    assert (wrong.status_code, wrong.json()) == (405, {"error": "method not allowed"})
+    assert wrong.headers["allow"] == "GET"
+
+
 def test_unicode_emoji_huge_numbers_and_deep_nesting_are_safe(make_client: Any) -> None:
     client = make_client()
     text = "Olá 👋🏽 ação — 中文 — \u200d"

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -52,6 +53,7 @@ def create_app(
     api = FastAPI(title="wacanon", docs_url=None, redoc_url=None)
     api.state.service = service
     api.add_exception_handler(RequestValidationError, _invalid_request)
+    api.add_exception_handler(HTTPException, _http_error)
     api.add_exception_handler(conversations.ApiError, conversations.api_error)
     api.add_exception_handler(BadCursor, conversations.api_error)
     api.include_router(webhooks.router)
@@ -63,6 +65,15 @@ def create_app(
     app = Starlette(routes=[Mount("/", app=api)], lifespan=lifespan)
     app.state.service = service
     return WebhookFront(app)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A path nothing serves (404), a method it does not take (405): ``{"error": …}``,
+    the shape of every other refusal (not FastAPI's ``{"detail": …}``)."""
+    assert isinstance(exc, HTTPException)
+    response = reply(exc.status_code, {"error": str(exc.detail).lower()})
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
