@@ -163,8 +163,12 @@ def test_normalization_errors_name_their_paths_and_the_commands(
         assert rc == 1
         letters = report["no dead letter in the last 24 h"]
         assert letters["status"] == "found"
-        assert letters["measured"].startswith("4 waiting; top error paths: ")
+        assert letters["measured"].startswith("3 waiting; top error paths: ")
         assert "simulated $.events[*].type: Invalid value … (3)" in letters["measured"]
+        # not a normalizer's: told apart (nothing clears it), never a finding of its own
+        assert letters["measured"].endswith(
+            "; 1 body that is not JSON, a sender's bug (kept; wacanon_invalid_json_total)"
+        )
         assert "wacanon compare --from-journal --since 20" in letters["fix"]
         assert "wacanon replay --dead-letter" in letters["fix"]
         rate = report["normalization rate (journal, last hour)"]
@@ -185,6 +189,26 @@ def test_normalization_errors_name_their_paths_and_the_commands(
     unreachable = doctor(tmp_path, config, "--url", base, env=ROUTING_ON)
     assert unreachable[0] == 2
     assert "could not check: server" in unreachable[1]
+
+
+def test_a_body_that_is_not_json_is_told_apart_not_a_finding(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One bad request failed the check for 24 h, with a fix that could not clear it."""
+    config = doctor_config(tmp_path, database_url)
+    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
+    base = server.start()
+    try:
+        refused = httpx.post(f"{base}/webhooks/simulated", content=b"not json", headers=bearer())
+        assert refused.status_code == 400
+    finally:
+        server.stop()
+    _, report = doctor(tmp_path, config, env=ROUTING_ON)
+    letters = report["no dead letter in the last 24 h"]
+    assert (letters["status"], letters["measured"]) == (
+        "ok",
+        "none; 1 body that is not JSON, a sender's bug (kept; wacanon_invalid_json_total)",
+    )
 
 
 def test_it_could_not_check_says_why_and_exits_2(tmp_path: Path) -> None:
