@@ -211,6 +211,28 @@ def test_a_body_that_is_not_json_is_told_apart_not_a_finding(
     )
 
 
+def test_redeliveries_are_not_the_webhooks_whose_keys_are_derived_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A redelivery stores nothing under its own correlation id: with the latest webhooks
+    all redeliveries the check said "✓ 0 of the 0 events", having compared nothing."""
+    config = doctor_config(tmp_path, database_url)
+    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
+    base = server.start()
+    try:
+        body = sim_body(sim_message("K-1"))
+        for _ in range(3):  # the webhook, then two redeliveries of it
+            assert httpx.post(f"{base}/webhooks/simulated", content=body, headers=bearer())
+    finally:
+        server.stop()
+    _, report = doctor(tmp_path, config, env=ROUTING_ON)
+    keys = report["idempotency keys derived as when stored"]
+    assert (keys["status"], keys["measured"]) == (
+        "ok",
+        "1 of the 1 events the latest 1 stored webhooks stored are derived again",
+    )
+
+
 def test_it_could_not_check_says_why_and_exits_2(tmp_path: Path) -> None:
     missing = doctor_config(tmp_path, f"sqlite:///{tmp_path / 'nowhere.db'}")
     rc, why = doctor(tmp_path, missing, env={})
