@@ -22,8 +22,21 @@ log = structlog.get_logger("wacanon.flags")
 
 
 class FlagCache:
-    def __init__(self, engine: sa.Engine, env: Mapping[str, str], refresh_seconds: float) -> None:
+    """``announce``: log each change of the overrides at INFO — once per server, by its
+    serving process (the writer process's own cache follows silently), and not for the
+    first read at start-up (the start-up lines list the overrides)."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        env: Mapping[str, str],
+        refresh_seconds: float,
+        *,
+        announce: bool = True,
+    ) -> None:
         self._engine = engine
+        self._announce = announce
+        self._read_once = False
         self._env = dict(env)
         self._refresh_seconds = refresh_seconds
         # One reference to (snapshot, memo): a refresh swaps both at once, so a lookup can
@@ -69,8 +82,10 @@ class FlagCache:
             log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))
             return
         if overrides != self._state[0].overrides:
-            log.info("flag overrides changed", overrides=len(overrides))
+            if self._announce and self._read_once:
+                log.info("flag overrides changed", overrides=len(overrides))
             self._state = (FlagSnapshot(env=self._env, overrides=overrides), {})
+        self._read_once = True
 
     def _run(self) -> None:
         while not self._stop.wait(self._refresh_seconds):

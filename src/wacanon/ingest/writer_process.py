@@ -540,7 +540,7 @@ def child_main(argv: Sequence[str]) -> None:
     wlogging.configure(settings.log_level)
     sys.setswitchinterval(CHILD_SWITCH_INTERVAL)
     engine = create_engine(settings.database_url)
-    flags = FlagCache(engine, env, settings.flag_refresh_seconds)
+    flags = FlagCache(engine, env, settings.flag_refresh_seconds, announce=False)
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
 
     writer: GroupCommitWriter | None = None
