@@ -100,6 +100,8 @@ def test_a_global_rollback_beats_a_shoppers_override_and_resume_restores_both(
     code, out, _ = run(tmp_path, "rollback")  # twice: still off, the first record kept
     assert code == 0
     assert "already rolled back" in out
+    assert "WHATSAPP_CANONICAL_EVENTS_ENABLED: false (unchanged)" in out  # not "false → false"
+    assert "→" not in out
 
     code, out, err = run(tmp_path, "rollout", "resume")
     assert code == 0, err

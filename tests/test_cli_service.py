@@ -101,6 +101,10 @@ def test_flags_set_list_explain_unset(tmp_path: Path) -> None:
     wacanon(tmp_path, "flags", "unset", "WHATSAPP_ROUTING_ENABLED", "--config", cfg)
     after = wacanon(tmp_path, "flags", "explain", "--shopper", "shop-beta", "--config", cfg).stdout
     assert "WHATSAPP_ROUTING_ENABLED = false" in after
+    again = wacanon(tmp_path, "flags", "unset", "WHATSAPP_ROUTING_ENABLED", "--config", cfg)
+    assert again.stdout.strip() == (
+        "nothing to remove: no WHATSAPP_ROUTING_ENABLED override for all shoppers (the global one)"
+    )
 
 
 def test_replay_dead_letters_and_since(tmp_path: Path) -> None:

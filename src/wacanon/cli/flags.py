@@ -59,7 +59,8 @@ def unset_command(name: str, shopper: ShopperOption = None, config: ConfigOption
     if removed:
         typer.echo(f"removed the {name} override for {scope}")
     else:
-        typer.echo(f"no {name} override for {scope} to remove")
+        where = f"shopper {shopper}" if shopper else "all shoppers (the global one)"
+        typer.echo(f"nothing to remove: no {name} override for {where}")
 
 
 def _word(flag: FlagValue) -> str:

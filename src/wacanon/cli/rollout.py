@@ -205,7 +205,7 @@ def rollback_command(shopper: ShopperOption = None, config: ConfigOption = None)
     else:
         typer.echo(f"{who} is already rolled back (since {when}); its flags are off again:")
     for name in ROLLBACK_VALUES:
-        typer.echo(f"  {name}: {_value(before, name, shopper)} → {_value(after, name, shopper)}")
+        typer.echo(_change(name, _value(before, name, shopper), _value(after, name, shopper)))
     own = sorted({s for s, _, _ in record.replaced if s != record.scope})
     if own:
         typer.echo(f"  and for {', '.join(own)}, whose own overrides would have beaten it")
@@ -215,6 +215,11 @@ def rollback_command(shopper: ShopperOption = None, config: ConfigOption = None)
     )
     resume = "wacanon rollout resume" + (f" --shopper {shopper}" if shopper else "")
     typer.echo(f"undo, replaying what is journaled meanwhile: {resume}")
+
+
+def _change(name: str, before: str, after: str) -> str:
+    """One flag's line: ``before → after``, or its value when it did not change."""
+    return f"  {name}: {before} (unchanged)" if before == after else f"  {name}: {before} → {after}"
 
 
 def _value(snapshot: FlagSnapshot, name: str, shopper: str | None) -> str:
@@ -245,7 +250,7 @@ def resume_command(shopper: ShopperOption = None, config: ConfigOption = None) -
     def waiting(seconds: float) -> None:
         after = _snapshot(engine)
         for name in ROLLBACK_VALUES:
-            typer.echo(f"  {name}: {_value(before, name, scoped)} → {_value(after, name, scoped)}")
+            typer.echo(_change(name, _value(before, name, scoped), _value(after, name, scoped)))
         own = sorted({s for s, _, _ in record.replaced if s != record.scope})
         if own:
             typer.echo(f"  and the per-shopper overrides of {', '.join(own)}, as they were")
