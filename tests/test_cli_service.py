@@ -288,3 +288,24 @@ def test_db_status_before_the_first_serve_creates_nothing(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "no database at ./f2.db yet" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_serve_says_whether_the_read_api_and_console_take_a_token(tmp_path: Path) -> None:
+    """After `wacanon init`, the first trial's API token no longer works: start-up says
+    the read API refuses everyone until [[api_tokens]] names a token."""
+    from wacanon.cli.serve import startup_lines
+    from wacanon.config import load
+
+    bare = startup_lines(load(config(tmp_path)), "at head", "127.0.0.1", 8000, 1, {})
+    assert "read API /v1 and console /console: refusing (no [[api_tokens]] configured)" in bare
+    with_tokens = tmp_path / "tokens.toml"
+    with_tokens.write_text(
+        config(tmp_path).read_text()
+        + '[[api_tokens]]\ntoken = "token-for-all-shoppers"\nshopper_id = "*"\n'
+        + '[[api_tokens]]\ntoken = "token-for-shop-1-only"\nshopper_id = "shop-1"\n'
+    )
+    lines = startup_lines(load(with_tokens), "at head", "127.0.0.1", 8000, 1, {})
+    assert (
+        "read API /v1 and console /console: 2 token(s), 1 for every shopper ([[api_tokens]])"
+        in lines
+    )

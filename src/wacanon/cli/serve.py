@@ -60,6 +60,15 @@ def startup_lines(
         else:
             state = "refusing (no secret configured)"
         lines.append(f"provider {provider}: {state}")
+    tokens = settings.api_tokens
+    if not tokens:
+        lines.append("read API /v1 and console /console: refusing (no [[api_tokens]] configured)")
+    elif not loaded.first_trial:
+        every = sum(1 for t in tokens if t.shopper_id == "*")
+        lines.append(
+            f"read API /v1 and console /console: {len(tokens)} token(s), "
+            f"{every} for every shopper ([[api_tokens]])"
+        )
     snapshot = FlagSnapshot(env=dict(os.environ), overrides=dict(overrides or {}))
     if overrides is None:
         lines.append(
