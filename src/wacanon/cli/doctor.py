@@ -39,8 +39,9 @@ def doctor_command(
     json_output: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Duplicates, latency, normalization errors, conversations not created: each finding
-    with the command that fixes it."""
+    """The seed's troubleshooting checks, each finding with the command that fixes it.
+
+    Duplicates, latency, normalization errors, conversations not created."""
     loaded = load_or_fail(config, writes=False)  # a doctor creates nothing
     missing = missing_sqlite_file(loaded.settings.database_url)
     if missing is not None:  # a doctor creates nothing

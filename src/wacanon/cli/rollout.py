@@ -383,8 +383,10 @@ def drill_command(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run the rollback story by itself: enable, ingest, rollback, ingest, resume, ingest,
-    then verify that nothing was lost or stored twice; prints the figures."""
+    """Rehearse a rollback and check that nothing was lost or stored twice.
+
+    Enable, ingest, rollback, ingest, resume, ingest — then verify every event is stored
+    once and every conversation as live routing would have made it; prints the figures."""
     from wacanon.config import normalize_database_url
     from wacanon.rollout.drill import DrillRefused, run_drill
 

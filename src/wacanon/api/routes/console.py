@@ -162,7 +162,7 @@ def _phase_name(values: dict[str, bool]) -> str:
         return "2–3 production" if phase == 2 else f"{phase} {phases.TITLES[phase].split(':')[0]}"
     if not values[phases.SWITCHES[0]]:
         return "none: canonical events off (rolled back?)"
-    return "between phases (`wacanon flags explain --shopper ID`)"
+    return "between phases (see: wacanon flags explain --shopper ID)"
 
 
 def _rollout(snapshot: FlagSnapshot, configured: list[str]) -> dict[str, Any]:
