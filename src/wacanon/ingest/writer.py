@@ -419,24 +419,29 @@ class GroupCommitWriter:
                 self._to_spool(jobs)
                 return
             log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
-            for job in jobs:
-                self._commit_alone(job)
+            for index, job in enumerate(jobs):
+                rest = jobs[index + 1 :]
+                if not self._commit_alone(job) and rest:  # the database, this time:
+                    self._to_spool(rest)  # each of the rest would wait for the same lock
+                    return
             return
         self._mark_up()
-        if self._drain_not_before:  # the database takes writes again: the spool drains now
-            self._drain_not_before, self._drain_backoff = 0.0, RETRY_SECONDS
         if self._on_batch is not None:
             self._on_batch(len(jobs), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
             job.finish(result)
 
-    def _commit_alone(self, job: Job) -> None:
+    def _commit_alone(self, job: Job) -> bool:
         """One webhook whose data the database refused: keep it as a dead letter, never lose it.
 
         The dead letter keeps the journal row's receipt details and the raw body (binary,
         always storable) but none of the values derived from the body, since one of them
         is what the database refused. Only when even that is refused — or the database
         went away meanwhile — does the webhook fail (503, or stay in the spool).
+
+        False when the database, not the data, failed (unreachable, a lock not granted):
+        the webhook was spooled, and the caller spools the rest of its batch untried — each
+        would wait out the same lock, a batch of 200 for 1,000 s.
         """
         try:
             (result,) = self._write([job.write])
@@ -444,7 +449,7 @@ class GroupCommitWriter:
             if not _refused_data(exc):
                 self._mark_down(exc)
                 self._to_spool([job])
-                return
+                return False
             reason = f"{type(exc).__name__}: {_brief(exc)}"
             log.error(
                 "database refused a webhook's data; keeping it as a dead letter",
@@ -457,11 +462,12 @@ class GroupCommitWriter:
                 if not _refused_data(again):
                     self._mark_down(again)
                     self._to_spool([job])
-                    return
+                    return False
                 job.finish(Failed(f"refused by the database: {_brief(again)}", data=True))
-                return
+                return True
             result.refused = reason
         job.finish(result)
+        return True
 
     def _write(self, writes: list[WebhookWrite]) -> list[WriteResult]:
         """Many webhooks in one transaction: on PostgreSQL, usually one statement that
