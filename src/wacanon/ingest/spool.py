@@ -91,9 +91,16 @@ class Spool:
         """Append and fsync; raises OSError when the spool cannot be written (→ 503)."""
         if self._file is None:
             self._ensure_directory()
-            self._file = _open_private(self._path)
-            # Held while this process appends, so no other worker claims a live file.
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            while True:
+                handle = _open_private(self._path)
+                # Held while this process appends, so no other worker claims a live file.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                if _is_at(handle, self._path):
+                    break
+                # A drain had it locked while we waited, then renamed and deleted it: an
+                # append there would be acknowledged, and lost. The path is a new file.
+                handle.close()
+            self._file = handle
             _fsync_directory(self.directory)
         data = b"".join(_encoder.encode(r) + b"\n" for r in records)
         start = self._file.tell()
@@ -135,15 +142,17 @@ class Spool:
         return None
 
     def depth(self) -> int:
-        """Records waiting in every spool file of the directory."""
+        """Records waiting in every spool file of the directory (another worker may
+        rename or delete one while it is counted: it is counted under its new name or
+        was stored)."""
         total = 0
         for path in self._files():
-            with open(path, "rb") as handle:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
                 total += sum(1 for line in handle if line.strip())
         return total
 
     def has_records(self) -> bool:
-        return any(p.stat().st_size > 0 for p in self._files())
+        return any(_size(p) > 0 for p in self._files())
 
     def _files(self) -> list[Path]:
         if not self.directory.exists():
@@ -161,12 +170,17 @@ class Spool:
         self.close()
         for path in self._files():
             claimed = path if path.suffix == ".draining" else _claim_name(path)
-            handle = open(path, "rb")  # noqa: SIM115 - closed in finally
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 - closed in finally
+            except FileNotFoundError:
+                continue  # claimed or drained by another worker since it was listed
             try:
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # another worker is draining it
+                if not _is_at(handle, path):
+                    continue  # claimed (and replaced) by another worker since it was opened
                 if claimed != path:
                     try:
                         path.rename(claimed)
@@ -179,6 +193,23 @@ class Spool:
     def done(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         _fsync_directory(self.directory)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed or deleted by another worker since it was listed
+        return 0
+
+
+def _is_at(handle: IO[bytes], path: Path) -> bool:
+    """The file ``handle`` has open is still the one at ``path``."""
+    try:
+        at = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (at.st_dev, at.st_ino)
 
 
 def _claim_name(path: Path) -> Path:
