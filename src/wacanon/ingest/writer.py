@@ -587,7 +587,10 @@ class GroupCommitWriter:
             return True
         if now >= self._next_spool_check:  # other workers' files, left by a crash
             self._next_spool_check = now + SPOOL_CHECK_SECONDS
-            self._spool_pending = self._spool.has_records()
+            try:
+                self._spool_pending = self._spool.has_records()
+            except OSError as exc:  # outside _guarded: it must not end the thread
+                log.error("spool directory cannot be read", error=str(exc))
         return self._spool_pending
 
     def _drain_step(self, _jobs: list[Job]) -> None:
