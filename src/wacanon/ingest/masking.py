@@ -56,18 +56,41 @@ def mask_secrets(provider: str, body: bytes, secret: str | None) -> tuple[bytes,
         return body, masked
     raw = secret.encode()
     # Written with escapes (``\u002d``, ``\/``), the secret is not in the bytes but is in
-    # the decoded strings, which is what events keep: a body with any escape is decoded.
-    if raw not in body and b"\\" not in body:
+    # the decoded strings, which is what events keep: such a body is decoded and searched.
+    if raw not in body and not _escapes_may_spell(body, secret):
         return body, masked
+    text = body[3:] if body.startswith(b"\xef\xbb\xbf") else body  # as decode_body reads it
     try:
-        document = msgspec.json.decode(without_lone_surrogates(body) or body)
+        document = msgspec.json.decode(without_lone_surrogates(text) or text)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         if raw not in body:
             return body, masked
         return body.replace(raw, MASK.encode()), True  # not JSON: bytes only
-    if raw not in body and msgspec.json.encode(secret)[1:-1] not in msgspec.json.encode(document):
-        return body, masked  # escapes, but none spelling the secret
-    return msgspec.json.encode(_without(document, secret)), True
+    kept = _without(document, secret)
+    if kept == document:  # escapes spelling something else, or the secret in a key only
+        return body, masked
+    return msgspec.json.encode(kept), True
+
+
+#: An escape spelling printable ASCII (``\u0041``): encoders write a few (``\u003c`` for
+#: ``<``); a secret of letters and digits can only be hidden that way.
+_ESCAPED_ASCII = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
+
+
+def _escapes_may_spell(body: bytes, secret: str) -> bool:
+    r"""Whether JSON escapes in ``body`` could spell part of ``secret`` — cheap, erring on
+    the side of decoding: ``\/`` for a secret with a slash, ``\uXXXX`` for one beyond
+    ASCII (``ensure_ascii`` encoders), any escape for one with a quote, a backslash or a
+    control character, and printable ASCII spelled the long way for any secret."""
+    if b"\\" not in body:
+        return False
+    if _ESCAPED_ASCII.search(body) is not None:
+        return True
+    if "/" in secret and b"\\/" in body:
+        return True
+    if not secret.isascii() and b"\\u" in body:
+        return True
+    return any(c in '"\\' or c < " " for c in secret)
 
 
 def _without(value: Any, secret: str) -> Any:

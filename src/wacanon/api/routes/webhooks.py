@@ -32,6 +32,7 @@ from wacanon.api.limits import (
     BodyReadTimeout,
     Overloaded,
     RequestLimits,
+    mask_off_loop,
     plan_off_loop,
     refusal,
 )
@@ -40,7 +41,6 @@ from wacanon.api.service import Arrival, Service
 from wacanon.canonical.ids import new_correlation_id
 from wacanon.errors import VerificationError
 from wacanon.ingest.legacy import accounts_of
-from wacanon.ingest.masking import mask_secrets
 from wacanon.ingest.pipeline import Received
 from wacanon.ingest.verify import verify
 from wacanon.ingest.writer import Failed, Spooled
@@ -295,7 +295,7 @@ async def _verified(
         log.warning("webhook refused by verification", reason=str(exc))
         # The reason stays in the log: a caller learns nothing about the configuration.
         return reply(401, {"correlation_id": correlation_id, "error": "unauthorized"})
-    kept, masked = mask_secrets(provider, body, settings.providers.secret_of(provider))
+    kept, masked = await mask_off_loop(provider, body, settings.providers.secret_of(provider))
     received = Received(
         provider, kept, correlation_id, datetime.now(UTC), signature_valid, path_event, masked
     )
