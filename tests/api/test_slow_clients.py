@@ -23,6 +23,7 @@ import structlog
 
 from tests.api.conftest import (
     PERSIST,
+    SIM_TOKEN,
     LiveServer,
     bearer,
     hub_signature,
@@ -358,6 +359,27 @@ def test_headers_over_the_bound_sent_in_one_write_are_refused(
     with server.connect() as sock:  # just under the bound: answered as usual
         pad = "a" * (limits.MAX_HEADER_BYTES - 200)
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: {pad}\r\n\r\n".encode())
+        assert status_of(read_response(sock, within=5)) == 200
+
+
+def test_a_chunked_bodys_trailers_are_not_headers(serve: Any, database_url: str) -> None:
+    """Trailers come after the body has begun: they are not the head the bound is for."""
+    sqlite_only(database_url)
+    server = serve()
+    body = sim_body(sim_message("TRAILER-1"))
+    trailer = f"X-Checksum: {'a' * 70_000}\r\n".encode()
+    request = (
+        b"POST /webhooks/simulated HTTP/1.1\r\nHost: test\r\n"
+        + f"Authorization: Bearer {SIM_TOKEN}\r\n".encode()
+        + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n"
+        + trailer
+        + b"\r\n"
+    )
+    with server.connect() as sock:
+        sock.sendall(request)
         assert status_of(read_response(sock, within=5)) == 200
 
 

@@ -135,7 +135,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        if self._reading_headers:  # not a chunked body's trailers, which come after
+            self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
 
     def _count_head(self, size: int) -> None:

@@ -22,9 +22,9 @@ log = structlog.get_logger("wacanon.flags")
 
 
 class FlagCache:
-    """``announce``: log each change of the overrides at INFO — once per server, by its
-    serving process (the writer process's own cache follows silently), and not for the
-    first read at start-up (the start-up lines list the overrides)."""
+    """``announce``: log each change of the overrides at INFO — by each serving process
+    (the writer process's own cache follows silently), and not for the first read at
+    start-up (the start-up lines list the overrides)."""
 
     def __init__(
         self,
