@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from tests.api.conftest import LiveServer, bearer, make_settings, sim_body, sim_
 from tests.ingest.proxy import CuttableProxy
 from wacanon import logging as wlogging
 from wacanon.api.app import create_app
+from wacanon.api.service import READY_TIMEOUT_SECONDS
 
 
 @pytest.fixture
@@ -73,3 +75,31 @@ def test_database_and_spool_both_unavailable_is_503(postgres_server: str, tmp_pa
     assert ok.status_code == 200
     assert down.status_code == 503
     assert down.json()["error"] == "storage unavailable"
+
+
+def test_ready_answers_in_time_when_the_database_takes_connections_but_not_queries(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """A hung database (connections accepted, nothing answered): /ready hung for good."""
+    target = sa.engine.make_url(postgres_server)
+    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+    proxy.open()
+    via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+    server = LiveServer(create_app(make_settings(via_proxy, tmp_path), env={}))
+    try:
+        base = server.start()
+        with httpx.Client(base_url=base, timeout=30) as client:
+            before = client.get("/ready")
+            proxy.stall()
+            started = time.monotonic()
+            hung = [client.get("/ready") for _ in range(2)]
+            seconds = time.monotonic() - started
+            health = client.get("/health")
+    finally:
+        proxy.cut()
+        server.stop()
+    assert before.status_code == 200
+    assert [r.status_code for r in hung] == [503, 503]
+    assert hung[0].json() == {"status": "not ready"}
+    assert seconds < 2 * READY_TIMEOUT_SECONDS + 2
+    assert health.status_code == 200

@@ -8,7 +8,8 @@ import threading
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection, refuses new ones."""
+    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every connection, refuses new
+    ones; ``stall()`` keeps them and forwards nothing."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -19,6 +20,7 @@ class CuttableProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._stalled = threading.Event()
 
     def open(self) -> None:
         listener = socket.socket()
@@ -44,6 +46,11 @@ class CuttableProxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def stall(self) -> None:
+        """Keep every connection open and take new ones, but forward nothing: a database
+        that accepts connections and never answers (a hung server, a half-dead network)."""
+        self._stalled.set()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -63,7 +70,8 @@ class CuttableProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._stalled.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:

@@ -56,6 +56,10 @@ PUBLISH_WINDOW_SECONDS = 5.0
 PERSIST_TIMEOUT_SECONDS = 30.0
 
 
+#: How long ``/ready`` waits for its check before answering "not ready".
+READY_TIMEOUT_SECONDS = 5.0
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -82,6 +86,26 @@ class Service:
         self._published = False
         self._handover: Handover | None = None
         self._persist_latency = self.metrics.persist_latency
+        self._readiness: tuple[asyncio.Future[tuple[bool, str]], float] | None = None
+
+    async def readiness(self) -> tuple[bool, str]:
+        """:meth:`ready`, answered within :data:`READY_TIMEOUT_SECONDS`: a database that
+        accepts connections but never answers held ``/ready`` (and a thread) for good.
+        Probes arriving meanwhile wait on the one check already running."""
+        check, started = self._readiness or (None, 0.0)
+        now = time.monotonic()
+        # One check at a time; one stuck longer than the timeout is left to its fate (the
+        # connection's keepalives end it) and the next probe tries afresh.
+        if check is None or check.done() or now - started > READY_TIMEOUT_SECONDS:
+            check = asyncio.ensure_future(asyncio.to_thread(self.ready))
+            self._readiness = (check, now)
+        try:
+            return await asyncio.wait_for(asyncio.shield(check), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return False, (
+                f"the readiness check did not finish within {READY_TIMEOUT_SECONDS:g} s "
+                "(a database that takes connections but does not answer?)"
+            )
 
     def _housekeep(self) -> None:
         """Keep the spool gauge current (the spool only changes while the database is

@@ -7,7 +7,6 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.concurrency import run_in_threadpool
 
 from wacanon.api.deps import ServiceDep
 from wacanon.api.exposition import exposition
@@ -26,7 +25,7 @@ async def health() -> Response:
 async def ready(service: ServiceDep) -> Response:
     """Ready or not, and nothing more: what is wrong (hosts, driver errors, paths) goes to
     the log, never to whoever can reach this URL."""
-    ok, detail = await run_in_threadpool(service.ready)
+    ok, detail = await service.readiness()
     if ok:
         return reply(200, {"status": "ready"})
     log.warning("not ready", reason=detail)
