@@ -415,3 +415,20 @@ def test_with_the_database_away_the_spool_is_still_reported(tmp_path: Path) -> N
     assert report["could_not_check"].startswith("the database: ")
     (spool,) = [c for c in report["checks"] if c["id"] == "latency.spool empty"]
     assert (spool["status"], spool["measured"][:12]) == ("found", "2 webhook(s)")
+
+
+def test_a_lock_held_elsewhere_is_said_not_waited_out(postgres_server: str, tmp_path: Path) -> None:
+    """A LOCK TABLE (VACUUM FULL, a stuck migration): the doctor waited as long as it
+    lasted, then said nothing was wrong (``rollout check`` shares the bounded wait)."""
+    from tests.conftest import _clean
+    from tests.ingest.test_lock_waits import write_lock
+
+    _clean(postgres_server)
+    config = doctor_config(tmp_path, postgres_server)
+    with write_lock(postgres_server):
+        started = time.monotonic()
+        rc, why = doctor(tmp_path, config, env={})
+        seconds = time.monotonic() - started
+    assert rc == 2
+    assert "could not check: the database: canceling statement due to lock timeout" in why
+    assert seconds < 20

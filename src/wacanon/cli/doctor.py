@@ -25,7 +25,7 @@ from wacanon.doctor.store import refused_connections, spool_checks, store_checks
 from wacanon.errors import CouldNotCheck, StoreError
 from wacanon.ingest.window import LIVE_SECONDS, Counts, summarize
 from wacanon.store import node_windows
-from wacanon.store.database import create_engine
+from wacanon.store.database import bounded_lock_waits, create_engine
 
 MARKS = {OK: "✓", FOUND: "✗", SKIP: "–"}
 
@@ -49,7 +49,7 @@ def doctor_command(
             f"could not check: no database at {missing} "
             "(`wacanon serve` creates it; `wacanon db upgrade` too)"
         )
-    engine = create_engine(loaded.settings.database_url)
+    engine = bounded_lock_waits(create_engine(loaded.settings.database_url))
     where = engine.url.render_as_string(hide_password=True)
     problem: str | None = None
     if not json_output:

@@ -10,6 +10,7 @@ any database behind head is refused with the command that fixes it.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -136,6 +137,25 @@ def prepare_writer(connection: sa.Connection) -> None:
     else:
         connection.exec_driver_sql(lock_wait_sql())
     connection.commit()
+
+
+def bounded_lock_waits(engine: sa.Engine) -> sa.Engine:
+    """``engine``, each of whose connections waits :data:`WRITER_LOCK_SECONDS` at most for
+    a lock: a command that only looks (``wacanon doctor``, ``rollout check``) says that a
+    lock held elsewhere stopped it, instead of hanging for as long as the lock lasts — a
+    ``VACUUM FULL`` or a stuck migration, exactly when someone needs the diagnosis."""
+    sa.event.listen(engine, "connect", _bound_lock_waits)
+    return engine
+
+
+def _bound_lock_waits(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor.execute(f"PRAGMA busy_timeout={WRITER_LOCK_SECONDS * 1000}")
+    else:
+        cursor.execute(lock_wait_sql())
+        dbapi_connection.commit()
+    cursor.close()
 
 
 def lock_wait_sql(local: bool = False) -> str:
