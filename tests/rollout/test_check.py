@@ -297,3 +297,58 @@ def test_the_command_exits_0_1_and_2(make_client: Any, tmp_path: Path) -> None:
     assert gone.returncode == 2
     assert "could not check: server" in gone.stderr
     assert "unreachable" in gone.stderr
+
+
+def test_a_server_of_two_workers_is_judged_on_both(postgres_server: str, tmp_path: Path) -> None:
+    """`serve --workers 2`: /metrics/window is answered by whichever worker takes the
+    connection, and the check judged that one alone — its verdict flipped from run to
+    run. Now it asks until every worker answered, and adds their windows up."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import _clean
+    from tests.ingest.test_durability import _free_port, serve_config
+
+    _clean(postgres_server)
+    config = serve_config(tmp_path, postgres_server)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
+             "--port", str(port), "--workers", "2"],
+            stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path, env={**os.environ, **CLEAN_ENV},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(0.2)
+        nodes: set[str] = set()
+        sent = 0
+        while len(nodes) < 2 or sent < 30:  # a new connection each: both workers take some
+            assert sent < 400, "one worker took every webhook"
+            body = sim_body(sim_message(f"W-{sent}", sender=f"55119700{sent:05d}"))
+            assert httpx.post(f"{base}/webhooks/simulated", content=body, headers=bearer())
+            sent += 1
+            nodes.add(httpx.get(f"{base}/metrics/window").json()["node"])
+        check = ("rollout", "check", "--phase", "0", "--url", base, "--json")
+        reports = [
+            json.loads(wacanon(tmp_path, *check, "--config", str(config), env=CLEAN_ENV).stdout)
+            for _ in range(3)
+        ]
+    finally:
+        process.terminate()
+        process.wait(20)
+    for report in reports:
+        (p95,) = [i["measured"] for i in report["items"] if i["name"] == "p95 latency"]
+        webhooks = int(p95.split(" webhook(s)")[0].rsplit(", ", 1)[1])
+        assert webhooks >= sent, p95  # every worker's, probes besides
+        assert p95.endswith(", 2 worker processes"), p95

@@ -44,4 +44,15 @@ async def window(service: ServiceDep, seconds: float = 900) -> Response:
     rates and p50/p95/p99 for ``wacanon rollout check`` (counts only, like /metrics)."""
     if not 0 < seconds <= 3600:
         return reply(400, {"error": "seconds: expected more than 0 and at most 3600"})
-    return reply(200, service.window.summary(seconds))
+    # ``node`` and the raw ``counts``: a server of several worker processes answers from
+    # whichever took the connection; ``rollout check`` adds every worker's up.
+    total, probed = service.window.counts(seconds)
+    return reply(
+        200,
+        {
+            **service.window.summary(seconds),
+            "node": service.node,
+            "counts": total.as_dict(),
+            "probed": probed,
+        },
+    )
