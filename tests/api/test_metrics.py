@@ -23,6 +23,32 @@ from tests.conftest import _clean
 from tests.ingest.test_durability import _free_port, serve_config
 
 
+def serve_workers(
+    config: Path, tmp_path: Path, env: dict[str, str], workers: int = 2
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``wacanon serve --workers N`` in a process of its own, once ``/ready`` says 200;
+    the process and its URL (its log: ``tmp_path / "serve.log"``)."""
+    port = _free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
+             "--port", str(port), "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path, env={**os.environ, **env},
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError((tmp_path / "serve.log").read_text()[-2000:])
+        time.sleep(0.2)
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found = {}
     for family in text_string_to_metric_families(text):
@@ -59,26 +85,9 @@ def test_every_workers_webhooks_are_in_each_scrape(postgres_server: str, tmp_pat
     _clean(postgres_server)
     config = serve_config(tmp_path, postgres_server)
     values = tmp_path / "metrics"  # the workers' value files, one per pid
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
-         "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path,
-        env={**os.environ, "WHATSAPP_CANONICAL_SHADOW_MODE": "false",
-             "PROMETHEUS_MULTIPROC_DIR": str(values)},
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    env = {"WHATSAPP_CANONICAL_SHADOW_MODE": "false", "PROMETHEUS_MULTIPROC_DIR": str(values)}
+    process, base = serve_workers(config, tmp_path, env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
-            time.sleep(0.2)
         sent = 0
         # A new connection each, until both workers have stored some: otherwise one
         # worker's own figures would pass for the sum.
@@ -103,7 +112,6 @@ def test_every_workers_webhooks_are_in_each_scrape(postgres_server: str, tmp_pat
     finally:
         process.terminate()
         process.wait(20)
-        log.close()
 
 
 def test_the_store_and_host_gauges_and_the_kpi_counters(make_client: Any) -> None:

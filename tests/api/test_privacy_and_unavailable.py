@@ -81,11 +81,11 @@ def test_ready_answers_in_time_when_the_database_takes_connections_but_not_queri
     postgres_server: str, tmp_path: Path
 ) -> None:
     """A hung database (connections accepted, nothing answered): /ready hung for good."""
-    target = sa.engine.make_url(postgres_server)
-    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+    from tests.ingest.test_refused_data import via_proxy
+
+    proxy, url = via_proxy(postgres_server)
     proxy.open()
-    via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
-    server = LiveServer(create_app(make_settings(via_proxy, tmp_path), env={}))
+    server = LiveServer(create_app(make_settings(url, tmp_path), env={}))
     try:
         base = server.start()
         with httpx.Client(base_url=base, timeout=30) as client:

@@ -62,6 +62,19 @@ def _commit(writer: GroupCommitWriter, write: WebhookWrite) -> WriteResult:
     return answered[0]
 
 
+def _parts_writer(url: str, tmp_path: Path) -> tuple[sa.Engine, Pipeline, GroupCommitWriter]:
+    """A started writer that writes webhooks of more than 2 events in parts."""
+    engine = create_engine(url)
+    pipeline = Pipeline(
+        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    writer = GroupCommitWriter(
+        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=2
+    )
+    writer.start()
+    return engine, pipeline, writer
+
+
 def _cut_the_connection_of(writer: GroupCommitWriter, engine: sa.Engine) -> None:
     """PostgreSQL ends the writer's kept connection, as a server restart would."""
     assert writer._connection is not None
@@ -169,16 +182,7 @@ def test_a_commit_whose_answer_was_lost_is_found_in_a_transaction_too(
     connection, then the writer's connection is cut); the writer finds what it did
     instead of sending it again — sent again, the webhook's own events came back as
     duplicates (and the last part as not journaled)."""
-    url = postgres_server
-    engine = create_engine(url)
-    pipeline = Pipeline(
-        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
-    )
-
-    writer = GroupCommitWriter(
-        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=2
-    )
-    writer.start()
+    engine, pipeline, writer = _parts_writer(postgres_server, tmp_path)
 
     def counts(plan: Plan) -> tuple[int, int]:
         with engine.connect() as connection:
@@ -226,15 +230,7 @@ def test_a_part_that_did_not_commit_is_sent_again_though_an_earlier_part_shares_
     webhook's correlation id, yet by the first part: the second did not commit, and is
     sent again (it was taken as committed and c was never stored, the webhook answered
     200)."""
-    url = postgres_server
-    engine = create_engine(url)
-    pipeline = Pipeline(
-        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
-    )
-    writer = GroupCommitWriter(
-        engine, Spool(tmp_path / "spool"), _no_replan, lambda _: None, max_rows=2
-    )
-    writer.start()
+    engine, pipeline, writer = _parts_writer(postgres_server, tmp_path)
     try:
         _commit(writer, planned(pipeline, "warm-up").write)
         large = planned(pipeline, "r-a", "r-b", "r-a", "r-c", "r-e")

@@ -303,34 +303,14 @@ def test_a_server_of_two_workers_is_judged_on_both(postgres_server: str, tmp_pat
     """`serve --workers 2`: /metrics/window is answered by whichever worker takes the
     connection, and the check judged that one alone — its verdict flipped from run to
     run. Now it asks until every worker answered, and adds their windows up."""
-    import os
-    import subprocess
-    import sys
-    import time
-
+    from tests.api.test_metrics import serve_workers
     from tests.conftest import _clean
-    from tests.ingest.test_durability import _free_port, serve_config
+    from tests.ingest.test_durability import serve_config
 
     _clean(postgres_server)
     config = serve_config(tmp_path, postgres_server)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wacanon", "serve", "--config", str(config),
-             "--port", str(port), "--workers", "2"],
-            stdout=subprocess.DEVNULL, stderr=log, cwd=tmp_path, env={**os.environ, **CLEAN_ENV},
-        )  # fmt: skip
+    process, base = serve_workers(config, tmp_path, CLEAN_ENV)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
-            time.sleep(0.2)
         nodes: set[str] = set()
         sent = 0
         while len(nodes) < 2 or sent < 30:  # a new connection each: both workers take some
