@@ -6,6 +6,7 @@ statement committed by itself (``write_batch_at_once``)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -25,6 +26,7 @@ from wacanon.store.repository import (
     fits_one_statement,
     write_batch,
     write_batch_at_once,
+    write_events,
 )
 from wacanon.store.tables import dead_letters, events, webhook_journal
 
@@ -168,3 +170,51 @@ def test_a_value_the_database_refuses_writes_nothing_of_the_batch(
                   for t in (events, webhook_journal)]  # fmt: skip
     engine.dispose()
     assert stored == [0, 0]
+
+
+def test_two_writers_sharing_keys_wait_for_each_other_without_a_deadlock(
+    postgres_server: str,
+) -> None:
+    """Writer B holds key `low` (uncommitted) when writer A's batch brings `high` then
+    `low`: A took `high` and waited for `low`; B then wrote `high` and waited for A —
+    PostgreSQL's "deadlock detected", and a whole batch went to the spool (a test of two
+    servers delivering the same facts at once saw it). Rows go in key order: A waits for
+    `low` before it takes `high`, and both finish."""
+    import threading
+
+    from tests.conftest import _clean
+
+    _clean(postgres_server)
+    pipeline = Pipeline(
+        Settings(database_url=postgres_server, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    rows = planned(pipeline, "d-1", "d-2").write.events
+    low, high = sorted(rows, key=lambda row: row["idempotency_key"])
+    engine = create_engine(postgres_server)
+    failures: list[BaseException] = []
+
+    def writer_a() -> None:
+        try:
+            with engine.begin() as connection:
+                write_events(connection, [high, low])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    b = engine.connect()
+    try:
+        b.begin()
+        write_events(b, [low])
+        a = threading.Thread(target=writer_a)
+        a.start()
+        time.sleep(0.5)  # A is waiting for `low`
+        try:
+            write_events(b, [high])
+            b.commit()
+        except sa.exc.DBAPIError as exc:
+            failures.append(exc)
+            b.rollback()
+        a.join(10)
+    finally:
+        b.close()
+        engine.dispose()
+    assert failures == []
