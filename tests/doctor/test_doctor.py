@@ -8,6 +8,8 @@ import json
 import re
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,16 @@ def doctor_config(tmp_path: Path, url: str) -> Path:
         '[[accounts]]\nprovider = "simulated"\naccount_id = "sim-store-1"\nshopper_id = "shop-1"\n'
     )
     return path
+
+
+@contextmanager
+def routing_server(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A live server with routing on, stopped when the block ends; its base URL."""
+    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 def doctor(tmp_path: Path, config: Path, *args: str, env: dict[str, str]) -> tuple[int, Any]:
@@ -196,13 +208,9 @@ def test_a_body_that_is_not_json_is_told_apart_not_a_finding(
 ) -> None:
     """One bad request failed the check for 24 h, with a fix that could not clear it."""
     config = doctor_config(tmp_path, database_url)
-    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
-    base = server.start()
-    try:
+    with routing_server(database_url, tmp_path) as base:
         refused = httpx.post(f"{base}/webhooks/simulated", content=b"not json", headers=bearer())
         assert refused.status_code == 400
-    finally:
-        server.stop()
     _, report = doctor(tmp_path, config, env=ROUTING_ON)
     letters = report["no dead letter in the last 24 h"]
     assert (letters["status"], letters["measured"]) == (
@@ -217,14 +225,10 @@ def test_redeliveries_are_not_the_webhooks_whose_keys_are_derived_again(
     """A redelivery stores nothing under its own correlation id: with the latest webhooks
     all redeliveries the check said "✓ 0 of the 0 events", having compared nothing."""
     config = doctor_config(tmp_path, database_url)
-    server = LiveServer(create_app(make_settings(database_url, tmp_path), env=ROUTING_ON))
-    base = server.start()
-    try:
+    with routing_server(database_url, tmp_path) as base:
         body = sim_body(sim_message("K-1"))
         for _ in range(3):  # the webhook, then two redeliveries of it
             assert httpx.post(f"{base}/webhooks/simulated", content=body, headers=bearer())
-    finally:
-        server.stop()
     _, report = doctor(tmp_path, config, env=ROUTING_ON)
     keys = report["idempotency keys derived as when stored"]
     assert (keys["status"], keys["measured"]) == (

@@ -25,7 +25,7 @@ from wacanon.doctor.store import refused_connections, spool_checks, store_checks
 from wacanon.errors import CouldNotCheck, StoreError
 from wacanon.ingest.window import LIVE_SECONDS, Counts, summarize
 from wacanon.store import node_windows
-from wacanon.store.database import bounded_lock_waits, create_engine
+from wacanon.store.database import bounded_lock_waits, create_engine, first_line
 
 MARKS = {OK: "✓", FOUND: "✗", SKIP: "–"}
 
@@ -57,7 +57,7 @@ def doctor_command(
     try:
         found = store_checks(loaded.settings, engine, os.environ)
     except (StoreError, sa.exc.SQLAlchemyError) as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        first = first_line(exc)
         problem = f"the database: {first}"
         # What needs no database still tells something: the spool, the server.
         found = refused_connections(first) + spool_checks(loaded.settings)

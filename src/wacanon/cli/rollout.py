@@ -33,7 +33,7 @@ from wacanon.rollout.apply import apply_step
 from wacanon.rollout.check import FAIL, OK, SKIP, Check, Item, parse_window
 from wacanon.rollout.phases import Step
 from wacanon.rollout.rollback import ROLLBACK_VALUES, Progress, active, resume, roll_back
-from wacanon.store.database import bounded_lock_waits, create_engine
+from wacanon.store.database import bounded_lock_waits, create_engine, first_line
 from wacanon.store.repository import flag_overrides_map
 
 rollout_app = typer.Typer(
@@ -336,8 +336,7 @@ def check_command(
     except CouldNotCheck as exc:
         raise fail(f"could not check: {exc}") from None
     except sa.exc.SQLAlchemyError as exc:  # a lock held elsewhere, the database gone
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise fail(f"could not check: the database: {first}") from None
+        raise fail(f"could not check: the database: {first_line(exc)}") from None
     finally:
         engine.dispose()
     failed = [item for item in items if item.status == FAIL]

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.ingest.spool import Spool, SpoolRecord
-from wacanon.store.database import prepare_writer, schema_problem
+from wacanon.store.database import first_line, prepare_writer, schema_problem
 from wacanon.store.repository import (
     DeadLetter,
     JournalRow,
@@ -391,7 +391,7 @@ class GroupCommitWriter:
                 self._mark_down(exc)
                 self._to_spool([job])
                 return
-            log.error("large webhook write failed; retrying it whole", error=_brief(exc))
+            log.error("large webhook write failed; retrying it whole", error=first_line(exc))
             job.write.resumes = True  # its earlier parts are stored: they are its own
             self._commit_alone(job)
             return
@@ -418,7 +418,7 @@ class GroupCommitWriter:
                 self._mark_down(exc)
                 self._to_spool(jobs)
                 return
-            log.error("batch write failed; retrying webhooks one by one", error=_brief(exc))
+            log.error("batch write failed; retrying webhooks one by one", error=first_line(exc))
             for index, job in enumerate(jobs):
                 rest = jobs[index + 1 :]
                 if not self._commit_alone(job) and rest:  # the database, this time:
@@ -450,7 +450,7 @@ class GroupCommitWriter:
                 self._mark_down(exc)
                 self._to_spool([job])
                 return False
-            reason = f"{type(exc).__name__}: {_brief(exc)}"
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
             log.error(
                 "database refused a webhook's data; keeping it as a dead letter",
                 error=reason,
@@ -463,7 +463,7 @@ class GroupCommitWriter:
                     self._mark_down(again)
                     self._to_spool([job])
                     return False
-                job.finish(Failed(f"refused by the database: {_brief(again)}", data=True))
+                job.finish(Failed(f"refused by the database: {first_line(again)}", data=True))
                 return True
             result.refused = reason
         job.finish(result)
@@ -562,7 +562,7 @@ class GroupCommitWriter:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self.database_up:
-            log.error("database unusable; spooling webhooks", error=_brief(exc))
+            log.error("database unusable; spooling webhooks", error=first_line(exc))
         elif isinstance(exc, NotWritable) and not self._warned_not_writable:
             log.error("database answers but cannot be written; spooling", error=str(exc))
             self._warned_not_writable = True
@@ -633,7 +633,7 @@ class GroupCommitWriter:
         self._guarded(self._commit, jobs)
         stored: list[tuple[object, WriteResult]] = []
         refused: list[tuple[SpoolRecord, str]] = []
-        retry_later = False
+        waiting: list[SpoolRecord] = []  # to be tried again: the database did not take them
         for index, ((_, context), record) in enumerate(planned):
             outcome = outcomes.get(index)
             if isinstance(outcome, WriteResult):
@@ -641,18 +641,19 @@ class GroupCommitWriter:
             elif isinstance(outcome, Failed) and outcome.data:
                 refused.append((record, outcome.reason))
             elif not isinstance(outcome, Spooled) or kept:  # Spooled, not kept: moved back
-                retry_later = True
+                waiting.append(record)
         if stored:
             self._on_drained(stored)
             self._drain_backoff = RETRY_SECONDS
+        rest = records[start + len(chunk) :]
         if (
             kept
-            and retry_later
+            and waiting
             and stored
-            and self._move_unstored(planned, outcomes, current, unplannable)
+            and self._move_unstored(path, [*waiting, *rest], unplannable, refused)
         ):
             return
-        if retry_later or (refused and not self.database_up):  # not the data: keep the file
+        if waiting or (refused and not self.database_up):  # not the data: keep the file
             self._close_claims()
             self._drain_not_before = time.monotonic() + self._drain_backoff
             # The database answers but does not take the writes (a lock held elsewhere
@@ -662,7 +663,6 @@ class GroupCommitWriter:
             return
         for record, reason in [*unplannable, *refused]:
             self._spool.reject(record, reason)
-        rest = records[start + len(chunk) :]
         if rest and not self.database_up:  # down again mid-file: move the rest, unread
             try:
                 self._spool.append(rest)
@@ -681,33 +681,25 @@ class GroupCommitWriter:
 
     def _move_unstored(
         self,
-        planned: list[tuple[tuple[WebhookWrite, object], SpoolRecord]],
-        outcomes: dict[int, Outcome],
-        current: tuple[Path, list[SpoolRecord], int],
+        path: Path,
+        waiting: list[SpoolRecord],
         unplannable: list[tuple[SpoolRecord, str]],
+        refused: list[tuple[SpoolRecord, str]],
     ) -> bool:
         """Part of a file's first chunk was stored before the database stopped taking
         writes (one by one, after a record it refused): keeping the file would replay the
         stored part, answered and counted again as duplicates. What did not go in, and the
-        rest of the file, move to the spool instead; False when the spool cannot be
+        rest of the file (``waiting``), move to the spool instead; a record refused while
+        the database is not known to be up waits too. False when the spool cannot be
         written (the file is then kept, as for a chunk that stored nothing)."""
-        path, records, start = current
-        waiting: list[SpoolRecord] = []
-        refused = list(unplannable)  # set aside with those the database refused now
-        for index, (_, record) in enumerate(planned):
-            outcome = outcomes.get(index)
-            if isinstance(outcome, WriteResult):
-                continue
-            if isinstance(outcome, Failed) and outcome.data and self.database_up:
-                refused.append((record, outcome.reason))
-            else:
-                waiting.append(record)
+        if not self.database_up:
+            waiting, refused = [*waiting, *(record for record, _ in refused)], []
         try:
-            self._spool.append([*waiting, *records[start + DRAIN_CHUNK :]])
+            self._spool.append(waiting)
         except OSError as exc:
             log.error("spool write failed; the claimed file stays", error=str(exc))
             return False
-        for record, reason in refused:
+        for record, reason in [*unplannable, *refused]:
             self._spool.reject(record, reason)
         self._spool.done(path)
         self._spool_pending = True
@@ -812,11 +804,6 @@ def _autocommitted(connection: sa.Connection, work: Callable[[sa.Connection], _T
     finally:
         if not (connection.closed or connection.invalidated):
             connection.execution_options(isolation_level=connection.default_isolation_level)
-
-
-def _brief(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def checked_writer(

@@ -228,7 +228,7 @@ def schema_state(engine: sa.Engine) -> SchemaState:
             current = MigrationContext.configure(connection).get_current_revision()
             empty = not sa.inspect(connection).get_table_names()
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnreachable(f"cannot reach the database: {_first_line(exc)}") from exc
+        raise DatabaseUnreachable(f"cannot reach the database: {first_line(exc)}") from exc
     head = head_revision()
     return SchemaState(current=current, head=head, empty=empty)
 
@@ -255,6 +255,8 @@ def ensure_schema(engine: sa.Engine) -> str:
     raise StoreError(str(state.problem))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """A database error in one line: the driver's first line, without SQLAlchemy's
+    statement and background link (for logs and for what a command prints)."""
     text = str(getattr(exc, "orig", None) or exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

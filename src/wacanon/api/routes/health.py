@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from wacanon.api.deps import ServiceDep
 from wacanon.api.exposition import exposition
 from wacanon.api.replies import reply
+from wacanon.ingest.window import KEEP_SECONDS, summarize
 
 router = APIRouter()
 log = structlog.get_logger("wacanon.health")
@@ -50,7 +51,7 @@ async def window(service: ServiceDep, seconds: float = 900) -> Response:
     return reply(
         200,
         {
-            **service.window.summary(seconds),
+            **summarize(total, min(seconds, KEEP_SECONDS), probed),
             "node": service.node,
             "counts": total.as_dict(),
             "probed": probed,
