@@ -8,9 +8,11 @@ exactly what would be sent, and in how many sends.
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from wacanon.api.limits import GuardedHttpToolsProtocol
@@ -152,3 +154,21 @@ def test_100_continue_goes_before_the_response() -> None:
     assert transport.writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
     (response,) = transport.writes[1:]
     assert response.endswith(b"\r\n\r\nhi")
+
+
+def test_answered_requests_are_freed_without_the_garbage_collector() -> None:
+    """A request's objects go when it is answered: the held head must not leave a
+    reference cycle (cycle ↔ transport) for the garbage collector — one per webhook made
+    the collector run every few dozen requests and its full passes stall the loop."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        asyncio.run(exchange(app_sending(START, BODY), GET * 6))
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, RequestResponseCycle)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    # uvicorn's protocol and the cycle of a connection's last request refer to each other
+    # until the connection is gone: that one (per connection) is the collector's.
+    assert len(left) <= 1

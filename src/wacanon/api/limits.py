@@ -238,9 +238,14 @@ class _HeadWithBody:
             self._transport.write(head + data)
             return
         cycle = self._cycle
-        if not cycle.response_started:  # "100 Continue", before any response
+        if cycle is None or not cycle.response_started:  # "100 Continue", before any response
             self._transport.write(data)
             return
+        # The response's head: the cycle is not needed any more. Letting go of it now
+        # breaks the reference cycle (the cycle holds this as its transport), so the
+        # request's objects are freed when it ends, not by the garbage collector — which
+        # otherwise collects them for every request, and whose full passes stall the loop.
+        self._cycle = None
         self._passing = True
         if cycle.chunked_encoding is False and cycle.expected_content_length > 0:
             self._passing = False
@@ -249,6 +254,7 @@ class _HeadWithBody:
         self._transport.write(data)
 
     def close(self) -> None:
+        self._cycle = None
         head = self._head
         if head is not None:  # a response cut short: its head alone, as uvicorn would
             self._head = None
