@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,14 @@ import sqlalchemy as sa
 from tests.api.conftest import PERSIST, bearer, sim_body, sim_message
 from tests.api.test_slow_clients import Server
 from tests.ingest.test_durability import _free_port, _start_server, serve_config
+from wacanon.config import Settings
 from wacanon.ingest import writer_process
-from wacanon.ingest.writer_process import FrameError, Frames, frame
+from wacanon.ingest.metrics import Metrics
+from wacanon.ingest.pipeline import Pipeline, Received
+from wacanon.ingest.writer import Failed, Spooled
+from wacanon.ingest.writer_process import FrameError, Frames, done_frame, frame, jobs_frame
 from wacanon.store.database import create_engine
+from wacanon.store.repository import DeadLetter, WebhookWrite, WriteResult
 from wacanon.store.tables import events, webhook_journal
 
 
@@ -242,12 +248,82 @@ def test_frames_that_are_not_ours_are_refused_and_never_block_the_next() -> None
     frames.feed(frame(("done", [], True)) + struct.pack("!Q", 5) + b"nopkl")
     frames.feed(frame(("batch", (1, 0.1), True)))
     assert frames.next() == (True, ("done", [], True))
-    with pytest.raises(FrameError, match="does not unpickle"):
+    with pytest.raises(FrameError, match="does not decode"):
         frames.next()
     assert list(frames.all()) == [("batch", (1, 0.1), True)]
     frames.feed(b"hello, world! this is not a frame")
     with pytest.raises(FrameError, match="a frame of"):
         frames.next()
+
+
+def _writes() -> list[WebhookWrite]:
+    """Jobs as the serving process hands them over: planned from real bodies (text with
+    emoji and NUL characters, a batch of two), one resuming with keys stored before."""
+    from tests.store.test_write_batch import STORE
+
+    pipeline = Pipeline(Settings(default_shopper_id="shop-1"), lambda _: STORE, Metrics())
+    now = datetime.now(UTC)
+    writes = []
+    for n, body in enumerate(
+        [
+            sim_body(sim_message("m1", text="Oi! Tem no 38? 👟 \u0000 ok")),
+            sim_body(sim_message("m2", text="ação"), sim_message("m3", text="🙂")),
+            b'{"not": "a simulated webhook"',
+        ]
+    ):
+        received = Received("simulated", body, f"c{n}", now, n % 2 == 0, None, n == 1)
+        writes.append(pipeline.plan(received).write)
+    writes[1].resumes = True
+    writes[1].stored_before = {"k1", "k2"}
+    writes[1].rows_before = 2
+    writes[2].dead_letter = DeadLetter(kind="invalid_json", error="bad \x00 JSON")
+    return writes
+
+
+def _one(data: bytes) -> tuple[bytes, Any]:
+    frames = Frames()
+    frames.feed(data)
+    ((message),) = list(frames.all())
+    return data[8:9], message
+
+
+def test_jobs_and_answers_cross_as_messagepack_and_arrive_as_they_left() -> None:
+    """Each webhook's job and answer are MessagePack (pickling them cost the event loop
+    a tenth of its time), and come out equal: times (UTC), bytes, sets, None and NULs."""
+    writes = _writes()
+    assert any(w.events for w in writes)
+    items = list(enumerate(writes, 1))
+    codec, message = _one(jobs_frame(items))
+    assert codec == b"j"
+    assert message == ("jobs", items)
+    row = message[1][0][1].events[0]
+    assert row["occurred_at"] == writes[0].events[0]["occurred_at"]
+    assert row["occurred_at"].utcoffset() is not None
+    answers: list[tuple[int, Any]] = [
+        (1, WriteResult(new_keys={"a", "b"}, journaled=True)),
+        (2, WriteResult(new_keys=set(), journaled=True, refused="value too long")),
+    ]
+    codec, message = _one(done_frame(answers, False))
+    assert (codec, message) == (b"d", ("done", answers, False))
+
+
+def test_what_messagepack_cannot_carry_goes_as_a_pickle() -> None:
+    """A naive time or a lone surrogate in a job, a spooled or failed answer: pickled,
+    never lost nor changed."""
+    writes = _writes()
+    writes[0].journal.received_at = datetime(2026, 12, 1, 12, 0)  # naive
+    writes[1].events[1]["occurred_at"] = datetime(2026, 12, 1, 12, 0)
+    writes[2].journal.account_id = "acct-\ud800"
+    for write in writes:
+        codec, message = _one(jobs_frame([(7, write)]))
+        assert (codec, message) == (b"p", ("jobs", [(7, write)]))
+    answers: list[tuple[int, Any]] = [
+        (1, WriteResult(new_keys={"a"}, journaled=True)),
+        (2, Spooled()),
+        (3, Failed("the writer process exited")),
+    ]
+    codec, message = _one(done_frame(answers, True))
+    assert (codec, message) == (b"p", ("done", answers, True))
 
 
 def test_commits_are_counted_by_the_server_and_a_thread_writer_stays_available(

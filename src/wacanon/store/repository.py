@@ -100,7 +100,8 @@ def _insert(dialect: str, table: sa.Table) -> Any:
 
 EVENT_COLUMNS = tuple(c.name for c in events.columns if c.name != "id")
 JOURNAL_COLUMNS = tuple(c.name for c in webhook_journal.columns if c.name != "id")
-_TIME_COLUMNS = frozenset({"occurred_at", "received_at"})
+#: The events-table columns that hold times (aware datetimes in a row).
+TIME_COLUMNS = frozenset({"occurred_at", "received_at"})
 
 
 @lru_cache(maxsize=512)
@@ -128,7 +129,7 @@ def _sqlite_params(columns: tuple[str, ...], rows: Sequence[dict[str, Any]]) -> 
     for row in rows:
         for c in columns:
             value = row[c]
-            if c in _TIME_COLUMNS:
+            if c in TIME_COLUMNS:
                 value = _sqlite_time(value)
             elif value.__class__ is str and "\x00" in value:
                 value = storable(value)
