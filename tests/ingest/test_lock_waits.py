@@ -26,8 +26,7 @@ from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
 from wacanon.ingest.spool import REJECTED_FILE, Spool, SpoolRecord
 from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter
-from wacanon.store import database
-from wacanon.store.database import WRITER_LOCK_SECONDS, create_engine, upgrade
+from wacanon.store.database import create_engine, upgrade
 from wacanon.store.repository import WebhookWrite
 from wacanon.store.tables import events
 
@@ -63,6 +62,9 @@ def stored(database_url: str) -> list[str]:
     return ids
 
 
+#: ``writer_lock_timeout_seconds`` of these tests' servers (the default is 5).
+LOCK = 1.0
+
 LOCKS = {
     "events": ("events", False),
     "events-writer-process": ("events", True),
@@ -77,7 +79,9 @@ def test_webhooks_spool_while_a_lock_is_held_and_drain_after(
 ) -> None:
     if "flag_overrides" in tables and database_url.startswith("sqlite"):
         pytest.skip("SQLite locks the whole file: the events case covers it")
-    server = Server(database_url, tmp_path, writer_process=writer_process)
+    server = Server(
+        database_url, tmp_path, writer_process=writer_process, writer_lock_timeout_seconds=LOCK
+    )
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             body = sim_body(sim_message("L-0"))
@@ -90,12 +94,13 @@ def test_webhooks_spool_while_a_lock_is_held_and_drain_after(
                     reply = client.post("/webhooks/simulated", content=body, headers=bearer())
                     replies.append((time.monotonic() - started, reply))
                     # Past the writer's 1 s back-off: the next one meets a new connection.
-                    time.sleep(1.5)
+                    time.sleep(1.2)
             assert [r.status_code for _, r in replies] == [200, 200]
             assert all(r.json().get("spooled") is True for _, r in replies)
             slowest = max(seconds for seconds, _ in replies)
-            # One lock wait, or two when a drain attempt came first: far from the 30 s 503.
-            assert slowest < 2 * WRITER_LOCK_SECONDS + 3, f"{slowest:.1f} s for an answer"
+            # One lock wait (the configured one, not the default 5 s), or two when a drain
+            # attempt came first: far from the 30 s 503.
+            assert slowest < 2 * LOCK + 1.5, f"{slowest:.1f} s for an answer"
         deadline = time.monotonic() + 30
         while sorted(stored(database_url)) != ["L-0", "L-1", "L-2"]:
             assert time.monotonic() < deadline, f"not drained: {sorted(stored(database_url))}"
@@ -108,7 +113,7 @@ def test_the_writers_lock_wait_stays_with_the_writer(tmp_path: Path) -> None:
     """After a lock timeout the writer drops its connection for good: a connection the
     pool hands out next has the usual 30 s busy timeout, not the writer's 5 s."""
     url = f"sqlite:///{tmp_path / 'pool.db'}"
-    server = Server(url, tmp_path)
+    server = Server(url, tmp_path, writer_lock_timeout_seconds=LOCK)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             with write_lock(url):
@@ -125,14 +130,13 @@ def test_the_writers_lock_wait_stays_with_the_writer(tmp_path: Path) -> None:
 
 
 def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path
 ) -> None:
     """The database answers but a lock held elsewhere refuses the drain's writes: the
     spooled file stays as it is (each attempt appended its chunk and the rest of the file
     to the spool again: the whole spool rewritten every few seconds for as long as the
     lock lasted), attempts come less and less often, and once the lock is gone
     everything drains, once."""
-    monkeypatch.setattr(database, "WRITER_LOCK_SECONDS", 1)  # attempts every ~2 s, not ~6
     engine = create_engine(database_url)
     upgrade(engine)
     pipeline = Pipeline(
@@ -168,7 +172,8 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
             raise ValueError("cannot be planned")
         return pipeline.replan(record)
 
-    writer = GroupCommitWriter(engine, Spool(spool_dir), replan, lambda _: None)
+    # A 1 s lock wait: attempts every ~2 s, not ~6.
+    writer = GroupCommitWriter(engine, Spool(spool_dir), replan, lambda _: None, lock_seconds=1)
     try:
         with write_lock(database_url):
             writer.start()
@@ -197,16 +202,13 @@ def test_a_spool_waiting_out_a_lock_is_neither_rewritten_nor_lost(
         engine.dispose()
 
 
-def test_a_first_chunk_stored_in_part_is_not_replayed(
-    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_first_chunk_stored_in_part_is_not_replayed(postgres_server: str, tmp_path: Path) -> None:
     """A file's first chunk holds a record the database refuses (so it is written one by
     one) and, after it, one whose key another transaction holds: the records before are
     stored, that one waits out the lock, and those after it are not tried (each would
     wait as long). What was stored is not drained again when the lock is gone (the file
     was kept whole, and each attempt answered its stored records again as duplicates):
     each record is drained once."""
-    monkeypatch.setattr(database, "WRITER_LOCK_SECONDS", 1)
     _clean(postgres_server)
     engine = create_engine(postgres_server)
     pipeline = Pipeline(
@@ -239,6 +241,7 @@ def test_a_first_chunk_stored_in_part_is_not_replayed(
         Spool(spool_dir),
         replan,
         lambda stored: drained.extend((c, len(r.new_keys)) for c, r in stored),
+        lock_seconds=1,
     )
     try:
         writer.start()

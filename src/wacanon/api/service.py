@@ -178,7 +178,12 @@ class Service:
         env = os.environ if env is None else env
         engine = create_engine(settings.database_url)
         metrics = Metrics()
-        flags = FlagCache(engine, env, settings.flag_refresh_seconds)
+        flags = FlagCache(
+            engine,
+            env,
+            settings.flag_refresh_seconds,
+            lock_seconds=settings.writer_lock_timeout_seconds,
+        )
         pipeline = Pipeline(settings, flags.for_shopper, metrics)
         spool = Spool(Path(settings.spool_path))
         router = Router(
@@ -199,7 +204,13 @@ class Service:
             writer = ProcessWriter(settings, env, on_batch, pipeline.drained)
         else:
             writer = checked_writer(
-                engine, spool, pipeline.replan, pipeline.drained, flags.refresh, on_batch=on_batch
+                engine,
+                spool,
+                pipeline.replan,
+                pipeline.drained,
+                flags.refresh,
+                on_batch=on_batch,
+                lock_seconds=settings.writer_lock_timeout_seconds,
             )
         return cls(settings, engine, metrics, flags, pipeline, spool, writer, routing)
 

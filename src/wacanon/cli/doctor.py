@@ -49,7 +49,9 @@ def doctor_command(
             f"could not check: no database at {missing} "
             "(`wacanon serve` creates it; `wacanon db upgrade` too)"
         )
-    engine = bounded_lock_waits(create_engine(loaded.settings.database_url))
+    engine = bounded_lock_waits(
+        create_engine(loaded.settings.database_url), loaded.settings.writer_lock_timeout_seconds
+    )
     where = engine.url.render_as_string(hide_password=True)
     problem: str | None = None
     if not json_output:

@@ -320,7 +320,9 @@ def check_command(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     loaded = load_or_fail(config)  # a schema behind head is an item (✗), not a refusal
-    engine = bounded_lock_waits(create_engine(loaded.settings.database_url))
+    engine = bounded_lock_waits(
+        create_engine(loaded.settings.database_url), loaded.settings.writer_lock_timeout_seconds
+    )
     token = loaded.settings.providers.secret_of(PROBE_PROVIDER) or saved_trial_token()
     check = Check(
         phase,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.flags import FlagSnapshot, ShopperFlags
-from wacanon.store.database import lock_wait_sql
+from wacanon.store.database import WRITER_LOCK_SECONDS, lock_wait_sql
 from wacanon.store.repository import flag_overrides_map
 
 log = structlog.get_logger("wacanon.flags")
@@ -33,8 +33,10 @@ class FlagCache:
         refresh_seconds: float,
         *,
         announce: bool = True,
+        lock_seconds: float = WRITER_LOCK_SECONDS,
     ) -> None:
         self._engine = engine
+        self._lock_seconds = lock_seconds
         self._announce = announce
         self._read_once = False
         self._env = dict(env)
@@ -71,12 +73,12 @@ class FlagCache:
 
     def refresh(self) -> None:
         """Read the overrides again. On PostgreSQL the read waits for a lock at most
-        ``WRITER_LOCK_SECONDS`` (a ``LOCK TABLE`` or migration holding the table): the
+        ``lock_seconds`` (a ``LOCK TABLE`` or migration holding the table): the
         writer refreshes the flags on each new connection, and must get on to spooling."""
         try:
             with self._engine.connect() as connection:
                 if connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql(lock_wait_sql(local=True))
+                    connection.exec_driver_sql(lock_wait_sql(self._lock_seconds, local=True))
                 overrides = flag_overrides_map(connection)
         except sa.exc.DBAPIError as exc:
             log.warning("flag refresh failed; keeping the last values", error=str(exc.orig))

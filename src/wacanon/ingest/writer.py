@@ -30,7 +30,12 @@ import sqlalchemy as sa
 import structlog
 
 from wacanon.ingest.spool import Spool, SpoolRecord
-from wacanon.store.database import first_line, prepare_writer, schema_problem
+from wacanon.store.database import (
+    WRITER_LOCK_SECONDS,
+    first_line,
+    prepare_writer,
+    schema_problem,
+)
 from wacanon.store.repository import (
     DeadLetter,
     JournalRow,
@@ -180,11 +185,15 @@ class GroupCommitWriter:
         on_batch: Callable[[int, float], None] | None = None,
         on_connect: Callable[[sa.Connection], str | None] | None = None,
         after_turn: Callable[[], None] | None = None,
+        lock_seconds: float = WRITER_LOCK_SECONDS,
     ) -> None:
         """``after_turn`` is called by the writer's thread after each turn of its loop
         (a commit, a part of a large webhook, a chunk of the drain): the writer process
-        sends a turn's answers to the serving process together then."""
+        sends a turn's answers to the serving process together then. A write waits
+        ``lock_seconds`` at most for a lock held elsewhere, then spools
+        (``store.database.prepare_writer``)."""
         self._engine = engine
+        self._lock_seconds = lock_seconds
         self._after_turn = after_turn
         self._spool = spool
         self._replan = replan
@@ -534,7 +543,7 @@ class GroupCommitWriter:
         """A new writer connection, checked (``on_connect``) before anything is written."""
         connection = self._engine.connect()
         try:
-            prepare_writer(connection)
+            prepare_writer(connection, self._lock_seconds)
             problem = self._on_connect(connection) if self._on_connect is not None else None
         except BaseException:
             _discard(connection)
@@ -815,6 +824,7 @@ def checked_writer(
     *,
     on_batch: Callable[[int, float], None] | None = None,
     after_turn: Callable[[], None] | None = None,
+    lock_seconds: float = WRITER_LOCK_SECONDS,
 ) -> GroupCommitWriter:
     """The writer a server commits with — its thread, or its writer process's — one way.
 
@@ -836,4 +846,5 @@ def checked_writer(
         on_batch=on_batch,
         on_connect=on_connect,
         after_turn=after_turn,
+        lock_seconds=lock_seconds,
     )

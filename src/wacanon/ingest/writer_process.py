@@ -68,7 +68,8 @@ ANSWERS_FD_ARG = "--answers-fd"
 STALL_REPORT_SECONDS = 10.0
 #: ... and past this, killed and replaced; its webhooks have had their 503 by then
 #: (``PERSIST_TIMEOUT_SECONDS``). A lock held elsewhere does not come to this: the writer
-#: waits for one 5 s at most, then spools (``store.database.prepare_writer``).
+#: waits ``writer_lock_timeout_seconds`` (5 s) at most, then spools
+#: (``store.database.prepare_writer``).
 STALL_KILL_SECONDS = 45.0
 #: How often the serving process looks at its child's silence.
 WATCH_SECONDS = 1.0
@@ -603,7 +604,10 @@ def child_main(argv: Sequence[str]) -> None:
     wlogging.configure(settings.log_level)
     sys.setswitchinterval(CHILD_SWITCH_INTERVAL)
     engine = create_engine(settings.database_url)
-    flags = FlagCache(engine, env, settings.flag_refresh_seconds, announce=False)
+    lock_seconds = settings.writer_lock_timeout_seconds
+    flags = FlagCache(
+        engine, env, settings.flag_refresh_seconds, announce=False, lock_seconds=lock_seconds
+    )
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
 
     writer: GroupCommitWriter | None = None
@@ -620,6 +624,7 @@ def child_main(argv: Sequence[str]) -> None:
         flags.refresh,
         on_batch=lambda webhooks, seconds: outbox.put("batch", (webhooks, seconds)),
         after_turn=outbox.send,
+        lock_seconds=lock_seconds,
     )
     flags.start()
     writer.start(database_up=database_up)

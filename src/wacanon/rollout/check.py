@@ -291,7 +291,13 @@ class Check:
         )
 
     def _flags_for(self) -> Any:
-        flags = FlagCache(self.engine, self.env, self.loaded.settings.flag_refresh_seconds)
+        settings = self.loaded.settings
+        flags = FlagCache(
+            self.engine,
+            self.env,
+            settings.flag_refresh_seconds,
+            lock_seconds=settings.writer_lock_timeout_seconds,
+        )
         flags.refresh()
         return flags.for_shopper
 

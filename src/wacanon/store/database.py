@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def prepare_writer(connection: sa.Connection) -> None:
+def prepare_writer(connection: sa.Connection, lock_seconds: float = WRITER_LOCK_SECONDS) -> None:
     """Settings for the one connection that writes (the group-commit writer's).
 
     SQLite checkpoints its WAL inside whichever commit crosses the threshold, and that
@@ -121,7 +121,8 @@ def prepare_writer(connection: sa.Connection) -> None:
     keeps it in memory (commits of 5 webhooks 1.3 → 0.8 ms, a quarter fewer bytes
     written per webhook; docs/operations.md, "Capacity").
 
-    A write waits for a lock at most :data:`WRITER_LOCK_SECONDS` (SQLite's
+    A write waits for a lock at most ``lock_seconds`` (``writer_lock_timeout_seconds``,
+    :data:`WRITER_LOCK_SECONDS` by default; SQLite's
     ``busy_timeout``, 30 s for every other connection; PostgreSQL's ``lock_timeout``):
     a command holding SQLite's write lock, or an operator's ``LOCK TABLE``,
     ``VACUUM FULL`` or migration on PostgreSQL, would otherwise hold every webhook
@@ -133,35 +134,39 @@ def prepare_writer(connection: sa.Connection) -> None:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={WRITER_LOCK_SECONDS * 1000}")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={_milliseconds(lock_seconds)}")
     else:
-        connection.exec_driver_sql(lock_wait_sql())
+        connection.exec_driver_sql(lock_wait_sql(lock_seconds))
     connection.commit()
 
 
-def bounded_lock_waits(engine: sa.Engine) -> sa.Engine:
-    """``engine``, each of whose connections waits :data:`WRITER_LOCK_SECONDS` at most for
+def bounded_lock_waits(engine: sa.Engine, lock_seconds: float = WRITER_LOCK_SECONDS) -> sa.Engine:
+    """``engine``, each of whose connections waits ``lock_seconds`` at most for
     a lock: a command that only looks (``wacanon doctor``, ``rollout check``) says that a
     lock held elsewhere stopped it, instead of hanging for as long as the lock lasts — a
     ``VACUUM FULL`` or a stuck migration, exactly when someone needs the diagnosis."""
-    sa.event.listen(engine, "connect", _bound_lock_waits)
+    sa.event.listen(engine, "connect", partial(_bound_lock_waits, lock_seconds))
     return engine
 
 
-def _bound_lock_waits(dbapi_connection: Any, _record: Any) -> None:
+def _bound_lock_waits(lock_seconds: float, dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor.execute(f"PRAGMA busy_timeout={WRITER_LOCK_SECONDS * 1000}")
+        cursor.execute(f"PRAGMA busy_timeout={_milliseconds(lock_seconds)}")
     else:
-        cursor.execute(lock_wait_sql())
+        cursor.execute(lock_wait_sql(lock_seconds))
         dbapi_connection.commit()
     cursor.close()
 
 
-def lock_wait_sql(local: bool = False) -> str:
-    """PostgreSQL's statement that bounds lock waits to :data:`WRITER_LOCK_SECONDS`:
-    for the session, or (``local``) for the current transaction only."""
-    return f"SET {'LOCAL ' if local else ''}lock_timeout = '{WRITER_LOCK_SECONDS}s'"
+def lock_wait_sql(lock_seconds: float = WRITER_LOCK_SECONDS, local: bool = False) -> str:
+    """PostgreSQL's statement that bounds lock waits to ``lock_seconds``: for the
+    session, or (``local``) for the current transaction only."""
+    return f"SET {'LOCAL ' if local else ''}lock_timeout = '{_milliseconds(lock_seconds)}ms'"
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def alembic_config(url: str | None = None) -> Config:
