@@ -223,7 +223,9 @@ class Settings(BaseSettings):
     #: How long the writer waits for a lock held elsewhere (a command holding SQLite's
     #: write lock; LOCK TABLE, VACUUM FULL or a migration on PostgreSQL) before it sends
     #: the batch to the spool; also the lock wait of ``wacanon doctor`` and ``rollout check``.
-    writer_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    #: At most 5 s: a webhook's answer may wait for two such waits (a drain attempt's, then
+    #: its own), and past 10 s of silence the writer process is reported stuck.
+    writer_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=5)
     flag_refresh_seconds: float = Field(default=2.0, gt=0, le=5)
     #: The share of webhooks ``WACANON_COMPARATIVE_LOGS`` compares (docs/rollout.md).
     comparative_logs_sample_rate: float = Field(default=0.01, gt=0, le=1)
@@ -615,7 +617,8 @@ max_connections = 1000
 keep_alive_timeout_seconds = 5
 # Where webhooks go while the database is unreachable (replayed when it is back).
 spool_path = "./wacanon-spool"
-# How long the writer waits for a lock held elsewhere before it spools the batch.
+# How long the writer waits for a lock held elsewhere before it spools the batch
+# (at most 5).
 writer_lock_timeout_seconds = 5.0
 # wacanon serve commits in a writer process of its own, one per worker (false: a
 # thread of the serving process, which shares its interpreter lock; docs/operations.md).

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 from tests.api.conftest import bearer, sim_body, sim_message
 from tests.api.test_slow_clients import Server
 from tests.conftest import _clean
-from tests.store.test_write_batch import STORE
+from tests.store.test_write_batch import STORE, planned
 from wacanon.config import Settings
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
 from wacanon.ingest.spool import REJECTED_FILE, Spool, SpoolRecord
-from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter
+from wacanon.ingest.writer import DRAIN_CHUNK, GroupCommitWriter, Job, Spooled
 from wacanon.store.database import create_engine, upgrade
 from wacanon.store.repository import WebhookWrite
 from wacanon.store.tables import events
@@ -94,13 +94,13 @@ def test_webhooks_spool_while_a_lock_is_held_and_drain_after(
                     reply = client.post("/webhooks/simulated", content=body, headers=bearer())
                     replies.append((time.monotonic() - started, reply))
                     # Past the writer's 1 s back-off: the next one meets a new connection.
-                    time.sleep(1.2)
+                    time.sleep(1.5)
             assert [r.status_code for _, r in replies] == [200, 200]
             assert all(r.json().get("spooled") is True for _, r in replies)
             slowest = max(seconds for seconds, _ in replies)
             # One lock wait (the configured one, not the default 5 s), or two when a drain
             # attempt came first: far from the 30 s 503.
-            assert slowest < 2 * LOCK + 1.5, f"{slowest:.1f} s for an answer"
+            assert slowest < 2 * LOCK + 2.5, f"{slowest:.1f} s for an answer"
         deadline = time.monotonic() + 30
         while sorted(stored(database_url)) != ["L-0", "L-1", "L-2"]:
             assert time.monotonic() < deadline, f"not drained: {sorted(stored(database_url))}"
@@ -262,3 +262,37 @@ def test_a_first_chunk_stored_in_part_is_not_replayed(postgres_server: str, tmp_
         engine.dispose()
     assert sorted(stored(postgres_server)) == ["P-0", "P-1", "P-3", "P-4"]
     assert sorted(drained) == [("c-P-0", 1), ("c-P-1", 1), ("c-P-2", 0), ("c-P-3", 1), ("c-P-4", 1)]
+
+
+def test_a_lock_wait_that_ends_in_the_spool_counts_as_the_writer_moving_on(
+    tmp_path: Path,
+) -> None:
+    """A statement that waited out a lock and failed is a step: the writer process's beat
+    tells its server the writer moved on, so a drain attempt's wait followed by a live
+    batch's is two silences of one wait each, never one long enough (10 s at the
+    default 5 s wait) to have the writer reported stuck."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    pipeline = Pipeline(
+        Settings(database_url=url, default_shopper_id="s"), lambda _: STORE, Metrics()
+    )
+    plan = planned(pipeline, "M-1")
+    outcomes: list[object] = []
+    spool = Spool(tmp_path / "spool")
+    writer = GroupCommitWriter(engine, spool, pipeline.replan, lambda _: None, lock_seconds=0.3)
+    try:
+        with write_lock(url):
+            writer.start()
+            before = writer.progress
+            writer.enqueue([Job(plan.write, plan.received, outcomes.append)])
+            deadline = time.monotonic() + 10
+            while not outcomes:
+                assert time.monotonic() < deadline, "no answer while the lock was held"
+                time.sleep(0.02)
+            assert isinstance(outcomes[0], Spooled)
+            assert writer.progress > before, "a failed lock wait did not count as a step"
+    finally:
+        writer.stop()
+        spool.close()
+        engine.dispose()

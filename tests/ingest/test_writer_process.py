@@ -7,18 +7,20 @@ import asyncio
 import contextlib
 import os
 import random
+import select
 import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -31,8 +33,15 @@ from wacanon.ingest import writer_process
 from wacanon.ingest.metrics import Metrics
 from wacanon.ingest.pipeline import Pipeline, Received
 from wacanon.ingest.writer import Failed, Spooled
-from wacanon.ingest.writer_process import FrameError, Frames, done_frame, frame, jobs_frame
-from wacanon.store.database import create_engine
+from wacanon.ingest.writer_process import (
+    FrameError,
+    Frames,
+    UnreadableJob,
+    done_frame,
+    frame,
+    jobs_frame,
+)
+from wacanon.store.database import create_engine, upgrade
 from wacanon.store.repository import DeadLetter, WebhookWrite, WriteResult
 from wacanon.store.tables import events, webhook_journal
 
@@ -307,16 +316,37 @@ def test_jobs_and_answers_cross_as_messagepack_and_arrive_as_they_left() -> None
     assert (codec, message) == (b"d", ("done", answers, False))
 
 
-def test_what_messagepack_cannot_carry_goes_as_a_pickle() -> None:
-    """A naive time or a lone surrogate in a job, a spooled or failed answer: pickled,
-    never lost nor changed."""
-    writes = _writes()
-    writes[0].journal.received_at = datetime(2026, 12, 1, 12, 0)  # naive
-    writes[1].events[1]["occurred_at"] = datetime(2026, 12, 1, 12, 0)
-    writes[2].journal.account_id = "acct-\ud800"
-    for write in writes:
-        codec, message = _one(jobs_frame([(7, write)]))
-        assert (codec, message) == (b"p", ("jobs", [(7, write)]))
+def _changed(change: Callable[[WebhookWrite], None]) -> WebhookWrite:
+    write = _writes()[1]  # a batch of two: rows to change
+    change(write)
+    return write
+
+
+#: What would not come back as it left through the typed MessagePack decoder: it would
+#: refuse it (a bool for an int, an int for a bool) or return something else (a naive time
+#: or a tuple: text, a list); or MessagePack refuses it (a lone surrogate, a huge int).
+AWKWARD: dict[str, Callable[[WebhookWrite], None]] = {
+    "naive receipt": lambda w: setattr(w.journal, "received_at", datetime(2026, 12, 1, 12)),
+    "naive row time": lambda w: w.events[1].update(occurred_at=datetime(2026, 12, 1, 12)),
+    "lone surrogate": lambda w: setattr(w.journal, "account_id", "acct-\ud800"),
+    "a tuple in a row": lambda w: w.events[0].update(chat_id=("a", "b")),
+    "an int over 64 bits": lambda w: w.events[0].update(routed_seq=1 << 70),
+    "a bool for an int": lambda w: setattr(w.journal, "ignored", True),
+    "an int for a bool": lambda w: setattr(w.journal, "signature_valid", 1),
+    "bytearray body": lambda w: setattr(w.journal, "body", bytearray(w.journal.body)),
+}
+
+
+@pytest.mark.parametrize("change", AWKWARD.values(), ids=list(AWKWARD))
+def test_what_messagepack_cannot_carry_exactly_goes_as_a_pickle(
+    change: Callable[[WebhookWrite], None],
+) -> None:
+    write = _changed(change)
+    codec, message = _one(jobs_frame([(7, write)]))
+    assert (codec, message) == (b"p", ("jobs", [(7, write)]))
+
+
+def test_spooled_and_failed_answers_go_as_pickles() -> None:
     answers: list[tuple[int, Any]] = [
         (1, WriteResult(new_keys={"a"}, journaled=True)),
         (2, Spooled()),
@@ -324,6 +354,56 @@ def test_what_messagepack_cannot_carry_goes_as_a_pickle() -> None:
     ]
     codec, message = _one(done_frame(answers, True))
     assert (codec, message) == (b"p", ("done", answers, True))
+
+
+def test_a_job_that_does_not_decode_leaves_the_others_of_its_frame_readable() -> None:
+    good = _writes()[0]
+    data = msgspec.msgpack.encode([(1, good), (2, {"journal": "not a journal row"}), (3, good)])
+    frames = Frames()
+    frames.feed(struct.pack("!Q", len(data) + 1) + b"j" + data)
+    kind, jobs = frames.next()[1]
+    assert kind == "jobs"
+    assert [key for key, _ in jobs] == [1, 2, 3]
+    assert jobs[0][1] == jobs[2][1] == good
+    assert isinstance(jobs[1][1], UnreadableJob)
+    assert "journal" in jobs[1][1].reason
+
+
+def test_the_writer_process_answers_an_unreadable_job_503_and_writes_the_rest(
+    tmp_path: Path,
+) -> None:
+    """A real writer process handed a frame with a job it cannot read: that one is
+    answered failed, the others of the frame are stored, and the process lives on."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    settings = Settings(database_url=url, spool_path=str(tmp_path / "spool"))
+    child = writer_process._Child(settings, {}, True)
+    try:
+        good = [w for w in _writes() if w.events][:2]
+        data = msgspec.msgpack.encode([(1, good[0]), (2, {"journal": 5}), (3, good[1])])
+        os.write(child.jobs, bytes(child.unsent) + struct.pack("!Q", len(data) + 1) + b"j" + data)
+        answers: dict[int, Any] = {}
+        deadline = time.monotonic() + 20
+        while len(answers) < 3:
+            assert time.monotonic() < deadline, f"answers so far: {answers}"
+            ready, _, _ = select.select([child.answers], [], [], 1)
+            if ready:
+                child.frames.feed(os.read(child.answers, 1 << 16))
+                for kind, payload, _ in child.frames.all():
+                    if kind == "done":
+                        answers.update(payload)
+        assert isinstance(answers[2], Failed)
+        assert "could not be read" in answers[2].reason
+        assert all(isinstance(answers[k], WriteResult) for k in (1, 3))
+        assert child.process.poll() is None
+    finally:
+        child.close()
+        child.process.wait(20)
+    assert sorted(stored_ids(url)) == sorted(
+        row["provider_message_id"] for w in good for row in w.events
+    )
 
 
 def test_commits_are_counted_by_the_server_and_a_thread_writer_stays_available(

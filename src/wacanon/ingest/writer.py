@@ -532,6 +532,11 @@ class GroupCommitWriter:
             except sa.exc.DBAPIError as exc:
                 self._connection = None
                 _discard(connection)
+                # A statement that failed (a lock not granted in time, a refused row) is
+                # a step too: the writer moved on, it is not stuck (``writer_process._beat``).
+                # A drain attempt's lock wait followed by a live batch's is then two
+                # silences of one wait each for the serving process, not one of two.
+                self.progress += 1
                 if not (reused and exc.connection_invalidated):
                     raise
                 reused, retrying = False, True
@@ -796,7 +801,7 @@ def _dead_letter_only(write: WebhookWrite, reason: str) -> WebhookWrite:
 
 def _discard(connection: sa.Connection) -> None:
     """Close the writer's connection for good: never back to the pool, where another
-    user would inherit its settings (``prepare_writer``: a 5 s lock wait, a WAL
+    user would inherit its settings (``prepare_writer``: its lock wait, a WAL
     checkpoint threshold)."""
     with contextlib.suppress(sa.exc.SQLAlchemyError):
         connection.invalidate()

@@ -41,6 +41,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ import structlog
 from wacanon.ingest.pipeline import Pipeline, Plan, Received
 from wacanon.ingest.spool import SpoolRecord
 from wacanon.ingest.writer import Failed, Job, OnDrained, Outcome
-from wacanon.store.repository import TIME_COLUMNS, JournalRow, WebhookWrite, WriteResult
+from wacanon.store.repository import JournalRow, WebhookWrite, WriteResult
 
 log = structlog.get_logger("wacanon.writer")
 
@@ -86,11 +88,27 @@ class FrameError(Exception):
 #: The codec byte after a frame's length.
 _PICKLE, _JOBS, _DONE = b"p", b"j", b"d"
 _ENCODER = msgspec.msgpack.Encoder()
-_JOBS_DECODER = msgspec.msgpack.Decoder(list[tuple[int, WebhookWrite]])
+#: A jobs frame is read job by job: one whose write does not decode is answered failed,
+#: and the others of its frame go on (see :class:`UnreadableJob`).
+_JOBS_DECODER = msgspec.msgpack.Decoder(list[tuple[int, msgspec.Raw]])
+_WRITE_DECODER = msgspec.msgpack.Decoder(WebhookWrite)
 _DONE_DECODER = msgspec.msgpack.Decoder(tuple[list[tuple[int, WriteResult]], bool])
-#: What MessagePack cannot carry (an integer over 64 bits, a lone surrogate; a naive
-#: time, see :func:`_times_aware`): such a message goes as a pickle.
+#: What MessagePack refuses to carry (an integer over 64 bits, a lone surrogate): such a
+#: message goes as a pickle.
 _NOT_MSGPACK = (TypeError, ValueError, OverflowError, UnicodeEncodeError)
+#: The classes an event row's value keeps exactly through MessagePack (and an aware
+#: ``datetime``, its instant). A tuple would come back a list, an enum or a ``Decimal``
+#: a string, a naive time text: a row holding one goes as a pickle.
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableJob:
+    """A job whose frame arrived whole but whose write did not decode (a bug of ours, or
+    another version's writer): answered failed (503, the provider retries), and the
+    other jobs of its frame are written."""
+
+    reason: str
 
 
 def frame(message: object) -> bytes:
@@ -99,8 +117,10 @@ def frame(message: object) -> bytes:
 
 
 def jobs_frame(items: list[tuple[int, WebhookWrite]]) -> bytes:
-    """``("jobs", items)``: webhooks handed to the child, each under its key."""
-    if all(_times_aware(write) for _, write in items):
+    """``("jobs", items)``: webhooks handed to the child, each under its key — MessagePack
+    when every write comes back exactly as it left (:func:`_exact_in_msgpack`), else a
+    pickle."""
+    if all(_exact_in_msgpack(write) for _, write in items):
         try:
             return _framed(_JOBS, _ENCODER.encode(items))
         except _NOT_MSGPACK:
@@ -108,18 +128,43 @@ def jobs_frame(items: list[tuple[int, WebhookWrite]]) -> bytes:
     return frame(("jobs", items))
 
 
-def _times_aware(write: WebhookWrite) -> bool:
-    """MessagePack keeps an aware time as its instant, but a naive one as text — which an
-    event row, a dict of any values, would get back as a string."""
-    if write.journal.received_at.tzinfo is None:
+def _exact_in_msgpack(write: WebhookWrite) -> bool:
+    """The typed decoder gets back what was sent: the fields of the journal row and the
+    write have the classes it expects (it refuses a bool for an int, an int for a bool),
+    and every value of an event row — a dict of any values — is of a class MessagePack
+    keeps (:data:`_PLAIN`, or an aware ``datetime``; a naive one would come back text)."""
+    journal = write.journal
+    received_at = journal.received_at
+    if (
+        received_at.__class__ is not datetime
+        or received_at.tzinfo is None
+        or journal.body.__class__ is not bytes
+        or journal.signature_valid.__class__ is not bool
+        or journal.body_masked.__class__ is not bool
+        or journal.ignored.__class__ is not int
+        or journal.errors.__class__ is not int
+        or write.resumes.__class__ is not bool
+        or write.rows_before.__class__ is not int
+    ):
         return False
-    return all(row[c].tzinfo is not None for row in write.events for c in TIME_COLUMNS)
+    plain = _PLAIN
+    for row in write.events:
+        for value in row.values():
+            kind = value.__class__
+            if kind not in plain and not (kind is datetime and value.tzinfo is not None):
+                return False
+    return True
 
 
 def done_frame(answers: list[tuple[int, Any]], database_up: bool) -> bytes:
-    """``("done", answers, database_up)``: outcomes by key (a spooled or failed one, rarer,
-    as a pickle)."""
-    if all(outcome.__class__ is WriteResult for _, outcome in answers):
+    """``("done", answers, database_up)``: outcomes by key — MessagePack for results of
+    the classes its decoder expects, else (a spooled or failed one, rarer) a pickle."""
+    if all(
+        outcome.__class__ is WriteResult
+        and outcome.journaled.__class__ is bool
+        and (outcome.refused is None or outcome.refused.__class__ is str)
+        for _, outcome in answers
+    ):
         try:
             return _framed(_DONE, _ENCODER.encode((answers, database_up)))
         except _NOT_MSGPACK:
@@ -133,13 +178,20 @@ def _framed(codec: bytes, data: bytes) -> bytes:
 
 def _unframe(codec: int, data: bytes) -> Any:
     if codec == _JOBS[0]:
-        return ("jobs", _JOBS_DECODER.decode(data))
+        return ("jobs", [(key, _job(raw)) for key, raw in _JOBS_DECODER.decode(data)])
     if codec == _DONE[0]:
         answers, database_up = _DONE_DECODER.decode(data)
         return ("done", answers, database_up)
     if codec == _PICKLE[0]:
         return pickle.loads(data)
     raise ValueError(f"no codec {codec!r}")
+
+
+def _job(raw: msgspec.Raw) -> WebhookWrite | UnreadableJob:
+    try:
+        return _WRITE_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:  # a ValidationError too
+        return UnreadableJob(str(exc))
 
 
 class Frames:
@@ -326,14 +378,18 @@ class ProcessWriter:
         if child is None:  # being replaced: the next writer gets them (within their 30 s)
             self._held.extend(jobs)
             return
+        keyed = [(next(self._ids), job) for job in jobs]
+        try:
+            data = jobs_frame([(key, job.write) for key, job in keyed])
+        except Exception:  # a bug of ours: these webhooks get their 503 now, not in 30 s
+            log.exception("writer process: jobs could not be handed over; answering 503")
+            for job in jobs:
+                job.finish(Failed("internal error: the jobs could not be handed to the writer"))
+            return
         if not self._jobs:  # owing nothing until now: its silence counts from here
             self._heard = time.monotonic()
-        items = []
-        for job in jobs:
-            key = next(self._ids)
-            self._jobs[key] = job
-            items.append((key, job.write))
-        child.unsent += jobs_frame(items)
+        self._jobs.update(keyed)
+        child.unsent += data
         self._flush(child)
 
     def _flush(self, child: _Child) -> None:
@@ -541,6 +597,13 @@ class _Outbox:
     def done(self, key: int, outcome: Outcome) -> None:
         self._answers.append((key, outcome))
 
+    def answer_now(self, key: int, outcome: Outcome) -> None:
+        """One answer sent at once, from the thread that reads the jobs (a job that could
+        not be read: the writer's thread never sees it)."""
+        with self._lock:
+            if not self._parent_gone:
+                self._write(done_frame([(key, outcome)], self._database_up()))
+
     def beat(self) -> None:
         """Tell the parent the writer is busy, not stuck (see :func:`_beat`)."""
         with self._lock:
@@ -632,12 +695,18 @@ def child_main(argv: Sequence[str]) -> None:
     try:
         for message in messages:
             if message[0] == "jobs":
-                writer.enqueue(
-                    [
-                        Job(write, _JournalSource(write.journal), partial(outbox.done, key))
-                        for key, write in message[1]
-                    ]
-                )
+                jobs = []
+                for key, write in message[1]:
+                    if isinstance(write, UnreadableJob):
+                        log.error("writer process: a job could not be read; answering 503",
+                                  error=write.reason)  # fmt: skip
+                        outbox.answer_now(key, Failed(f"the job could not be read: {write.reason}"))
+                    else:
+                        jobs.append(
+                            Job(write, _JournalSource(write.journal), partial(outbox.done, key))
+                        )
+                if jobs:
+                    writer.enqueue(jobs)
     finally:
         writer.stop()  # finish what was handed over (also when the parent went away)
         outbox.send()
