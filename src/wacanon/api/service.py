@@ -178,12 +178,7 @@ class Service:
         env = os.environ if env is None else env
         engine = create_engine(settings.database_url)
         metrics = Metrics()
-        flags = FlagCache(
-            engine,
-            env,
-            settings.flag_refresh_seconds,
-            lock_seconds=settings.writer_lock_timeout_seconds,
-        )
+        flags = FlagCache.for_settings(engine, env, settings)
         pipeline = Pipeline(settings, flags.for_shopper, metrics)
         spool = Spool(Path(settings.spool_path))
         router = Router(

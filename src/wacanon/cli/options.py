@@ -66,7 +66,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts.")]
 
 def router_for(settings: Settings, engine: sa.Engine) -> Router:
     """Routing's database work as a server would do it, with this environment's flags."""
-    flags = FlagCache(engine, os.environ, settings.flag_refresh_seconds)
+    flags = FlagCache.for_settings(engine, os.environ, settings)
     flags.refresh()
     return Router(engine, settings, flags.for_shopper)
 

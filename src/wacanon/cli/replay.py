@@ -34,7 +34,7 @@ def replay_command(
         raise fail("say what to replay: --dead-letter or --since TIME (one of them)")
     start = parse_since(since) if since else None
     loaded, engine = store_at_head(config)
-    flags = FlagCache(engine, os.environ, loaded.settings.flag_refresh_seconds)
+    flags = FlagCache.for_settings(engine, os.environ, loaded.settings)
     flags.refresh()
     pipeline = Pipeline(loaded.settings, flags.for_shopper, Metrics())
     with engine.connect() as connection:  # read in chunks, each chunk written on its own

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
@@ -17,6 +18,9 @@ import structlog
 from wacanon.flags import FlagSnapshot, ShopperFlags
 from wacanon.store.database import WRITER_LOCK_SECONDS, lock_wait_sql
 from wacanon.store.repository import flag_overrides_map
+
+if TYPE_CHECKING:
+    from wacanon.config import Settings
 
 log = structlog.get_logger("wacanon.flags")
 
@@ -49,6 +53,20 @@ class FlagCache:
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wacanon-flags", daemon=True)
+
+    @classmethod
+    def for_settings(
+        cls, engine: sa.Engine, env: Mapping[str, str], settings: Settings, *, announce: bool = True
+    ) -> FlagCache:
+        """The cache a command or server reads flags with: its configured refresh period and
+        lock wait (``writer_lock_timeout_seconds``)."""
+        return cls(
+            engine,
+            env,
+            settings.flag_refresh_seconds,
+            announce=announce,
+            lock_seconds=settings.writer_lock_timeout_seconds,
+        )
 
     def start(self) -> None:
         self.refresh()

@@ -667,10 +667,7 @@ def child_main(argv: Sequence[str]) -> None:
     wlogging.configure(settings.log_level)
     sys.setswitchinterval(CHILD_SWITCH_INTERVAL)
     engine = create_engine(settings.database_url)
-    lock_seconds = settings.writer_lock_timeout_seconds
-    flags = FlagCache(
-        engine, env, settings.flag_refresh_seconds, announce=False, lock_seconds=lock_seconds
-    )
+    flags = FlagCache.for_settings(engine, env, settings, announce=False)
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
 
     writer: GroupCommitWriter | None = None
@@ -687,7 +684,7 @@ def child_main(argv: Sequence[str]) -> None:
         flags.refresh,
         on_batch=lambda webhooks, seconds: outbox.put("batch", (webhooks, seconds)),
         after_turn=outbox.send,
-        lock_seconds=lock_seconds,
+        lock_seconds=settings.writer_lock_timeout_seconds,
     )
     flags.start()
     writer.start(database_up=database_up)

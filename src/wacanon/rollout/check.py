@@ -291,13 +291,7 @@ class Check:
         )
 
     def _flags_for(self) -> Any:
-        settings = self.loaded.settings
-        flags = FlagCache(
-            self.engine,
-            self.env,
-            settings.flag_refresh_seconds,
-            lock_seconds=settings.writer_lock_timeout_seconds,
-        )
+        flags = FlagCache.for_settings(self.engine, self.env, self.loaded.settings)
         flags.refresh()
         return flags.for_shopper
 

@@ -307,7 +307,7 @@ def _verify(
         report.failures.append(
             f"conversations per shopper {per_shopper}, expected {expected_conversations(OPTIONS)}"
         )
-    flags = FlagCache(engine, {}, settings.flag_refresh_seconds)
+    flags = FlagCache.for_settings(engine, {}, settings)
     flags.refresh()
     Router(engine, settings, flags.for_shopper).rebuild()
     if conversation_rows(engine) != live:

@@ -90,7 +90,7 @@ def resume(
     shown.waiting(wait)
     time.sleep(wait)
     shopper = None if record.scope == GLOBAL else record.scope
-    flags = FlagCache(engine, env, settings.flag_refresh_seconds)
+    flags = FlagCache.for_settings(engine, env, settings)
     flags.refresh()
     before = _conversations(engine, shopper)
     pipeline = Pipeline(settings, flags.for_shopper, Metrics())
