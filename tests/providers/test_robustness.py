@@ -127,3 +127,49 @@ def test_a_lone_surrogate_escape_reads_as_the_replacement_character(body: bytes,
     the Baileys fixture ``upsert_text_cut_mid_emoji_as_node_writes_it`` is the whole
     case."""
     assert decode_body(body) == {"t": text}
+
+
+#: ISO times a provider may send that are no plausible time — some at the edge of what
+#: Python's datetime holds, where the conversion to UTC itself fails.
+EDGE_TIMES = [
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00",
+    "1969-12-31T23:59:59Z",
+    "3000-01-01T00:00:00Z",
+]
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_an_implausible_iso_time_is_flagged_and_costs_no_other_fact(when: str) -> None:
+    body = {
+        "account": "sim-a",
+        "events": [
+            {"type": "message", "id": "GOOD", "from": "5511987654321", "text": "oi",
+             "timestamp": 1772366400},
+            {"type": "message", "id": "EDGE", "from": "5511987654321", "text": "oi",
+             "timestamp": when},
+        ],
+    }  # fmt: skip
+    result = normalize("simulated", orjson.dumps(body), received_at=WHEN, correlation_id="c")
+    assert result.errors == []
+    good, edge = result.events
+    assert good.occurred_at == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert good.security.risk_flags == []
+    assert edge.occurred_at == WHEN
+    assert "timestamp_out_of_range" in edge.security.risk_flags
+
+
+@pytest.mark.parametrize("when", EDGE_TIMES)
+def test_an_evolution_envelope_time_at_the_edge_still_gives_its_event(when: str) -> None:
+    body = {
+        "event": "connection.update",
+        "instance": "loja-1",
+        "data": {"instance": "loja-1", "state": "open", "statusReason": 200},
+        "date_time": when,
+        "sender": "5511988887777@s.whatsapp.net",
+    }
+    result = normalize("evolution", orjson.dumps(body), received_at=WHEN, correlation_id="c")
+    assert result.errors == []
+    (event,) = result.events
+    assert event.occurred_at == WHEN

@@ -240,17 +240,25 @@ def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
 
 
 def iso_time(value: str | None, fallback: datetime) -> datetime:
-    """An ISO 8601 provider time (Evolution's ``date_time``), as UTC; an unreadable one is
-    a :class:`StandIn` for ``fallback``."""
+    """An ISO 8601 provider time (Evolution's ``date_time``), as UTC; an unreadable one,
+    or one outside the times :func:`unix_time` takes as plausible (1970 to 3000), is a
+    :class:`StandIn` for ``fallback``. A time at the edge of what Python can hold
+    (``0001-01-01T00:00:00+01:00``) has no UTC: it is not plausible either, and must not
+    cost the other facts of its webhook (the conversion raised)."""
     if not value:
         return fallback
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        utc = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return stand_in(fallback)
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    if not _EPOCH < utc < _YEAR_3000:
+        return stand_in(fallback)
+    return utc
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_YEAR_3000 = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 def actor_dict(
