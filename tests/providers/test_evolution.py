@@ -886,6 +886,15 @@ def test_an_implausible_message_timestamp_is_flagged(ts: Any) -> None:
     assert keys(envelope("messages.upsert", upsert(messageTimestamp=ts))) == [event.idempotency_key]
 
 
+@pytest.mark.parametrize("date_time", [1772355612001, True, ["2026-03-01"], {"at": 1}])
+def test_a_date_time_that_is_not_a_string_costs_no_event(date_time: Any) -> None:
+    """Not a readable time, as an unreadable string is: the event is there, its identity
+    the same as without one (before, the whole item was an error: ``Expected str``)."""
+    body = envelope("messages.upsert", upsert(), date_time=date_time)
+    event = one(body)
+    assert [event.idempotency_key] == keys(envelope("messages.upsert", upsert(), date_time=None))
+
+
 def test_an_unreadable_date_time_never_enters_an_identity() -> None:
     state = {"instance": "loja-centro", "state": "open", "statusReason": 200}
     body = envelope("connection.update", state, date_time="not a time")

@@ -989,7 +989,8 @@ def _payload(
         message = "no account id in payload; pass --account"
         out.errors.append(NormalizeError("$.instance", message, event))
         return None
-    return _Payload(builder, account, event, envelope.date_time, _own_number(envelope.sender))
+    date_time = envelope.date_time if isinstance(envelope.date_time, str) else None
+    return _Payload(builder, account, event, date_time, _own_number(envelope.sender))
 
 
 def _finished(out: NormalizeResult) -> NormalizeResult:

@@ -21,7 +21,9 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=False):
     event: str
     instance: str | None = None
     data: Any = None
-    date_time: str | None = None
+    #: Any JSON: a time that is not a string is no readable time, never a broken body
+    #: (it is only ever used in identities, see ``evolution._Payload.sent_iso``).
+    date_time: Any = None
     sender: str | None = None
 
 
@@ -33,7 +35,7 @@ class RawEnvelope(msgspec.Struct, forbid_unknown_fields=False):
     event: str
     data: msgspec.Raw
     instance: str | None = None
-    date_time: str | None = None
+    date_time: Any = None
     sender: str | None = None
 
 
