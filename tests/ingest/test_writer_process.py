@@ -356,11 +356,15 @@ def test_spooled_and_failed_answers_go_as_pickles() -> None:
     assert (codec, message) == (b"p", ("done", answers, True))
 
 
+def unchecked_jobs_frame(items: list[tuple[int, Any]]) -> bytes:
+    """A MessagePack jobs frame of whatever ``items`` hold: what ``jobs_frame`` never sends."""
+    return writer_process._framed(b"j", msgspec.msgpack.encode(items))
+
+
 def test_a_job_that_does_not_decode_leaves_the_others_of_its_frame_readable() -> None:
     good = _writes()[0]
-    data = msgspec.msgpack.encode([(1, good), (2, {"journal": "not a journal row"}), (3, good)])
     frames = Frames()
-    frames.feed(struct.pack("!Q", len(data) + 1) + b"j" + data)
+    frames.feed(unchecked_jobs_frame([(1, good), (2, {"journal": "not a journal row"}), (3, good)]))
     kind, jobs = frames.next()[1]
     assert kind == "jobs"
     assert [key for key, _ in jobs] == [1, 2, 3]
@@ -382,8 +386,8 @@ def test_the_writer_process_answers_an_unreadable_job_503_and_writes_the_rest(
     child = writer_process._Child(settings, {}, True)
     try:
         good = [w for w in _writes() if w.events][:2]
-        data = msgspec.msgpack.encode([(1, good[0]), (2, {"journal": 5}), (3, good[1])])
-        os.write(child.jobs, bytes(child.unsent) + struct.pack("!Q", len(data) + 1) + b"j" + data)
+        jobs = unchecked_jobs_frame([(1, good[0]), (2, {"journal": 5}), (3, good[1])])
+        os.write(child.jobs, bytes(child.unsent) + jobs)
         answers: dict[int, Any] = {}
         deadline = time.monotonic() + 20
         while len(answers) < 3:

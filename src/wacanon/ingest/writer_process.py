@@ -40,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -102,6 +103,22 @@ _NOT_MSGPACK = (TypeError, ValueError, OverflowError, UnicodeEncodeError)
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
 
 
+def _exact_fields(cls: type) -> tuple[tuple[str, type], ...]:
+    """The fields of ``cls`` whose declared type is one class the typed decoder insists
+    on (it refuses a bool for an int and an int for a bool), from the dataclass itself."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if hints[f.name] in (bool, int, bytes, datetime)
+    )
+
+
+_JOURNAL_FIELDS = _exact_fields(JournalRow)
+_WRITE_FIELDS = _exact_fields(WebhookWrite)
+_RESULT_FIELDS = _exact_fields(WriteResult)
+
+
 @dataclass(frozen=True, slots=True)
 class UnreadableJob:
     """A job whose frame arrived whole but whose write did not decode (a bug of ours, or
@@ -133,19 +150,7 @@ def _exact_in_msgpack(write: WebhookWrite) -> bool:
     write have the classes it expects (it refuses a bool for an int, an int for a bool),
     and every value of an event row — a dict of any values — is of a class MessagePack
     keeps (:data:`_PLAIN`, or an aware ``datetime``; a naive one would come back text)."""
-    journal = write.journal
-    received_at = journal.received_at
-    if (
-        received_at.__class__ is not datetime
-        or received_at.tzinfo is None
-        or journal.body.__class__ is not bytes
-        or journal.signature_valid.__class__ is not bool
-        or journal.body_masked.__class__ is not bool
-        or journal.ignored.__class__ is not int
-        or journal.errors.__class__ is not int
-        or write.resumes.__class__ is not bool
-        or write.rows_before.__class__ is not int
-    ):
+    if not (_of_classes(write.journal, _JOURNAL_FIELDS) and _of_classes(write, _WRITE_FIELDS)):
         return False
     plain = _PLAIN
     for row in write.events:
@@ -160,9 +165,7 @@ def done_frame(answers: list[tuple[int, Any]], database_up: bool) -> bytes:
     """``("done", answers, database_up)``: outcomes by key — MessagePack for results of
     the classes its decoder expects, else (a spooled or failed one, rarer) a pickle."""
     if all(
-        outcome.__class__ is WriteResult
-        and outcome.journaled.__class__ is bool
-        and (outcome.refused is None or outcome.refused.__class__ is str)
+        outcome.__class__ is WriteResult and _of_classes(outcome, _RESULT_FIELDS)
         for _, outcome in answers
     ):
         try:
@@ -170,6 +173,17 @@ def done_frame(answers: list[tuple[int, Any]], database_up: bool) -> bytes:
         except _NOT_MSGPACK:
             pass
     return frame(("done", answers, database_up))
+
+
+def _of_classes(value: object, fields: tuple[tuple[str, type], ...]) -> bool:
+    """Each of ``fields`` of ``value`` is exactly of its class (an aware time, if a time)."""
+    for name, kind in fields:
+        field: Any = getattr(value, name)
+        if field.__class__ is not kind:
+            return False
+        if kind is datetime and getattr(field, "tzinfo", None) is None:
+            return False
+    return True
 
 
 def _framed(codec: bytes, data: bytes) -> bytes:
@@ -691,24 +705,28 @@ def child_main(argv: Sequence[str]) -> None:
     threading.Thread(target=_beat, args=(writer, outbox), name="wacanon-beat", daemon=True).start()
     try:
         for message in messages:
-            if message[0] == "jobs":
-                jobs = []
-                for key, write in message[1]:
-                    if isinstance(write, UnreadableJob):
-                        log.error("writer process: a job could not be read; answering 503",
-                                  error=write.reason)  # fmt: skip
-                        outbox.answer_now(key, Failed(f"the job could not be read: {write.reason}"))
-                    else:
-                        jobs.append(
-                            Job(write, _JournalSource(write.journal), partial(outbox.done, key))
-                        )
-                if jobs:
-                    writer.enqueue(jobs)
+            if message[0] == "jobs" and (jobs := _readable_jobs(message[1], outbox)):
+                writer.enqueue(jobs)
     finally:
         writer.stop()  # finish what was handed over (also when the parent went away)
         outbox.send()
         flags.stop()
         engine.dispose()
+
+
+def _readable_jobs(
+    items: list[tuple[int, WebhookWrite | UnreadableJob]], outbox: _Outbox
+) -> list[Job]:
+    """A jobs frame's jobs for the writer; one that could not be read is answered 503 at
+    once (the writer never sees it)."""
+    jobs = []
+    for key, write in items:
+        if isinstance(write, UnreadableJob):
+            log.error("writer process: a job could not be read; answering 503", error=write.reason)
+            outbox.answer_now(key, Failed(f"the job could not be read: {write.reason}"))
+        else:
+            jobs.append(Job(write, _JournalSource(write.journal), partial(outbox.done, key)))
+    return jobs
 
 
 def _beat(writer: Any, outbox: _Outbox) -> None:

@@ -234,7 +234,7 @@ def unix_time(value: float | int | str | None, fallback: datetime) -> datetime:
         return stand_in(fallback)
     if number > 1e11:  # milliseconds (1e11 s is the year 5138)
         number /= 1000.0
-    if not 0 < number < 32503680000:  # before year 3000
+    if not 0 < number < _YEAR_3000_SECONDS:
         return stand_in(fallback)
     return datetime.fromtimestamp(number, UTC)
 
@@ -257,8 +257,10 @@ def iso_time(value: str | None, fallback: datetime) -> datetime:
     return utc
 
 
+#: Plausible provider times, one window for both spellings: after 1970, before 3000.
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _YEAR_3000 = datetime(3000, 1, 1, tzinfo=UTC)
+_YEAR_3000_SECONDS = int(_YEAR_3000.timestamp())
 
 
 def actor_dict(
